@@ -1,0 +1,3 @@
+from watchdogd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,55 @@
+"""A full consistent copy of an opencode DB before the daemon first writes to it (small DBs only)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+from watchdogd.config import Settings
+from watchdogd.journal import secure_dir
+
+
+def backup_dir(settings: Settings, db: Path) -> Path:
+    tag = hashlib.sha256(str(db).encode()).hexdigest()[:8]
+    return settings.state_dir / "backups" / f"{db.stem}-{tag}"
+
+
+def db_size(db: Path) -> int:
+    return sum(os.path.getsize(p) for p in (db, Path(f"{db}-wal")) if p.exists())
+
+
+def take_backup(settings: Settings, db: Path, source: sqlite3.Connection) -> tuple[Path | None, str]:
+    """(path, why): the copy made, or None and the reason none was made.
+
+    The SQLite online backup API copies a consistent snapshot page by page, so a copy never
+    contains a torn page even while opencode writes. Multi-GB DBs are not copied: the journal's
+    before-images are the row-level backup that undo uses.
+    """
+    size = db_size(db)
+    limit = settings.backup.max_db_size
+    if settings.backup.keep == 0:
+        return None, "backups disabled (backup.keep = 0)"
+    if size > limit:
+        return None, f"DB is {size // 1048576} MiB, over backup.max_db_size ({limit // 1048576} MiB): row before-images only"
+    folder = backup_dir(settings, db)
+    secure_dir(folder)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    target = folder / f"{db.stem}-{stamp}.db"
+    partial = target.with_suffix(".partial")
+    old_umask = os.umask(0o077)
+    try:
+        dest = sqlite3.connect(partial)
+        try:
+            source.backup(dest)
+        finally:
+            dest.close()
+        os.replace(partial, target)
+    finally:
+        os.umask(old_umask)
+        partial.unlink(missing_ok=True)
+    for stale in sorted(folder.glob("*.db"))[: -settings.backup.keep]:
+        stale.unlink(missing_ok=True)
+    return target, "ok"

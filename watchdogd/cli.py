@@ -1,0 +1,68 @@
+"""Command line: `opencode-watchdogd VERB [options]`; options go after the verb."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from watchdogd import __version__
+from watchdogd.commands import config_cmd, history, reap, run as run_cmd, scan, service, status, undo
+from watchdogd.config import ConfigError, load_config
+from watchdogd.journal import JournalError
+from watchdogd.log import effective_level, setup_logging
+
+VERBS = {"run": run_cmd, "scan": scan, "reap": reap, "undo": undo, "history": history, "status": status,
+         "config": config_cmd, "service": service}
+
+
+def common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", type=Path, help="config file (default: $OPENCODE_WATCHDOGD_CONFIG, "
+                        "else $XDG_CONFIG_HOME/opencode-watchdogd/config.toml)")
+    common.add_argument("--db", type=Path, action="append", help="an opencode DB to use (repeatable; replaces discovery)")
+    common.add_argument("--state-dir", type=Path, help="journal, backups and status file (default: "
+                        "$XDG_STATE_HOME/opencode-watchdogd)")
+    common.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    common.add_argument("-q", "--quiet", action="count", default=0, help="less log output")
+    common.add_argument("--log-format", choices=["auto", "console", "json"], help="log format (default: console on a TTY, else json)")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="opencode-watchdogd",
+                                     description="Frees opencode sessions stuck busy on tool calls that never finish.")
+    parser.add_argument("--version", action="version", version=f"opencode-watchdogd {__version__}")
+    subparsers = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    common = common_options()
+    for module in VERBS.values():
+        module.add_parser(subparsers, common)
+    return parser
+
+
+def overrides(args: argparse.Namespace) -> dict:
+    out: dict = {}
+    if getattr(args, "state_dir", None):
+        out["state_dir"] = args.state_dir
+    if getattr(args, "log_format", None):
+        out["log_format"] = args.log_format
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings, used = load_config(getattr(args, "config", None), overrides(args))
+    except ConfigError as exc:
+        print(f"opencode-watchdogd: config error: {exc}", file=sys.stderr)
+        return 2
+    args.config_used = used
+    setup_logging(effective_level(settings.log_level, getattr(args, "verbose", 0), getattr(args, "quiet", 0)),
+                  settings.log_format)
+    try:
+        return VERBS[args.verb].run(args, settings)
+    except JournalError as exc:
+        print(f"opencode-watchdogd: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

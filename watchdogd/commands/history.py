@@ -1,0 +1,39 @@
+"""`history`: the journal's actions, newest first — ids and reasons, never row content."""
+
+from __future__ import annotations
+
+import json
+
+from watchdogd.config import Settings
+from watchdogd.journal import Journal
+from watchdogd.output import safe, table, when
+
+
+def add_parser(subparsers, common) -> None:
+    parser = subparsers.add_parser("history", parents=[common], help="list journaled actions")
+    parser.add_argument("-n", "--limit", type=int, default=20, help="how many actions (default 20)")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--with-content", action="store_true", help="include the before/after rows (conversation content)")
+
+
+def run(args, settings: Settings) -> int:
+    journal = Journal(settings.state_dir)
+    try:
+        actions = journal.recent(args.limit)
+    finally:
+        journal.close()
+    if args.json:
+        keep = None if args.with_content else {"part_before", "part_after", "message_before", "message_after"}
+        print(json.dumps([{k: v for k, v in a.__dict__.items() if not keep or k not in keep} | {"time": a.when.isoformat()}
+                          for a in actions], indent=2))
+        return 0
+    if not actions:
+        print("no actions journaled yet")
+        return 0
+    rows = [[str(a.id), when(a.when), a.outcome, a.route[:40], a.session_id, a.part_id, a.tool] for a in actions]
+    print(table(["ID", "TIME", "OUTCOME", "ROUTE", "SESSION", "PART", "TOOL"], rows))
+    for a in actions:
+        print(f"  #{a.id}: {safe(a.detail or a.reason, 300)}")
+        if args.with_content:
+            print(f"    part before: {safe(a.part_before, 2000)}\n    part after:  {safe(a.part_after, 2000)}")
+    return 0

@@ -1,0 +1,53 @@
+"""`reap`: act on every expired candidate — repair orphans in the DB, report what needs a live server."""
+
+from __future__ import annotations
+
+import json
+
+from watchdogd.config import Settings
+from watchdogd.inspect import surveyed
+from watchdogd.journal import Journal
+from watchdogd.opencode.discovery import discover_databases
+from watchdogd.output import safe
+from watchdogd.reaper import Reaper
+from watchdogd.restore import reconcile
+from watchdogd.commands.scan import db_problems
+
+
+def add_parser(subparsers, common) -> None:
+    parser = subparsers.add_parser("reap", parents=[common], help="free expired tool parts (repair orphans)")
+    parser.add_argument("--dry-run", action="store_true", help="say what would be done, write nothing")
+    parser.add_argument("--json", action="store_true", help="print a JSON array of outcomes")
+
+
+def run(args, settings: Settings) -> int:
+    dbs = discover_databases(settings, args.db)
+    journal = Journal(settings.state_dir)
+    journal.start_run("reap --dry-run" if args.dry_run else "reap")
+    outcomes, failed = [], False
+    try:
+        with surveyed(settings, dbs, journal) as reports:
+            if not args.dry_run:
+                reconcile(journal, {store.path: store for _r, store in reports})
+            reaper = Reaper(settings, journal, dry_run=args.dry_run)
+            for report, store in reports:
+                for line in db_problems(report):
+                    print(f"opencode-watchdogd: {safe(line, 400)}")
+                failed |= bool(report.error and report.path.exists())
+                outcomes += reaper.reap(report, store)
+    finally:
+        journal.close()
+    if args.json:
+        print(json.dumps([{"db": str(o.item.candidate.db), "session_id": o.item.candidate.session_id,
+                           "part_id": o.item.candidate.part_id, "tool": o.item.candidate.tool, "route": o.route,
+                           "outcome": o.outcome, "detail": o.detail, "action_id": o.action_id} for o in outcomes], indent=2))
+    else:
+        for o in outcomes:
+            c = o.item.candidate
+            tag = f"#{o.action_id} " if o.action_id else ""
+            print(f"{tag}{o.outcome:9} {safe(c.session_id)} {safe(c.part_id)} {safe(c.tool)}: {safe(o.detail, 300)}")
+        if not outcomes:
+            print("nothing due")
+    if failed:
+        return 2
+    return 0 if all(o.ok for o in outcomes) else 1

@@ -1,0 +1,87 @@
+"""`scan`: explain every running/pending tool part — why it is kept, or when it expires. Writes nothing to opencode."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+
+from watchdogd.config import Settings
+from watchdogd.inspect import surveyed
+from watchdogd.journal import Journal
+from watchdogd.opencode.discovery import discover_databases
+from watchdogd.output import safe, table, when
+from watchdogd.reaper import plan_route
+from watchdogd.survey import Assessment, DBReport
+
+
+def add_parser(subparsers, common) -> None:
+    parser = subparsers.add_parser("scan", parents=[common], help="list running/pending tool parts with verdicts")
+    parser.add_argument("--json", action="store_true", help="print a JSON array, one object per candidate")
+
+
+def candidate_record(item: Assessment, report: DBReport, route: str) -> dict:
+    cand, verdict = item.candidate, item.verdict
+    return {
+        "db": str(cand.db),
+        "session_id": cand.session_id,
+        "message_id": cand.message_id,
+        "part_id": cand.part_id,
+        "call_id": cand.call_id,
+        "tool": cand.tool,
+        "status": cand.status,
+        "started_ms": cand.start_ms,
+        "age_s": round(verdict.age_s, 1),
+        "owner": item.ownership.label,
+        "verdict": verdict.decision.value,
+        "reason": verdict.reason,
+        "expires_at": verdict.expires_at.isoformat() if verdict.expires_at else None,
+        "route": route or None,
+        "child_session_id": cand.child_session_id,
+        "directory": cand.directory,
+        "title": cand.title,
+    }
+
+
+def db_problems(report: DBReport) -> list[str]:
+    problems = []
+    if report.error:
+        problems.append(f"{report.path}: {report.error}")
+    elif report.schema and not report.schema.writable:
+        problems.append(f"{report.path}: {report.schema.reason}")
+    problems += [f"{report.path}: part {safe(b.part_id)} skipped: {b.problem}" for b in report.bad_rows]
+    return problems
+
+
+def run(args, settings: Settings) -> int:
+    dbs = discover_databases(settings, args.db)
+    journal = Journal(settings.state_dir)
+    records, failed = [], False
+    try:
+        with surveyed(settings, dbs, journal) as reports:
+            for report, _store in reports:
+                for line in db_problems(report):
+                    print(f"opencode-watchdogd: {safe(line, 400)}", file=sys.stderr)
+                failed |= bool(report.error and report.path.exists()) or bool(report.schema and not report.schema.writable)
+                records += [candidate_record(a, report, plan_route(a, report)) for a in report.assessments]
+    finally:
+        journal.close()
+    if args.json:
+        print(json.dumps(records, indent=2))
+    else:
+        print(render(records) if records else f"no running or pending tool parts in {len(dbs)} database(s)")
+    if failed:
+        return 2
+    return 1 if any(r["verdict"] == "expired" for r in records) else 0
+
+
+def render(records: list[dict]) -> str:
+    rows = [[r["session_id"], r["part_id"], r["tool"], r["status"], f"{r['age_s']:.0f}s", r["owner"], r["verdict"],
+             when_iso(r["expires_at"]), r["route"] or "-"] for r in records]
+    out = table(["SESSION", "PART", "TOOL", "STATUS", "AGE", "OWNER", "VERDICT", "EXPIRES", "ROUTE"], rows)
+    reasons = [f"  {safe(r['part_id'])}: {safe(r['reason'], 300)}" for r in records]
+    return out + "\n\n" + "\n".join(reasons)
+
+
+def when_iso(value: str | None) -> str:
+    return when(datetime.fromisoformat(value)) if value else "-"

@@ -1,0 +1,55 @@
+"""`undo`: restore rows the daemon wrote, where they still hold exactly what it wrote."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from watchdogd.config import Settings
+from watchdogd.journal import Journal
+from watchdogd.opencode.store import OpencodeStore
+from watchdogd.output import safe
+from watchdogd.restore import undo_action
+
+
+def add_parser(subparsers, common) -> None:
+    parser = subparsers.add_parser("undo", parents=[common], help="undo the last reap run, or one action")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("action_id", nargs="?", type=int, help="an action id from `history`")
+    which.add_argument("--last", action="store_true", help="every write of the last run that wrote (all DBs)")
+
+
+def run(args, settings: Settings) -> int:
+    journal = Journal(settings.state_dir)
+    journal.start_run("undo")
+    try:
+        if args.last:
+            actions = [a for a in journal.last_write_run() if a.outcome == "done"]
+            if not actions:
+                print("nothing to undo")
+                return 0
+        else:
+            action = journal.action(args.action_id)
+            if action is None:
+                print(f"opencode-watchdogd: error: no action {args.action_id} in the journal", file=sys.stderr)
+                return 2
+            if action.outcome != "done" or action.route == "undo":
+                print(f"opencode-watchdogd: error: action {action.id} is {action.outcome} ({action.route}); only done writes can be undone",
+                      file=sys.stderr)
+                return 2
+            actions = [action]
+        failures = 0
+        stores: dict[str, OpencodeStore] = {}
+        for action in actions:
+            store = stores.setdefault(action.db, OpencodeStore(Path(action.db)))
+            result = undo_action(journal, action, store)
+            for row in result.restored:
+                print(f"#{action.id} restored {safe(row)}")
+            for row in result.not_restored:
+                print(f"#{action.id} NOT restored {safe(row, 300)}")
+            failures += len(result.not_restored)
+        for store in stores.values():
+            store.close()
+        return 1 if failures else 0
+    finally:
+        journal.close()

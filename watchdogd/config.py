@@ -1,0 +1,227 @@
+"""One validated configuration object: defaults < TOML file < OPENCODE_WATCHDOGD_* env < CLI flags."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, SecretStr,
+                      ValidationError, field_validator)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from watchdogd.durations import format_duration, parse_duration, parse_size
+
+ENV_PREFIX = "OPENCODE_WATCHDOGD_"
+CONFIG_ENV = ENV_PREFIX + "CONFIG"
+
+Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(format_duration, when_used="json")]
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+class ConfigError(Exception):
+    """A user error in configuration: one line, no traceback."""
+
+
+def _xdg(name: str, fallback: str) -> Path:
+    value = os.environ.get(name)
+    return Path(value) if value and os.path.isabs(value) else Path.home() / fallback
+
+
+def default_config_path() -> Path:
+    return _xdg("XDG_CONFIG_HOME", ".config") / "opencode-watchdogd" / "config.toml"
+
+
+def default_state_dir() -> Path:
+    return _xdg("XDG_STATE_HOME", ".local/state") / "opencode-watchdogd"
+
+
+def opencode_data_dir() -> Path:
+    return _xdg("XDG_DATA_HOME", ".local/share") / "opencode"
+
+
+def _check_tool_patterns(tools: dict[str, float]) -> dict[str, float]:
+    for pattern in tools:
+        if not pattern or len(pattern) > 200:
+            raise ValueError(f"bad tool name or glob: {pattern!r}")
+    return tools
+
+
+# A person may still answer a question; MCP tools (`<server>_<tool>`) and bash have their own timeouts.
+DEFAULT_TOOL_THRESHOLDS: dict[str, float] = {"question": 7200.0, "task": 7200.0, "bash": 3600.0, "*_*": 1800.0}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PolicyConfig(Strict):
+    orphan_grace: Duration = 30.0
+    pending: Duration = 600.0
+    default: Duration = 3600.0
+    # Exact tool names win over globs; among globs the longest pattern wins.
+    tools: Annotated[dict[str, Duration], AfterValidator(_check_tool_patterns)] = Field(
+        default_factory=lambda: dict(DEFAULT_TOOL_THRESHOLDS)
+    )
+
+    @field_validator("tools", mode="before")
+    @classmethod
+    def _over_defaults(cls, tools: Any) -> Any:
+        # Setting one tool keeps the defaults of the others.
+        return {**DEFAULT_TOOL_THRESHOLDS, **tools} if isinstance(tools, dict) else tools
+
+    def threshold_for(self, tool: str) -> tuple[float, str]:
+        """(seconds, the key that decided it)."""
+        if tool in self.tools:
+            return self.tools[tool], f"policy.tools.{tool}"
+        globs = [p for p in self.tools if any(c in p for c in "*?[") and fnmatch.fnmatchcase(tool, p)]
+        if globs:
+            best = max(globs, key=len)
+            return self.tools[best], f'policy.tools."{best}"'
+        return self.default, "policy.default"
+
+
+class WatchConfig(Strict):
+    databases: list[Path] = Field(default_factory=list)
+    debounce: Duration = 0.5
+    poll_interval: Duration = 60.0
+    full_rescan_interval: Duration = 3600.0
+
+    @field_validator("databases")
+    @classmethod
+    def _absolute(cls, paths: list[Path]) -> list[Path]:
+        return [p.expanduser() for p in paths]
+
+
+class BackupConfig(Strict):
+    max_db_size: Size = 256 * 1024 * 1024
+    keep: int = Field(default=3, ge=0)
+
+
+class ServerConfig(Strict):
+    url: str
+    username: str = "opencode"
+    password_file: Path | None = None
+    password: SecretStr | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"server url must start with http:// or https://: {url!r}")
+        return url.rstrip("/")
+
+
+class LiveConfig(Strict):
+    discover: bool = True
+    allow_dispose: bool = False
+    allow_insecure_remote: bool = False
+    timeout: Duration = 5.0
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    state_dir: Path = Field(default_factory=default_state_dir)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "console", "json"] = "auto"
+    allow_other_users: bool = False
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    watch: WatchConfig = Field(default_factory=WatchConfig)
+    backup: BackupConfig = Field(default_factory=BackupConfig)
+    live: LiveConfig = Field(default_factory=LiveConfig)
+    servers: list[ServerConfig] = Field(default_factory=list)
+
+    @field_validator("state_dir")
+    @classmethod
+    def _expand(cls, path: Path) -> Path:
+        return path.expanduser()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        if settings_cls.model_config.get("toml_file"):
+            sources += (TomlConfigSettingsSource(settings_cls),)
+        return sources
+
+
+def resolve_config_path(explicit: Path | None) -> tuple[Path, bool]:
+    """The file to read and whether it must exist (only the default location may be missing)."""
+    if explicit is not None:
+        return explicit.expanduser(), True
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV]).expanduser(), True
+    return default_config_path(), False
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> tuple[Settings, Path | None]:
+    """Load, merge and validate; raise ConfigError with one line naming the file, key and problem."""
+    config_path, required = resolve_config_path(path)
+    toml_data: dict[str, Any] = {}
+    used_path: Path | None = None
+    if config_path.exists() or required:
+        try:
+            with open(config_path, "rb") as handle:
+                toml_data = tomllib.load(handle)
+        except FileNotFoundError:
+            raise ConfigError(f"{config_path}: config file not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{config_path}: cannot read config file: {getattr(exc, 'strerror', None) or exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{config_path}: not valid TOML: {exc}") from None
+        used_path = config_path
+    settings_cls: type[Settings] = Settings
+    if used_path is not None:
+        settings_cls = type("FileSettings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": used_path}})
+    try:
+        return settings_cls(**(overrides or {})), used_path
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc, toml_data, used_path)) from None
+
+
+def _one_line(exc: ValidationError, toml_data: dict[str, Any], path: Path | None) -> str:
+    error = exc.errors()[0]
+    loc = [str(part) for part in error["loc"]]
+    key = ".".join(loc)
+    node: Any = toml_data
+    for part in loc:
+        node = node.get(part) if isinstance(node, dict) else None
+    if node is not None and path is not None:
+        where = str(path)
+    else:
+        env_loc = [p for p in loc if not p.isdigit()]
+        where = "env " + ENV_PREFIX + "__".join(env_loc).upper() if loc else "config"
+        if path is not None and not os.environ.get(ENV_PREFIX + "__".join(env_loc).upper()):
+            where = str(path)
+    if error["type"] == "extra_forbidden":
+        problem = "unknown key"
+    elif error["type"] == "missing":
+        problem = "required key is missing"
+    else:
+        problem = error["msg"].removeprefix("Value error, ")
+    more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"{where}: {key}: {problem}{more}"
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """Effective values for `config show`; secrets never leave the process."""
+    data = settings.model_dump(mode="json")
+    for server in data.get("servers", []):
+        if server.get("password") is not None:
+            server["password"] = "********"
+    return data

@@ -1,0 +1,180 @@
+"""The daemon's own state DB: every action with before/after rows, plus candidate sightings.
+
+It holds conversation content (the rows' JSON), so the directory is 0700 and the files 0600.
+An action is recorded as `planned` before opencode's DB is touched, then settled; a crash in
+between leaves a `planned` row that `reconcile` settles by looking at the DB row itself.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY, command TEXT NOT NULL, pid INTEGER NOT NULL, started REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS actions (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    time REAL NOT NULL,
+    db TEXT NOT NULL,
+    session_id TEXT NOT NULL, message_id TEXT NOT NULL, part_id TEXT NOT NULL, tool TEXT NOT NULL,
+    route TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    outcome TEXT NOT NULL,          -- planned | done | skipped | failed | reported | undone
+    detail TEXT NOT NULL DEFAULT '',
+    part_before TEXT, part_after TEXT, message_before TEXT, message_after TEXT,
+    server_version TEXT,
+    undo_of INTEGER REFERENCES actions(id));
+CREATE INDEX IF NOT EXISTS actions_run ON actions(run_id);
+CREATE TABLE IF NOT EXISTS sightings (
+    db TEXT NOT NULL, part_id TEXT NOT NULL, first_seen REAL NOT NULL, orphan_since REAL,
+    PRIMARY KEY (db, part_id));
+"""
+
+OUTCOMES = ("planned", "done", "skipped", "failed", "reported", "undone")
+
+
+class JournalError(Exception):
+    """The state dir or journal cannot be used; nothing is written to opencode without it."""
+
+
+@dataclass(frozen=True)
+class Action:
+    id: int
+    run_id: int
+    time: float
+    db: str
+    session_id: str
+    message_id: str
+    part_id: str
+    tool: str
+    route: str
+    reason: str
+    outcome: str
+    detail: str
+    part_before: str | None
+    part_after: str | None
+    message_before: str | None
+    message_after: str | None
+    server_version: str | None
+    undo_of: int | None
+
+    @property
+    def when(self) -> datetime:
+        return datetime.fromtimestamp(self.time, UTC)
+
+
+def secure_dir(path: Path) -> None:
+    """Create the state dir 0700; tighten it if it is looser (it holds conversation content)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o700)
+    except OSError as exc:
+        raise JournalError(f"state dir {path}: {exc.strerror or exc}") from None
+
+
+class Journal:
+    def __init__(self, state_dir: Path):
+        secure_dir(state_dir)
+        self.path = state_dir / "journal.db"
+        old_umask = os.umask(0o077)
+        try:
+            self.conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")
+            self.conn.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal {self.path}: {exc}") from None
+        finally:
+            os.umask(old_umask)
+        for suffix in ("", "-wal", "-shm"):
+            file = Path(str(self.path) + suffix)
+            if file.exists() and file.stat().st_mode & 0o077:
+                file.chmod(0o600)
+        self.run_id: int | None = None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _write(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
+        try:
+            return self.conn.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal {self.path}: {exc}") from None
+
+    # -- runs and actions ----------------------------------------------------------------------
+    def start_run(self, command: str) -> int:
+        if self.run_id is None:
+            cur = self._write("INSERT INTO runs(command, pid, started) VALUES (?,?,?)", (command, os.getpid(), time.time()))
+            self.run_id = cur.lastrowid
+        return self.run_id
+
+    def plan(self, *, db: str, session_id: str, message_id: str, part_id: str, tool: str, route: str, reason: str,
+             outcome: str = "planned", detail: str = "", part_before: str | None = None, part_after: str | None = None,
+             message_before: str | None = None, message_after: str | None = None, server_version: str | None = None,
+             undo_of: int | None = None) -> int:
+        run_id = self.start_run("unknown")
+        cur = self._write(
+            "INSERT INTO actions(run_id, time, db, session_id, message_id, part_id, tool, route, reason, outcome, detail,"
+            " part_before, part_after, message_before, message_after, server_version, undo_of)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (run_id, time.time(), db, session_id, message_id, part_id, tool, route, reason, outcome, detail,
+             part_before, part_after, message_before, message_after, server_version, undo_of),
+        )
+        return cur.lastrowid
+
+    def update_rows(self, action_id: int, *, part_after: str | None = None, message_before: str | None = None,
+                    message_after: str | None = None) -> None:
+        self._write("UPDATE actions SET part_after=coalesce(?, part_after), message_before=coalesce(?, message_before),"
+                    " message_after=coalesce(?, message_after) WHERE id=?",
+                    (part_after, message_before, message_after, action_id))
+
+    def settle(self, action_id: int, outcome: str, detail: str = "", server_version: str | None = None) -> None:
+        assert outcome in OUTCOMES
+        self._write("UPDATE actions SET outcome=?, detail=?, server_version=coalesce(?, server_version) WHERE id=?",
+                    (outcome, detail, server_version, action_id))
+
+    def _select(self, where: str, params: tuple = (), limit: int | None = None) -> list[Action]:
+        sql = f"SELECT {', '.join(Action.__dataclass_fields__)} FROM actions WHERE {where} ORDER BY id DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [Action(*row) for row in self.conn.execute(sql, params)]
+
+    def action(self, action_id: int) -> Action | None:
+        found = self._select("id = ?", (action_id,))
+        return found[0] if found else None
+
+    def recent(self, limit: int = 20) -> list[Action]:
+        return self._select("1", (), limit)
+
+    def planned(self) -> list[Action]:
+        return self._select("outcome = 'planned'")
+
+    def last_write_run(self) -> list[Action]:
+        """The actions that wrote (or were undone) in the most recent run that wrote anything."""
+        row = self.conn.execute(
+            "SELECT run_id FROM actions WHERE outcome IN ('done','undone') AND undo_of IS NULL ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        return self._select("run_id = ? AND undo_of IS NULL AND outcome IN ('done','undone')", (row[0],)) if row else []
+
+    # -- sightings -----------------------------------------------------------------------------
+    def sightings(self, db: str) -> dict[str, tuple[float, float | None]]:
+        return {pid: (first, orphan) for pid, first, orphan in
+                self.conn.execute("SELECT part_id, first_seen, orphan_since FROM sightings WHERE db=?", (db,))}
+
+    def record_sightings(self, db: str, seen: dict[str, tuple[float, float | None]]) -> None:
+        """Replace this DB's sightings with `seen` (candidates no longer live are forgotten)."""
+        try:
+            with self.conn:
+                self.conn.execute("BEGIN")
+                self.conn.execute("DELETE FROM sightings WHERE db=?", (db,))
+                self.conn.executemany("INSERT INTO sightings VALUES (?,?,?,?)",
+                                      [(db, pid, first, orphan) for pid, (first, orphan) in seen.items()])
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal {self.path}: {exc}") from None

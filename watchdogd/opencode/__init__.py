@@ -1,0 +1,1 @@
+"""Everything that knows opencode: its DB layout, its processes, its HTTP API."""

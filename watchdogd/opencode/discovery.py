@@ -1,0 +1,34 @@
+"""Which opencode DBs to watch: opencode*.db in its data dir, plus $OPENCODE_DB."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from watchdogd.config import Settings, opencode_data_dir
+
+
+def discover_databases(settings: Settings, explicit: list[Path] | None = None) -> list[Path]:
+    """`--db` replaces everything; else `watch.databases`; else discovery. Paths may not exist yet."""
+    if explicit:
+        return _unique(p.expanduser() for p in explicit)
+    if settings.watch.databases:
+        return _unique(settings.watch.databases)
+    data_dir = opencode_data_dir()
+    found = [p for p in sorted(data_dir.glob("opencode*.db")) if p.is_file()]
+    env_db = os.environ.get("OPENCODE_DB")
+    if env_db:
+        # opencode takes an absolute path as is and a bare name inside its data dir.
+        found.append(Path(env_db) if os.path.isabs(env_db) else data_dir / env_db)
+    if not found:
+        found.append(data_dir / "opencode.db")
+    return _unique(found)
+
+
+def _unique(paths) -> list[Path]:
+    out: list[Path] = []
+    for path in paths:
+        path = Path(os.path.abspath(path))
+        if path not in out:
+            out.append(path)
+    return out

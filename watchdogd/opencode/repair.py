@@ -1,0 +1,71 @@
+"""The rows the daemon writes for an abandoned call: pure JSON in, JSON out."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from watchdogd import __version__
+from watchdogd.durations import format_duration
+
+MARKER = "opencode_watchdogd"
+
+
+def _dump(value: Any) -> str:
+    # opencode writes compact JSON (JSON.stringify); keep the same form.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def abandoned_text(tool: str, status: str, age_s: float, why: str) -> str:
+    """Plainly abandoned, never anything that could read as a user's answer."""
+    what = "question never answered" if tool == "question" else "the tool never returned a result"
+    if status == "pending":
+        what = "the tool call never started"
+    return f"Abandoned by opencode-watchdogd after {format_duration(age_s)} {status} without a result ({what}; {why})"
+
+
+def abandoned_part(part_data: str, text: str, now_ms: int, action_id: int, reason: str) -> str:
+    """The part as opencode's own abort writes it (error, interrupted, time.end), marked as ours.
+
+    `input`, `time.start` and any other state fields are kept; `metadata.output` is never set,
+    because opencode would then send the part to the model as a successful result.
+    """
+    part = json.loads(part_data)
+    state = dict(part["state"])
+    times = dict(state.get("time") or {})
+    times.setdefault("start", now_ms)
+    times["end"] = max(now_ms, times["start"])
+    metadata = dict(state.get("metadata") or {})
+    metadata.pop("output", None)
+    metadata["interrupted"] = True
+    metadata[MARKER] = {"version": __version__, "action": action_id, "reason": reason}
+    state.update(status="error", error=text, metadata=metadata, time=times)
+    state.setdefault("input", {})
+    part["state"] = state
+    return _dump(part)
+
+
+def finished_message(message_data: str, text: str, now_ms: int) -> str | None:
+    """The assistant message completed the way opencode's abort completes it; None when nothing to do.
+
+    No `finish` is written, as after opencode's own abort: "stop" would claim the model ended its
+    turn, and "tool-calls" tells the run loop to call the model again.
+    """
+    message = json.loads(message_data)
+    if not isinstance(message, dict) or message.get("role") != "assistant":
+        return None
+    times = dict(message.get("time") or {})
+    if times.get("completed"):
+        return None
+    times["completed"] = max(now_ms, int(times.get("created") or 0))
+    message["time"] = times
+    message.setdefault("error", {"name": "MessageAbortedError", "data": {"message": text}})
+    return _dump(message)
+
+
+def is_our_write(part_data: str) -> bool:
+    try:
+        state = json.loads(part_data).get("state", {})
+        return MARKER in (state.get("metadata") or {})
+    except (ValueError, AttributeError):
+        return False

@@ -1,0 +1,232 @@
+"""The only code that speaks SQL to opencode's DB: read-only reads, schema gate, compare-and-set writes."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from watchdogd.models import Candidate
+from watchdogd.opencode.schema import SchemaVerdict, check_schema
+
+# SQLite filters before Python parses JSON: opencode writes compact JSON, so a live tool state
+# always contains one of these byte strings; the Python parse below confirms each hit.
+_PREFILTER = "(instr(data, '\"status\":\"running\"') > 0 OR instr(data, '\"status\":\"pending\"') > 0)"
+_PART_COLUMNS = "rowid, id, message_id, session_id, time_created, data"
+ACTIVE_STATUSES = ("running", "pending")
+
+
+class StoreError(Exception):
+    """The DB cannot be read or written right now; the message says why, in one line."""
+
+
+@dataclass(frozen=True)
+class BadRow:
+    part_id: str
+    problem: str
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    id: str
+    directory: str | None
+    title: str | None
+    parent_id: str | None
+
+
+@dataclass(frozen=True)
+class RowChange:
+    """One compare-and-set: the row must still hold `before` for `after` to be written."""
+
+    table: str  # "part" or "message"
+    row_id: str
+    before: str
+    after: str
+
+
+def _describe(exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "file is not a database" in text:
+        return "not an SQLite database"
+    if "locked" in text or "busy" in text:
+        return "database is locked by another writer (busy timeout reached)"
+    return text
+
+
+def parse_candidate(db: Path, row: tuple) -> Candidate | BadRow | None:
+    """A Candidate for a live tool part, None for any other part, BadRow for data we cannot read."""
+    _rowid, part_id, message_id, session_id, time_created, data = row
+    try:
+        value = json.loads(data)
+    except (TypeError, ValueError):
+        return BadRow(part_id, "part data is not valid JSON")
+    if not isinstance(value, dict) or value.get("type") != "tool":
+        return None
+    state = value.get("state")
+    if not isinstance(state, dict):
+        return BadRow(part_id, "tool part without a state object")
+    status = state.get("status")
+    if status not in ACTIVE_STATUSES:
+        return None
+    times = state.get("time") if isinstance(state.get("time"), dict) else {}
+    start = times.get("start")
+    metadata = state.get("metadata") if isinstance(state.get("metadata"), dict) else {}
+    child = metadata.get("sessionId")
+    tool = value.get("tool")
+    return Candidate(
+        db=db,
+        part_id=part_id,
+        message_id=message_id,
+        session_id=session_id,
+        tool=tool if isinstance(tool, str) else "?",
+        status=status,
+        call_id=value.get("callID") if isinstance(value.get("callID"), str) else None,
+        started_ms=int(start) if isinstance(start, (int, float)) and not isinstance(start, bool) else None,
+        created_ms=time_created if isinstance(time_created, int) else None,
+        data=data,
+        child_session_id=child if isinstance(child, str) else None,
+    )
+
+
+class OpencodeStore:
+    """One opencode DB. Reads go through one read-only connection with no transaction left open."""
+
+    def __init__(self, path: Path, busy_timeout: float = 5.0):
+        self.path = path
+        self.busy_timeout = max(busy_timeout, 5.0)
+        self._ro: sqlite3.Connection | None = None
+
+    # -- connections ---------------------------------------------------------------------------
+    def _connect(self, mode: str) -> sqlite3.Connection:
+        uri = f"file:{urllib.parse.quote(str(self.path))}?mode={mode}"
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot open: {_describe(exc)}") from None
+        return conn
+
+    @property
+    def reader(self) -> sqlite3.Connection:
+        if self._ro is None:
+            self._ro = self._connect("ro")
+        return self._ro
+
+    def close(self) -> None:
+        if self._ro is not None:
+            self._ro.close()
+            self._ro = None
+
+    def _read(self, sql: str, params: Iterable = ()) -> list[tuple]:
+        try:
+            return self.reader.execute(sql, tuple(params)).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {_describe(exc)}") from None
+
+    # -- reads ---------------------------------------------------------------------------------
+    def schema(self) -> SchemaVerdict:
+        try:
+            return check_schema(self.reader)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {_describe(exc)}") from None
+
+    def data_version(self) -> int:
+        """Changes when another connection commits: tells real commits from our own file events."""
+        return self._read("PRAGMA data_version")[0][0]
+
+    def max_rowid(self) -> int:
+        return self._read("SELECT coalesce(max(rowid), 0) FROM part")[0][0]
+
+    def scan(self, after_rowid: int = 0) -> tuple[list[Candidate], list[BadRow]]:
+        """Live tool parts with rowid > after_rowid, in time order (ids wrap: never order by id)."""
+        rows = self._read(
+            f"SELECT {_PART_COLUMNS} FROM part WHERE rowid > ? AND {_PREFILTER} ORDER BY time_created, id",
+            (after_rowid,),
+        )
+        return self._parse(rows)
+
+    def parts_by_id(self, part_ids: list[str]) -> tuple[list[Candidate], list[BadRow]]:
+        rows: list[tuple] = []
+        for chunk in _chunks(part_ids):
+            rows += self._read(f"SELECT {_PART_COLUMNS} FROM part WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+        rows.sort(key=lambda r: (r[4] or 0, r[1]))
+        return self._parse(rows)
+
+    def _parse(self, rows: list[tuple]) -> tuple[list[Candidate], list[BadRow]]:
+        found: list[Candidate] = []
+        bad: list[BadRow] = []
+        for row in rows:
+            item = parse_candidate(self.path, row)
+            if isinstance(item, Candidate):
+                found.append(item)
+            elif isinstance(item, BadRow):
+                bad.append(item)
+        return found, bad
+
+    def sessions(self, session_ids: Iterable[str]) -> dict[str, SessionInfo]:
+        ids = sorted(set(session_ids))
+        out: dict[str, SessionInfo] = {}
+        for chunk in _chunks(ids):
+            for sid, directory, title, parent in self._read(
+                f"SELECT id, directory, title, parent_id FROM session WHERE id IN ({','.join('?' * len(chunk))})", chunk
+            ):
+                out[sid] = SessionInfo(sid, directory, title, parent)
+        return out
+
+    def row_data(self, table: str, row_id: str) -> str | None:
+        assert table in ("part", "message")
+        rows = self._read(f"SELECT data FROM {table} WHERE id = ?", (row_id,))
+        return rows[0][0] if rows else None
+
+    def queued_user_messages(self, session_id: str, after_ms: int) -> list[tuple[str, int]]:
+        """User messages written after `after_ms`: prompts opencode queued behind a stuck run."""
+        rows = self._read(
+            "SELECT id, time_created, data FROM message WHERE session_id = ? AND time_created > ? ORDER BY time_created, id",
+            (session_id, after_ms),
+        )
+        out = []
+        for mid, created, data in rows:
+            try:
+                if json.loads(data).get("role") == "user":
+                    out.append((mid, created))
+            except (ValueError, AttributeError):
+                continue
+        return out
+
+    # -- writes --------------------------------------------------------------------------------
+    def compare_and_set(self, changes: list[RowChange]) -> str | None:
+        """Apply all changes in one BEGIN IMMEDIATE transaction, or none.
+
+        Returns None on success, or the table whose row no longer held `before` (opencode moved on).
+        Raises StoreError when the DB cannot be written (locked, read-only, gone).
+        """
+        conn = self._connect("rw")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            now_ms = int(time.time() * 1000)
+            for change in changes:
+                assert change.table in ("part", "message")
+                cursor = conn.execute(
+                    f"UPDATE {change.table} SET data = ?, time_updated = ? WHERE id = ? AND data = ?",
+                    (change.after, now_ms, change.row_id, change.before),
+                )
+                if cursor.rowcount != 1:
+                    conn.execute("ROLLBACK")
+                    return change.table
+            conn.execute("COMMIT")
+            return None
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StoreError(f"{self.path}: write failed: {_describe(exc)}") from None
+        finally:
+            conn.close()
+
+
+def _chunks(items: list[str], size: int = 500) -> Iterable[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,26 @@
+"""Rendering for people: one line per record, hostile strings neutralised."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def safe(value: object, limit: int = 200) -> str:
+    """Printable, single-line, bounded: ids, titles and paths come from a DB others write."""
+    text = _UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}", "" if value is None else str(value))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def when(moment: datetime | None) -> str:
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    cells = [[safe(c, 80) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    return "\n".join(lines)

@@ -1,0 +1,89 @@
+"""Staleness policy: pure functions of a candidate, its evidence and the clock. No I/O."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from watchdogd.config import PolicyConfig
+from watchdogd.durations import NEVER, format_duration
+from watchdogd.models import Candidate, ChildState, Decision, Ownership, OwnerKind, Sighting, Verdict
+
+_ORPHAN_WHY = {
+    OwnerKind.NONE: "no process holds the DB",
+    OwnerKind.RESTARTED: "every process holding the DB started after it (opencode never adopts old runs)",
+    OwnerKind.LIVE_IDLE: "its server reports the session idle",
+}
+
+
+def _from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def effective_start(candidate: Candidate, sighting: Sighting, now: datetime) -> tuple[datetime, str]:
+    """When the call started, falling back to the first sighting when times are missing or in the future."""
+    start_ms = candidate.start_ms
+    if start_ms is None:
+        return sighting.first_seen, " (no start time recorded; counting from first sighting)"
+    start = _from_ms(start_ms)
+    if start > now:
+        return min(sighting.first_seen, now), " (start time is in the future, clock skew; counting from first sighting)"
+    return start, ""
+
+
+def evaluate(
+    candidate: Candidate,
+    ownership: Ownership,
+    sighting: Sighting,
+    policy: PolicyConfig,
+    now: datetime,
+    child: ChildState = ChildState.NONE,
+) -> Verdict:
+    start, note = effective_start(candidate, sighting, now)
+    age = max(0.0, (now - start).total_seconds())
+    what = f"{candidate.tool} {candidate.status} for {format_duration(age)}{note}"
+
+    if child is ChildState.ACTIVE:
+        return Verdict(Decision.NEVER, f"{what}; its subagent session {candidate.child_session_id} is still active", None, age)
+    if child is ChildState.STUCK:
+        return Verdict(Decision.KEEP, f"{what}; its subagent session {candidate.child_session_id} is stuck: free the child, not the parent", None, age)
+
+    if ownership.orphan:
+        since = sighting.orphan_since or now
+        deadline = since + timedelta(seconds=policy.orphan_grace)
+        why = f"orphan: {_ORPHAN_WHY[ownership.kind]}"
+        if now >= deadline:
+            return Verdict(Decision.EXPIRED, f"{what}; {why}", deadline, age)
+        left = format_duration((deadline - now).total_seconds())
+        return Verdict(Decision.KEEP, f"{what}; {why}; repair in {left} (policy.orphan_grace = {format_duration(policy.orphan_grace)})", deadline, age)
+
+    if candidate.status == "pending":
+        threshold, key = policy.pending, "policy.pending"
+    else:
+        threshold, key = policy.threshold_for(candidate.tool)
+    rule = f"{key} = {format_duration(threshold)}"
+    if threshold == NEVER:
+        return Verdict(Decision.NEVER, f"{what}; {rule}", None, age)
+    deadline = start + timedelta(seconds=threshold)
+    if now >= deadline:
+        return Verdict(Decision.EXPIRED, f"{what}, over {rule}", deadline, age)
+    left = format_duration((deadline - now).total_seconds())
+    return Verdict(Decision.KEEP, f"{what}; expires in {left} ({rule})", deadline, age)
+
+
+def classify_child(child_verdicts: list[Verdict], child_busy: bool | None) -> ChildState:
+    """How a `task` part's subagent is doing, from its own candidates and (when known) its server status."""
+    if child_busy or any(not v.expired for v in child_verdicts):
+        return ChildState.ACTIVE
+    if child_verdicts:
+        return ChildState.STUCK
+    return ChildState.NONE
+
+
+def ownership_from_holders(start_ms: int | None, holders: list, margin_s: float = 1.0) -> Ownership:
+    """Ownership evidence from the processes that hold the DB open (the live-server layer refines HELD)."""
+    if not holders:
+        return Ownership(OwnerKind.NONE)
+    if start_ms is not None and all(h.started_at > start_ms / 1000 + margin_s for h in holders):
+        return Ownership(OwnerKind.RESTARTED, tuple(h.pid for h in holders))
+    possible = tuple(h.pid for h in holders if start_ms is None or h.started_at <= start_ms / 1000 + margin_s)
+    return Ownership(OwnerKind.HELD, possible)

@@ -1,0 +1,146 @@
+"""Turn expired verdicts into the least invasive action that works, journaled before it happens."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+
+from watchdogd.backup import take_backup
+from watchdogd.config import Settings
+from watchdogd.journal import Journal, JournalError
+from watchdogd.models import OwnerKind
+from watchdogd.opencode.repair import abandoned_part, abandoned_text, finished_message
+from watchdogd.opencode.store import OpencodeStore, RowChange, StoreError
+from watchdogd.survey import Assessment, DBReport
+
+DB_REPAIR = "db-repair"
+REPORT_ONLY = "report"
+
+
+class LiveRecovery(Protocol):
+    """Frees sessions through their owning server (the live layer)."""
+
+    def route(self, item: Assessment) -> str | None: ...
+
+    def free(self, item: Assessment, store: OpencodeStore, reaper: "Reaper") -> "Outcome": ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    item: Assessment
+    route: str
+    outcome: str  # done | skipped | failed | reported | dry-run
+    detail: str = ""
+    action_id: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in ("done", "dry-run")
+
+
+def plan_route(item: Assessment, report: DBReport, live: LiveRecovery | None = None) -> str:
+    """The route `reap` would take for this candidate now ("" when it is not due)."""
+    if not item.verdict.expired:
+        return ""
+    if live is not None:
+        route = live.route(item)
+        if route:
+            return route
+    kind = item.ownership.kind
+    if kind in (OwnerKind.NONE, OwnerKind.RESTARTED, OwnerKind.LIVE_IDLE):
+        return DB_REPAIR if report.ok else f"{REPORT_ONLY}: DB not writable ({report.schema.reason if report.schema else report.error})"
+    if kind is OwnerKind.HELD:
+        return f"{REPORT_ONLY}: live owner may hold it (pid {','.join(map(str, item.ownership.pids))}); needs live recovery, no DB write"
+    if kind is OwnerKind.UNREACHABLE:
+        return f"{REPORT_ONLY}: live owner has no reachable API (pid {','.join(map(str, item.ownership.pids))}); no DB write"
+    return f"{REPORT_ONLY}: live owner {item.ownership.label}"
+
+
+class Reaper:
+    def __init__(self, settings: Settings, journal: Journal, *, dry_run: bool = False, live: LiveRecovery | None = None,
+                 log=None):
+        self.settings = settings
+        self.journal = journal
+        self.dry_run = dry_run
+        self.live = live
+        self.log = log or structlog.get_logger()
+        self._backed_up: set[Path] = set()
+
+    def reap(self, report: DBReport, store: OpencodeStore) -> list[Outcome]:
+        outcomes = []
+        for item in report.assessments:
+            route = plan_route(item, report, self.live)
+            if route:
+                outcomes.append(self.act(item, route, report, store))
+        return outcomes
+
+    def act(self, item: Assessment, route: str, report: DBReport, store: OpencodeStore) -> Outcome:
+        cand = item.candidate
+        log = self.log.bind(db=str(cand.db), session=cand.session_id, part=cand.part_id, tool=cand.tool, route=route)
+        if self.dry_run:
+            log.info("would act", reason=item.verdict.reason)
+            return Outcome(item, route, "dry-run", item.verdict.reason)
+        if route.startswith(REPORT_ONLY):
+            log.warning("expired, not written", reason=item.verdict.reason, why=route)
+            return Outcome(item, route, "reported", route)
+        try:
+            if route == DB_REPAIR:
+                outcome = self.repair_in_db(item, store)
+            else:
+                assert self.live is not None
+                outcome = self.live.free(item, store, self)
+        except JournalError as exc:
+            # No journal row, no write: the DB is left exactly as it was.
+            log.error("journal unavailable, nothing written", error=str(exc))
+            return Outcome(item, route, "failed", f"journal unavailable: {exc}")
+        level = "info" if outcome.ok else "warning"
+        getattr(log, level)(f"action {outcome.outcome}", action=outcome.action_id, detail=outcome.detail,
+                             reason=item.verdict.reason)
+        return outcome
+
+    def ensure_backup(self, store: OpencodeStore) -> None:
+        if store.path in self._backed_up:
+            return
+        path, why = take_backup(self.settings, store.path, store.reader)
+        self._backed_up.add(store.path)
+        self.log.info("backup taken" if path else "backup skipped", db=str(store.path), backup=str(path) if path else None,
+                      why=why)
+
+    def repair_in_db(self, item: Assessment, store: OpencodeStore, why: str | None = None,
+                     part_change: bool = True) -> Outcome:
+        """Part → error "abandoned", its assistant message completed; one transaction, compare-and-set."""
+        cand = item.candidate
+        why = why or ("its opencode process is gone" if item.ownership.orphan else "expired by policy")
+        text = abandoned_text(cand.tool, cand.status, item.verdict.age_s, why)
+        try:
+            self.ensure_backup(store)
+            message_before = store.row_data("message", cand.message_id)
+        except (StoreError, OSError) as exc:
+            return Outcome(item, DB_REPAIR, "failed", f"cannot prepare repair: {exc}")
+        action_id = self.journal.plan(db=str(cand.db), session_id=cand.session_id, message_id=cand.message_id,
+                                      part_id=cand.part_id, tool=cand.tool, route=DB_REPAIR, reason=item.verdict.reason,
+                                      part_before=cand.data, message_before=message_before)
+        now_ms = int(time.time() * 1000)
+        part_after = abandoned_part(cand.data, text, now_ms, action_id, item.verdict.reason) if part_change else None
+        message_after = finished_message(message_before, text, now_ms) if message_before else None
+        self.journal.update_rows(action_id, part_after=part_after, message_after=message_after)
+        changes = []
+        if part_after is not None:
+            changes.append(RowChange("part", cand.part_id, cand.data, part_after))
+        if message_after is not None:
+            changes.append(RowChange("message", cand.message_id, message_before, message_after))
+        try:
+            missed = store.compare_and_set(changes)
+        except StoreError as exc:
+            self.journal.settle(action_id, "failed", str(exc))
+            return Outcome(item, DB_REPAIR, "failed", str(exc), action_id)
+        if missed:
+            detail = f"{missed} changed since it was read (opencode moved on); nothing written, re-checked next pass"
+            self.journal.settle(action_id, "skipped", detail)
+            return Outcome(item, DB_REPAIR, "skipped", detail, action_id)
+        self.journal.settle(action_id, "done", "part error; message completed" if message_after else "part error")
+        return Outcome(item, DB_REPAIR, "done", text, action_id)

@@ -1,0 +1,132 @@
+"""One look at the DBs: candidates, ownership evidence and a verdict for each. Reads only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from watchdogd.config import Settings
+from watchdogd.journal import Journal
+from watchdogd.models import Candidate, ChildState, Holder, Ownership, Sighting, Verdict
+from watchdogd.opencode.schema import SchemaVerdict
+from watchdogd.opencode.store import BadRow, OpencodeStore, SessionInfo, StoreError
+from watchdogd.policy import classify_child, evaluate, ownership_from_holders
+
+
+class LiveEvidence(Protocol):
+    """What reachable opencode servers say (the live layer); absent, holders alone decide."""
+
+    def ownership(self, candidate: Candidate, base: Ownership, holders: list[Holder]) -> Ownership: ...
+
+    def child_busy(self, candidate: Candidate) -> bool | None:
+        """Whether a `task` part's child session is busy on its server; None when unknown."""
+        ...
+
+
+@dataclass(frozen=True)
+class Assessment:
+    candidate: Candidate
+    ownership: Ownership
+    verdict: Verdict
+    sighting: Sighting
+    session: SessionInfo | None = None
+
+
+@dataclass
+class DBReport:
+    path: Path
+    schema: SchemaVerdict | None = None
+    error: str | None = None
+    holders: list[Holder] = field(default_factory=list)
+    assessments: list[Assessment] = field(default_factory=list)
+    bad_rows: list[BadRow] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.schema is not None and self.schema.writable
+
+
+def _epoch(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def assess(
+    path: Path,
+    candidates: list[Candidate],
+    sessions: dict[str, SessionInfo],
+    holders: list[Holder],
+    journal: Journal,
+    settings: Settings,
+    now: datetime,
+    live: LiveEvidence | None = None,
+) -> list[Assessment]:
+    """Verdicts for one DB's candidates; sightings (first seen, orphan since) persist in the journal."""
+    known = journal.sightings(str(path))
+    stamp = now.timestamp()
+    sightings: dict[str, tuple[float, float | None]] = {}
+    owners: dict[str, Ownership] = {}
+    for cand in candidates:
+        owner = ownership_from_holders(cand.start_ms, holders)
+        if live is not None:
+            owner = live.ownership(cand, owner, holders)
+        owners[cand.part_id] = owner
+        first, orphan = known.get(cand.part_id, (stamp, None))
+        sightings[cand.part_id] = (first, (orphan or stamp) if owner.orphan else None)
+    if sightings != known:
+        journal.record_sightings(str(path), sightings)
+
+    def judge(cand: Candidate, child: ChildState = ChildState.NONE) -> Assessment:
+        first, orphan = sightings[cand.part_id]
+        sighting = Sighting(_epoch(first), _epoch(orphan))
+        info = sessions.get(cand.session_id)
+        verdict = evaluate(cand, owners[cand.part_id], sighting, settings.policy, now, child)
+        return Assessment(cand, owners[cand.part_id], verdict, sighting, info)
+
+    # Subagents first: a `task` part's fate depends on how its child session is doing.
+    plain = {c.part_id: judge(c) for c in candidates if not c.child_session_id}
+    by_session: dict[str, list[Verdict]] = {}
+    for item in plain.values():
+        by_session.setdefault(item.candidate.session_id, []).append(item.verdict)
+    results = dict(plain)
+    for cand in candidates:
+        if cand.child_session_id:
+            busy = live.child_busy(cand) if live is not None else None
+            child = classify_child(by_session.get(cand.child_session_id, []), busy)
+            results[cand.part_id] = judge(cand, child)
+    return [results[c.part_id] for c in candidates]
+
+
+def survey_db(
+    path: Path,
+    store: OpencodeStore,
+    holders: list[Holder],
+    journal: Journal,
+    settings: Settings,
+    now: datetime | None = None,
+    live: LiveEvidence | None = None,
+    candidates: tuple[list[Candidate], list[BadRow]] | None = None,
+) -> DBReport:
+    """Full read of one DB (or the given candidates, from an incremental tracker)."""
+    report = DBReport(path, holders=holders)
+    now = now or datetime.now(UTC)
+    if not path.exists():
+        report.error = "database does not exist (yet)"
+        return report
+    try:
+        report.schema = store.schema()
+        found, report.bad_rows = candidates if candidates is not None else store.scan()
+        sessions = store.sessions(c.session_id for c in found)
+    except StoreError as exc:
+        report.error = str(exc).removeprefix(f"{path}: ")
+        return report
+    found = [_with_session(c, sessions.get(c.session_id)) for c in found]
+    report.assessments = assess(path, found, sessions, holders, journal, settings, now, live)
+    return report
+
+
+def _with_session(cand: Candidate, info: SessionInfo | None) -> Candidate:
+    if info is None:
+        return cand
+    return replace(cand, directory=info.directory, title=info.title)
