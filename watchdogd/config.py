@@ -201,13 +201,15 @@ def _one_line(exc: ValidationError, toml_data: dict[str, Any], path: Path | None
     node: Any = toml_data
     for part in loc:
         node = node.get(part) if isinstance(node, dict) else None
-    if node is not None and path is not None:
+    env_name = ENV_PREFIX + "__".join(p for p in loc if not p.isdigit()).upper()
+    env_set = bool(loc) and any(name.upper() == env_name for name in os.environ)
+    # The environment overrides the file: a bad value set in both came from the environment.
+    if env_set or (path is None and loc):
+        where = "env " + env_name
+    elif path is not None:
         where = str(path)
     else:
-        env_loc = [p for p in loc if not p.isdigit()]
-        where = "env " + ENV_PREFIX + "__".join(env_loc).upper() if loc else "config"
-        if path is not None and not os.environ.get(ENV_PREFIX + "__".join(env_loc).upper()):
-            where = str(path)
+        where = "config"
     if error["type"] == "extra_forbidden":
         problem = "unknown key"
     elif error["type"] == "missing":

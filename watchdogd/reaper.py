@@ -62,19 +62,20 @@ def plan_route(item: Assessment, report: DBReport, live: LiveRecovery | None = N
 
 class Reaper:
     def __init__(self, settings: Settings, journal: Journal, *, dry_run: bool = False, live: LiveRecovery | None = None,
-                 log=None):
+                 log=None, stopping=lambda: False):
         self.settings = settings
         self.journal = journal
         self.dry_run = dry_run
         self.live = live
         self.log = log or structlog.get_logger()
+        self.stopping = stopping  # checked between actions: a stop never starts a new write
         self._backed_up: set[Path] = set()
 
     def reap(self, report: DBReport, store: OpencodeStore) -> list[Outcome]:
         outcomes = []
         for item in report.assessments:
             route = plan_route(item, report, self.live)
-            if route:
+            if route and not self.stopping():
                 outcomes.append(self.act(item, route, report, store))
         return outcomes
 

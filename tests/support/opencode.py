@@ -16,6 +16,7 @@ Facts this relies on (opencode 1.15.3 and 1.18.33, see the shared reference):
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
 import fcntl
@@ -28,6 +29,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -110,6 +112,14 @@ def ensure_config_deps(version: str) -> Path | None:
         return template if marker.exists() else None
 
 
+def _link_or_copy(src: str, dst: str) -> None:
+    """Hard-link (~60 MB per server otherwise; nothing writes these files), else copy."""
+    try:
+        os.link(src, dst)
+    except OSError:  # e.g. the temp dir is on another filesystem
+        shutil.copy2(src, dst)
+
+
 # -- configuration ------------------------------------------------------------
 
 
@@ -164,6 +174,17 @@ class RunningPart:
 
 
 # -- the server -----------------------------------------------------------------
+
+# opencode runs in its own session (so its MCP children can be killed as a group),
+# which also shields it from a Ctrl-C; kill whatever is still running at exit.
+_LIVE: "weakref.WeakSet[OpencodeServer]" = weakref.WeakSet()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for server in list(_LIVE):
+        with contextlib.suppress(Exception):
+            server.kill()
 
 
 class OpencodeServer:
@@ -238,9 +259,8 @@ class OpencodeServer:
             if template is not None:
                 for name in ("package.json", "package-lock.json"):
                     shutil.copy2(template / name, self.config_dir / name)
-                # Hard links: fast and cheap; nothing writes into these files.
                 shutil.copytree(template / "node_modules", self.config_dir / "node_modules",
-                                symlinks=True, copy_function=os.link)
+                                symlinks=True, copy_function=_link_or_copy)
 
     def start(self) -> "OpencodeServer":
         if self.proc is not None and self.proc.poll() is None:
@@ -257,6 +277,7 @@ class OpencodeServer:
                  "--print-logs"],
                 cwd=self.project_dir, env=self.env(), stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        _LIVE.add(self)
         try:
             self._wait_ready(offset)
         except BaseException:
@@ -333,6 +354,7 @@ class OpencodeServer:
         # Children (MCP servers) normally exit on stdin EOF; make sure of it.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
+        _LIVE.discard(self)
         if self._client is not None:
             self._client.close()
         self._client = None

@@ -26,11 +26,11 @@ def run(args, settings: Settings) -> int:
     journal.start_run("reap --dry-run" if args.dry_run else "reap")
     outcomes, failed = [], False
     try:
-        with surveyed(settings, dbs, journal) as reports:
+        with surveyed(settings, dbs, journal) as seen:
             if not args.dry_run:
-                reconcile(journal, {store.path: store for _r, store in reports})
-            reaper = Reaper(settings, journal, dry_run=args.dry_run)
-            for report, store in reports:
+                reconcile(journal, {store.path: store for _r, store in seen.reports})
+            reaper = Reaper(settings, journal, dry_run=args.dry_run, live=seen.live)
+            for report, store in seen.reports:
                 for line in db_problems(report):
                     print(f"opencode-watchdogd: {safe(line, 400)}")
                 failed |= bool(report.error and report.path.exists())

@@ -58,12 +58,12 @@ def run(args, settings: Settings) -> int:
     journal = Journal(settings.state_dir)
     records, failed = [], False
     try:
-        with surveyed(settings, dbs, journal) as reports:
-            for report, _store in reports:
+        with surveyed(settings, dbs, journal) as seen:
+            for report, _store in seen.reports:
                 for line in db_problems(report):
                     print(f"opencode-watchdogd: {safe(line, 400)}", file=sys.stderr)
                 failed |= bool(report.error and report.path.exists()) or bool(report.schema and not report.schema.writable)
-                records += [candidate_record(a, report, plan_route(a, report)) for a in report.assessments]
+                records += [candidate_record(a, report, plan_route(a, report, seen.live)) for a in report.assessments]
     finally:
         journal.close()
     if args.json:

@@ -1,9 +1,62 @@
-"""`status` (placeholder wiring; see the daemon issue)."""
+"""`status`: what the running daemon published — pid, last pass, DBs, candidates, recent actions."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from watchdogd.config import Settings
+from watchdogd.journal import Journal
+from watchdogd.output import safe, table, when
+from watchdogd.statefile import daemon_alive, read_status
 
 
 def add_parser(subparsers, common) -> None:
-    subparsers.add_parser("status", parents=[common], help="status")
+    parser = subparsers.add_parser("status", parents=[common], help="show what the running daemon sees")
+    parser.add_argument("--json", action="store_true")
 
 
-def run(args, settings) -> int:
-    raise NotImplementedError
+def run(args, settings: Settings) -> int:
+    data = read_status(settings.state_dir)
+    journal = Journal(settings.state_dir)
+    try:
+        actions = journal.recent(5)
+    finally:
+        journal.close()
+    alive = bool(data) and daemon_alive(int(data.get("pid", 0)))
+    if args.json:
+        print(json.dumps({"running": alive, "status": data,
+                          "recent_actions": [{"id": a.id, "time": a.when.isoformat(), "outcome": a.outcome, "route": a.route,
+                                              "session_id": a.session_id, "part_id": a.part_id, "tool": a.tool,
+                                              "detail": a.detail} for a in actions]}, indent=2))
+        return 0 if alive else 3
+    if not data:
+        print(f"opencode-watchdogd is not running (no status in {settings.state_dir})")
+        return 3
+    state = f"running (pid {data['pid']})" if alive else f"not running (last pid {data['pid']})"
+    print(f"opencode-watchdogd {state}, version {data.get('version')}")
+    print(f"  status:      {safe(data.get('status_line'), 300)}")
+    last = data.get("last_pass") or {}
+    print(f"  last pass:   {when(_dt(last.get('at')))} ({', '.join(last.get('reasons', []))}); {data.get('passes')} passes")
+    print(f"  next due:    {when(_dt(data.get('next_deadline')))}")
+    counts = data.get("counts", {})
+    print("  actions:     " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    print("  databases:")
+    for db in data.get("databases", []):
+        verdict = db.get("error") or db.get("schema_reason") or "-"
+        print(f"    {safe(db['path'])}: {db.get('schema') or 'n/a'}; {db.get('candidates', 0)} candidates; {safe(verdict, 200)}")
+    cands = data.get("candidates", [])
+    if cands:
+        rows = [[c["session_id"], c["part_id"], c["tool"], c["status"], f"{c['age_s']:.0f}s", c["owner"], c["verdict"],
+                 when(_dt(c.get("expires_at"))), c.get("route") or "-"] for c in cands]
+        print(table(["SESSION", "PART", "TOOL", "STATUS", "AGE", "OWNER", "VERDICT", "EXPIRES", "ROUTE"], rows))
+    if actions:
+        print("  recent actions:")
+        for a in actions:
+            print(f"    #{a.id} {when(a.when)} {a.outcome} {safe(a.route, 40)} {safe(a.session_id)} {safe(a.part_id)}: "
+                  f"{safe(a.detail or a.reason, 200)}")
+    return 0 if alive else 3
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None

@@ -6,9 +6,10 @@ import json
 import sqlite3
 import time
 import urllib.parse
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from watchdogd.models import Candidate
 from watchdogd.opencode.schema import SchemaVerdict, check_schema
@@ -99,6 +100,7 @@ class OpencodeStore:
         self.path = path
         self.busy_timeout = max(busy_timeout, 5.0)
         self._ro: sqlite3.Connection | None = None
+        self._rw: sqlite3.Connection | None = None
 
     # -- connections ---------------------------------------------------------------------------
     def _connect(self, mode: str) -> sqlite3.Connection:
@@ -115,6 +117,12 @@ class OpencodeStore:
         if self._ro is None:
             self._ro = self._connect("ro")
         return self._ro
+
+    def interrupt(self) -> None:
+        """Abort a statement in flight (e.g. waiting on a lock) from another thread; it rolls back."""
+        for conn in (self._rw, self._ro):
+            if conn is not None:
+                conn.interrupt()
 
     def close(self) -> None:
         if self._ro is not None:
@@ -140,6 +148,43 @@ class OpencodeStore:
 
     def max_rowid(self) -> int:
         return self._read("SELECT coalesce(max(rowid), 0) FROM part")[0][0]
+
+    # -- incremental tracking (see watchdogd/opencode/tracker.py) ------------------------------
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """One short read transaction: every read inside sees the same commit. Always ended on exit."""
+        conn = self.reader
+        try:
+            conn.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {_describe(exc)}") from None
+        try:
+            yield
+        finally:
+            if conn.in_transaction:
+                try:
+                    conn.execute("COMMIT")  # read-only: nothing to write, just drops the snapshot
+                except sqlite3.Error:
+                    conn.execute("ROLLBACK")
+
+    def part_ids_at(self, rowids: list[int]) -> dict[int, str]:
+        """The id of the part row at each given rowid; rowids with no row are left out."""
+        out: dict[int, str] = {}
+        for start in range(0, len(rowids), 500):
+            chunk = rowids[start : start + 500]
+            out.update(self._read(f"SELECT rowid, id FROM part WHERE rowid IN ({','.join('?' * len(chunk))})", chunk))
+        return out
+
+    def part_checkpoints(self, targets: list[int]) -> list[tuple[int, str]]:
+        """(rowid, id) of the nearest part row at or below each target rowid, highest first (one query)."""
+        if not targets:
+            return []
+        values = ",".join("(?)" for _ in targets)
+        return self._read(
+            f"WITH t(x) AS (VALUES {values}) SELECT DISTINCT p.rowid, p.id FROM t JOIN part p ON p.rowid = "
+            "(SELECT rowid FROM part WHERE rowid <= t.x ORDER BY rowid DESC LIMIT 1) ORDER BY p.rowid DESC",
+            targets,
+        )
 
     def scan(self, after_rowid: int = 0) -> tuple[list[Candidate], list[BadRow]]:
         """Live tool parts with rowid > after_rowid, in time order (ids wrap: never order by id)."""
@@ -204,7 +249,7 @@ class OpencodeStore:
         Returns None on success, or the table whose row no longer held `before` (opencode moved on).
         Raises StoreError when the DB cannot be written (locked, read-only, gone).
         """
-        conn = self._connect("rw")
+        conn = self._rw = self._connect("rw")
         try:
             conn.execute("BEGIN IMMEDIATE")
             now_ms = int(time.time() * 1000)
@@ -224,6 +269,7 @@ class OpencodeStore:
                 conn.execute("ROLLBACK")
             raise StoreError(f"{self.path}: write failed: {_describe(exc)}") from None
         finally:
+            self._rw = None
             conn.close()
 
 

@@ -1,0 +1,85 @@
+"""Human durations and sizes."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, strategies as st
+
+from watchdogd.durations import NEVER, format_duration, parse_duration, parse_size
+
+
+@pytest.mark.parametrize("text, seconds", [
+    ("45s", 45), ("10m", 600), ("2h", 7200), ("1h30m", 5400), ("1d", 86400), ("1w", 604800),
+    ("500ms", 0.5), ("1.5h", 5400), ("90", 90), ("0", 0), ("0s", 0), (" 2H ", 7200), ("1h 30m", 5400),
+    ("2h15m10s", 8110),
+])
+def test_parse_duration_text(text, seconds):
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["never", "NEVER", "inf", "off"])
+def test_never_is_infinite(text):
+    assert parse_duration(text) == NEVER == math.inf
+
+
+@pytest.mark.parametrize("value, seconds", [(30, 30.0), (1.5, 1.5), (0, 0.0)])
+def test_numbers_are_seconds(value, seconds):
+    result = parse_duration(value)
+    assert result == seconds and isinstance(result, float)
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "abc", "10x", "-5s", "5s-", "h", "1h30", "s10", "1,5h", "1e3",
+                                 "nan", -1, -0.5, float("nan"), True, False, None, [], {}])
+def test_parse_duration_rejects(bad):
+    with pytest.raises(ValueError):
+        parse_duration(bad)
+
+
+def test_error_message_suggests_forms():
+    with pytest.raises(ValueError, match=r"not a duration: '10x'.*45s, 10m, 2h"):
+        parse_duration("10x")
+
+
+@pytest.mark.parametrize("seconds, text", [
+    (0, "0s"), (45, "45s"), (60, "1m"), (90, "1m30s"), (5400, "1h30m"), (7200, "2h"), (86400, "1d"),
+    (90061, "1d1h"), (0.5, "0.5s"), (2.25, "2.2s"), (9.96, "10s"), (59.6, "1m"), (NEVER, "never"), (-90, "-1m30s"),
+])
+def test_format_duration(seconds, text):
+    assert format_duration(seconds) == text
+
+
+@given(st.integers(min_value=0, max_value=6), st.integers(min_value=0, max_value=59), st.integers(min_value=0, max_value=23),
+       st.sampled_from(["hm", "ms", "dh"]))
+def test_two_unit_values_round_trip(a, b, c, kind):
+    seconds = {"hm": a * 3600 + b * 60, "ms": b * 60 + (c % 60), "dh": a * 86400 + c * 3600}[kind]
+    assert parse_duration(format_duration(seconds)) == seconds
+
+
+@given(st.floats(min_value=0, max_value=1e9, allow_nan=False, allow_infinity=False))
+def test_format_never_fails_and_parses_back(seconds):
+    text = format_duration(seconds)
+    assert "\n" not in text and len(text) <= 12
+    # at most two units are kept: the rest is dropped, never added
+    back = parse_duration(text)
+    assert back <= seconds + 0.5 + 1e-9
+
+
+@given(st.integers(min_value=0, max_value=10**6), st.sampled_from(["s", "m", "h", "d"]))
+def test_integer_with_unit(count, unit):
+    assert parse_duration(f"{count}{unit}") == count * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+
+
+@pytest.mark.parametrize("value, size", [
+    (0, 0), (1048576, 1048576), ("1048576", 1048576), ("256MiB", 256 * 1024**2), ("256 MiB", 256 * 1024**2),
+    ("1GiB", 1024**3), ("1GB", 10**9), ("1.5k", 1500), ("2KiB", 2048), ("10b", 10), ("3mb", 3 * 10**6),
+])
+def test_parse_size(value, size):
+    assert parse_size(value) == size
+
+
+@pytest.mark.parametrize("bad", ["", "MiB", "-1MiB", "12 parsecs", "1e6", -1, 1.5, True, None])
+def test_parse_size_rejects(bad):
+    with pytest.raises(ValueError, match="size"):
+        parse_size(bad)

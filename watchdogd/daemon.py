@@ -1,0 +1,377 @@
+"""`run`: serve → startup → main loop → shutdown.
+
+Triggers (file events, the poll, the next deadline, SIGHUP) all feed one APScheduler job, so a
+pass never overlaps another. The main thread only waits for signals and feeds systemd's watchdog.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import structlog
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from watchdogd import __version__
+from watchdogd.commands.scan import candidate_record
+from watchdogd.config import ConfigError, Settings, load_config
+from watchdogd.durations import format_duration
+from watchdogd.journal import Journal, JournalError
+from watchdogd.live import build_live
+from watchdogd.models import Decision
+from watchdogd.notify import Notifier
+from watchdogd.opencode.discovery import discover_databases
+from watchdogd.opencode.holders import find_holders
+from watchdogd.opencode.store import OpencodeStore, StoreError
+from watchdogd.opencode.tracker import CandidateTracker
+from watchdogd.reaper import Reaper, plan_route
+from watchdogd.restore import reconcile
+from watchdogd.statefile import write_status
+from watchdogd.survey import DBReport, survey_db
+from watchdogd.watcher import CLOSE, LIFECYCLE, DBWatcher
+
+PASS_JOB = "pass"
+HUNG_PASS_S = 120.0  # a pass this old means the loop is stuck: stop feeding systemd's watchdog
+
+
+@dataclass
+class WatchedDB:
+    path: Path
+    store: OpencodeStore | None = None
+    tracker: CandidateTracker | None = None
+    ident: tuple[int, int] | None = None  # (st_dev, st_ino): a new inode means a replaced file
+    signature: tuple = ()
+    report: DBReport | None = None
+    dirty: bool = True  # re-evaluate at the next pass even when the rows did not change
+    pending: tuple = ([], [])  # (candidates, bad rows) read this pass, waiting for evaluation
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+        self.store = self.tracker = None
+
+
+@dataclass
+class Counters:
+    passes: int = 0
+    repaired: int = 0
+    failed: int = 0
+    skipped: int = 0
+    reported: int = 0
+    last_action: str = ""
+    started: float = field(default_factory=time.monotonic)
+
+
+class Daemon:
+    def __init__(self, settings: Settings, config_path: Path | None, db_args: list[Path] | None, overrides: dict):
+        self.settings = settings
+        self.config_path = config_path
+        self.db_args = db_args
+        self.overrides = overrides
+        self.log = structlog.get_logger("watchdogd")
+        self.counters = Counters()
+        self.dbs: dict[Path, WatchedDB] = {}
+        self._stop = threading.Event()
+        self._wakeup = threading.Event()
+        self._reload = False
+        self._lock = threading.Lock()  # guards the trigger bookkeeping below
+        self._pass_lock = threading.Lock()  # held for the whole of a pass
+        self._reasons: set[str] = set()
+        self._running_since: float | None = None
+        self._deadline: datetime | None = None
+        self._rerun_at: datetime | None = None
+        self._live = None  # the live-server layer of the last evaluation (for status routes)
+
+    # -- serve ---------------------------------------------------------------------------------
+    def serve(self) -> int:
+        self.startup()
+        try:
+            self.main_loop()
+        finally:
+            code = self.shutdown()
+        return code
+
+    def startup(self) -> None:
+        self.notifier = Notifier()
+        self.journal = Journal(self.settings.state_dir)
+        self.journal.start_run("run")
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_stop_signal)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        self.watcher = DBWatcher(self._on_file_event)
+        self._sync_dbs()
+        self.log.info("starting", version=__version__, pid=os.getpid(), databases=[str(p) for p in self.dbs],
+                      config=str(self.config_path) if self.config_path else None)
+        self._reasons.add("start")
+        self.run_pass()
+        self.scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(1)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            timezone=UTC,
+        )
+        self.scheduler.add_job(self.run_pass, "interval", seconds=self.settings.watch.poll_interval, id=PASS_JOB)
+        self.scheduler.start()
+        self._schedule_next()
+        self.notifier.ready(self.status_line())
+
+    def main_loop(self) -> None:
+        interval = self.notifier.watchdog_interval
+        while not self._stop.is_set():
+            self._wakeup.wait(timeout=min(interval, 5.0) if interval else 5.0)
+            self._wakeup.clear()
+            if self._stop.is_set():
+                break
+            if self._reload:
+                self._reload = False
+                self.reload()
+            if interval and self._alive():
+                self.notifier.watchdog()
+
+    def shutdown(self) -> int:
+        self.notifier.stopping()
+        self.log.info("stopping")
+        self.watcher.stop()
+        self.scheduler.shutdown(wait=False)
+        # Let an action in flight finish; past 1 s, interrupt it (its transaction rolls back).
+        finished = self._pass_lock.acquire(timeout=1.0)
+        if not finished:
+            for watched in list(self.dbs.values()):
+                if watched.store is not None:
+                    watched.store.interrupt()
+            finished = self._pass_lock.acquire(timeout=0.8)
+        for watched in self.dbs.values():
+            if finished:
+                watched.close()
+        c = self.counters
+        self.log.info(f"stopped after {c.passes} passes: {c.repaired} repaired, {c.failed} failed, {c.skipped} skipped, "
+                      f"{c.reported} reported (up {format_duration(time.monotonic() - c.started)})",
+                      passes=c.passes, repaired=c.repaired, failed=c.failed, skipped=c.skipped, reported=c.reported)
+        if finished:
+            self.journal.close()
+            return 0
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)  # a pass is stuck in C code; its transaction is rolled back by SQLite
+
+    # -- signals and triggers ------------------------------------------------------------------
+    def _on_stop_signal(self, signum, _frame) -> None:
+        if self._stop.is_set():
+            os._exit(128 + signum)  # second signal: force
+        self._stop.set()
+        self._wakeup.set()
+
+    def _on_hup(self, _signum, _frame) -> None:
+        self._reload = True
+        self._wakeup.set()
+
+    def _on_file_event(self, db: Path, kind: str) -> None:
+        watched = self.dbs.get(db)
+        if watched is not None and kind in (CLOSE, LIFECYCLE):
+            watched.dirty = True  # a holder may have exited, or the file was replaced
+        self.wake(kind, delay=self.settings.watch.debounce)
+
+    def wake(self, reason: str, delay: float = 0.0) -> None:
+        """Ask for a pass no later than `delay` from now; coalesces with anything already due."""
+        at = datetime.now(UTC) + timedelta(seconds=delay)
+        with self._lock:
+            self._reasons.add(reason)
+            if self._running_since is not None:
+                self._rerun_at = min(self._rerun_at or at, at)
+                return
+        self._run_no_later_than(at)
+
+    def _run_no_later_than(self, at: datetime) -> None:
+        job = self.scheduler.get_job(PASS_JOB) if hasattr(self, "scheduler") else None
+        if job is not None and (job.next_run_time is None or at < job.next_run_time):
+            job.modify(next_run_time=at)
+
+    def _schedule_next(self) -> None:
+        with self._lock:
+            candidates = [t for t in (self._rerun_at, self._deadline) if t is not None]
+            self._rerun_at = None
+        if candidates:
+            self._run_no_later_than(min(candidates))
+
+    def _alive(self) -> bool:
+        running = self._running_since
+        return self.scheduler.running and (running is None or time.monotonic() - running < HUNG_PASS_S)
+
+    # -- reload --------------------------------------------------------------------------------
+    def reload(self) -> None:
+        self.notifier.reloading()
+        try:
+            settings, used = load_config(self.config_path, self.overrides)
+        except ConfigError as exc:
+            self.log.error("reload failed, keeping the previous config", error=str(exc))
+            self.notifier.ready(f"config reload failed: {exc}; running with the previous config")
+            return
+        with self._pass_lock:
+            if settings.state_dir != self.settings.state_dir:
+                self.journal.close()
+                self.journal = Journal(settings.state_dir)
+                self.journal.start_run("run")
+            self.settings = settings
+            self._sync_dbs()
+            for watched in self.dbs.values():
+                watched.dirty = True
+        self.scheduler.reschedule_job(PASS_JOB, trigger="interval", seconds=settings.watch.poll_interval)
+        self.log.info("config reloaded", config=str(used) if used else None)
+        self.wake("reload")
+        self.notifier.ready(self.status_line())
+
+    # -- the pass ------------------------------------------------------------------------------
+    def _sync_dbs(self) -> None:
+        """Attach new DBs, notice deleted or replaced files, watch their directories."""
+        paths = discover_databases(self.settings, self.db_args)
+        for path in list(self.dbs):
+            if path not in paths:
+                self.dbs.pop(path).close()
+        for path in paths:
+            watched = self.dbs.setdefault(path, WatchedDB(path))
+            try:
+                st = path.stat()
+                ident = (st.st_dev, st.st_ino)
+            except OSError:
+                ident = None
+            if ident != watched.ident:
+                if watched.ident is not None:
+                    self.log.warning("database replaced" if ident else "database gone; waiting for it", db=str(path))
+                elif ident is not None and watched.store is None and self.counters.passes:
+                    self.log.info("database appeared", db=str(path))
+                watched.close()
+                watched.ident, watched.dirty, watched.signature = ident, True, ()
+            if ident is not None and watched.store is None:
+                watched.store = OpencodeStore(path)
+                watched.tracker = CandidateTracker(watched.store, self.settings.watch.full_rescan_interval)
+        self.watcher.sync(list(self.dbs))
+
+    def run_pass(self) -> None:
+        with self._pass_lock:
+            with self._lock:
+                reasons, self._reasons = self._reasons or {"poll"}, set()
+                self._running_since = time.monotonic()
+            try:
+                self._pass(reasons)
+            except Exception:  # a pass must never kill the daemon
+                self.log.exception("pass failed")
+            finally:
+                with self._lock:
+                    self._running_since = None
+                self._schedule_next()
+
+    def _pass(self, reasons: set[str]) -> None:
+        self.counters.passes += 1
+        settings = self.settings
+        now = datetime.now(UTC)
+        if self._deadline and now >= self._deadline:
+            reasons.add("deadline")
+        self._sync_dbs()
+        force = bool(reasons - {"change"})  # only plain commits may skip evaluation
+        due: list[WatchedDB] = []
+        for watched in self.dbs.values():
+            if watched.tracker is None:
+                watched.report = DBReport(watched.path, error="database does not exist (yet)")
+                continue
+            try:
+                cands, bad, _mode = watched.tracker.refresh()
+            except StoreError as exc:
+                watched.report = DBReport(watched.path, error=str(exc))
+                self.log.warning("database unreadable", db=str(watched.path), error=str(exc))
+                continue
+            signature = tuple((c.part_id, c.data) for c in cands)
+            if force or watched.dirty or signature != watched.signature:
+                watched.signature, watched.dirty = signature, False
+                due.append(watched)
+                watched.pending = (cands, bad)
+        if due:
+            busy = [w for w in due if w.pending[0]]
+            holders = find_holders([w.path for w in busy])
+            live = self._live = build_live(settings, [w.path for w in busy]) if busy else None
+            reconcile(self.journal, {w.path: w.store for w in due})
+            reaper = Reaper(settings, self.journal, stopping=self._stop.is_set, live=live)
+            for watched in due:
+                self._evaluate(watched, holders.get(watched.path, []), reaper, now, live)
+        self._deadline = self._next_deadline()
+        self.log.debug("pass", reasons=sorted(reasons), evaluated=len(due), next_deadline=self._deadline)
+        self._publish(reasons)
+
+    def _evaluate(self, watched: WatchedDB, holders, reaper: Reaper, now: datetime, live) -> None:
+        try:
+            report = survey_db(watched.path, watched.store, holders, self.journal, self.settings, now, live,
+                               candidates=watched.pending)
+            watched.report = report
+            for outcome in reaper.reap(report, watched.store):
+                self._count(outcome)
+        except (JournalError, StoreError) as exc:
+            watched.dirty = True
+            self.log.error("pass incomplete", db=str(watched.path), error=str(exc))
+
+    def _count(self, outcome) -> None:
+        c = self.counters
+        name = {"done": "repaired", "failed": "failed", "skipped": "skipped", "reported": "reported"}.get(outcome.outcome)
+        if name:
+            setattr(c, name, getattr(c, name) + 1)
+        if outcome.outcome == "done":
+            c.last_action = f"{outcome.route} {outcome.item.candidate.part_id} at {datetime.now().strftime('%H:%M:%S')}"
+        if outcome.outcome in ("done", "skipped", "failed"):
+            # A write (or a miss) changes what we know: look again soon rather than at the next poll.
+            self.wake("after-action", delay=self.settings.watch.debounce)
+
+    def _next_deadline(self) -> datetime | None:
+        deadlines = [a.verdict.expires_at for w in self.dbs.values() if w.report for a in w.report.assessments
+                     if a.verdict.decision is Decision.KEEP and a.verdict.expires_at is not None]
+        # A little after the deadline, so the verdict there is already "expired".
+        return min(deadlines) + timedelta(milliseconds=50) if deadlines else None
+
+    # -- reporting -----------------------------------------------------------------------------
+    def status_line(self) -> str:
+        reports = [w.report for w in self.dbs.values() if w.report]
+        items = [a for r in reports for a in r.assessments]
+        expired = sum(a.verdict.expired for a in items)
+        errors = sum(1 for r in reports if r.error and r.path.exists())
+        parts = [f"watching {len(self.dbs)} DB{'s' if len(self.dbs) != 1 else ''}",
+                 f"{len(items)} candidate{'s' if len(items) != 1 else ''} ({expired} expired)"]
+        if errors:
+            parts.append(f"{errors} DB error{'s' if errors != 1 else ''}")
+        if self._deadline:
+            parts.append(f"next deadline {self._deadline.astimezone().strftime('%H:%M:%S')}")
+        if self.counters.last_action:
+            parts.append(f"last: {self.counters.last_action}")
+        return "; ".join(parts)
+
+    def _publish(self, reasons: set[str]) -> None:
+        line = self.status_line()
+        if hasattr(self, "notifier"):
+            self.notifier.status(line)
+        c = self.counters
+        data = {
+            "pid": os.getpid(), "version": __version__, "config": str(self.config_path) if self.config_path else None,
+            "updated": datetime.now(UTC).isoformat(), "status_line": line, "passes": c.passes,
+            "last_pass": {"at": datetime.now(UTC).isoformat(), "reasons": sorted(reasons)},
+            "counts": {"repaired": c.repaired, "failed": c.failed, "skipped": c.skipped, "reported": c.reported},
+            "next_deadline": self._deadline.isoformat() if self._deadline else None,
+            "databases": [self._db_status(w) for w in self.dbs.values()],
+            "candidates": [candidate_record(a, w.report, plan_route(a, w.report, self._live))
+                           for w in self.dbs.values() if w.report for a in w.report.assessments],
+        }
+        try:
+            write_status(self.settings.state_dir, data)
+        except OSError as exc:
+            self.log.warning("cannot write status file", error=str(exc))
+
+    @staticmethod
+    def _db_status(watched: WatchedDB) -> dict:
+        report = watched.report
+        return {"path": str(watched.path), "exists": watched.ident is not None,
+                "schema": report.schema.label if report and report.schema else None,
+                "schema_reason": report.schema.reason if report and report.schema else None,
+                "error": report.error if report else None,
+                "candidates": len(report.assessments) if report else 0,
+                "bad_rows": len(report.bad_rows) if report else 0}

@@ -1,0 +1,175 @@
+"""Incremental candidate tracking: a steady-state pass costs O(what changed), not O(database).
+
+The tracker keeps the live tool parts (candidates), the unreadable prefilter hits (bad rows), a
+watermark (the highest `part` rowid seen) and a few (rowid → id) checkpoints at and below it.
+
+A pass (`refresh`):
+
+- **unchanged**: `PRAGMA data_version` on the store's persistent read-only connection is the value
+  seen at the last pass, so no other connection has committed since: the cached result is returned
+  without touching the `part` table.
+- **incremental**: inside ONE short read transaction (BEGIN … COMMIT; nothing is left open), the
+  checkpoints are checked, then only rows with rowid > the resume point are read (a rowid range
+  seek), plus the known candidates and bad rows by key (`id IN (...)`). Known rows that left
+  `running`/`pending` or were deleted (also by a whole-session cascade) simply stop coming back.
+- **full**: one `store.scan()` of the whole table, at the first pass, after `reset()` (the daemon
+  calls it when the DB file is replaced), every `full_rescan_interval` seconds, on request, and when
+  no checkpoint survives.
+
+Why rows at or below the resume point can be skipped. SQLite gives a new row of a rowid table
+(no AUTOINCREMENT) the rowid max(rowid)+1, and VACUUM either keeps rowids (SQLite ≥ 3.x with the
+transfer optimisation, as observed) or renumbers them in rowid order. Either way the relative order
+of surviving rows never changes, and new rows always land above every surviving row. So if the row
+at a remembered rowid still carries the remembered id, every row now at or below it was at or below
+it at the last pass — already examined — and only rows above it can be new. Deleting the newest rows
+lets SQLite hand their rowids to new parts: the row at the watermark then has another id (or none),
+and the pass resumes from the highest checkpoint that is still intact. Checkpoints are spaced
+geometrically below the watermark (offsets 0, 1, 3, 7, 15, …), so deleting the newest k rows costs
+a re-read of at most about 2k rows, and only a rewrite of the whole table (every checkpoint moved or
+gone) forces a full rescan. Assumed, as opencode does: a deleted part id is never inserted again.
+
+Results are ordered by `time_created` (then id as a tie-breaker), never by id alone: ids wrap.
+
+The one case an incremental pass cannot see: a row at or below the watermark that was NOT a
+candidate (a text part, a completed/error tool part) being rewritten back to `running`/`pending`
+(or into unreadable data). opencode never does that — a tool part goes pending → running →
+completed/error and never back — so only a hand edit or a foreign tool could. The periodic full
+rescan (`watch.full_rescan_interval`, default 1 h) bounds how long such a row can go unseen.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from watchdogd.models import Candidate
+from watchdogd.opencode.store import BadRow, OpencodeStore
+
+FULL, INCREMENTAL, UNCHANGED = "full", "incremental", "unchanged"
+
+
+def checkpoint_targets(top: int) -> list[int]:
+    """Rowids to remember below the watermark `top`: top, top-1, top-3, top-7, … down to 1."""
+    targets, step = [], 1
+    while top - (step - 1) >= 1:
+        targets.append(top - (step - 1))
+        step *= 2
+    if targets and targets[-1] != 1:
+        targets.append(1)
+    return targets
+
+
+@dataclass(frozen=True)
+class PassStats:
+    """What the last refresh did, for logs and benchmarks."""
+
+    mode: str
+    reason: str  # why a full pass ("start", "reset", "interval", "forced", "rowids-moved"), else ""
+    resume_rowid: int | None  # incremental: rows above this one were read
+    watermark: int
+    known: int  # candidates + bad rows re-read by key
+    seconds: float
+
+
+def _order(cand: Candidate) -> tuple[int, str]:
+    return (cand.created_ms or 0, cand.part_id)
+
+
+class CandidateTracker:
+    """Candidates of one opencode DB, kept up to date by incremental passes (see module doc)."""
+
+    def __init__(self, store: OpencodeStore, full_rescan_interval: float, clock: Callable[[], float] = time.monotonic):
+        self.store = store
+        self.full_rescan_interval = full_rescan_interval
+        self.clock = clock
+        self.last: PassStats | None = None
+        self._clear("start")
+
+    def _clear(self, why: str) -> None:
+        self._cands: dict[str, Candidate] = {}
+        self._bad: dict[str, BadRow] = {}
+        self._watermark = 0
+        self._checkpoints: list[tuple[int, str]] = []  # (rowid, id), highest rowid first
+        self._conn = None  # the connection whose data_version we remember
+        self._version: int | None = None
+        self._last_full: float | None = None
+        self._full_reason = why
+        self._result: tuple[list[Candidate], list[BadRow]] = ([], [])
+
+    def reset(self) -> None:
+        """Forget everything: the next refresh is a full rescan on a fresh read connection.
+
+        The daemon calls this when the DB file was replaced (new inode); the store's read-only
+        connection is closed too, so the rescan reads the new file and not the old inode.
+        """
+        self.store.close()
+        self._clear("reset")
+
+    @property
+    def watermark(self) -> int:
+        return self._watermark
+
+    def refresh(self, force_full: bool = False) -> tuple[list[Candidate], list[BadRow], str]:
+        """(candidates in time order, bad rows, "full" | "incremental" | "unchanged")."""
+        started, t0 = self.clock(), time.perf_counter()
+        reason = ""
+        if force_full:
+            reason = "forced"
+        elif self._last_full is None:
+            reason = self._full_reason
+        elif started - self._last_full >= self.full_rescan_interval:
+            reason = "interval"
+        conn = self.store.reader
+        if not reason and conn is self._conn and self.store.data_version() == self._version:
+            self.last = PassStats(UNCHANGED, "", None, self._watermark, 0, time.perf_counter() - t0)
+            return list(self._result[0]), list(self._result[1]), UNCHANGED
+
+        resume: int | None = None
+        known: list[str] = []
+        with self.store.snapshot():
+            # First statement of the transaction: the version of exactly the snapshot read below.
+            version = self.store.data_version()
+            top = self.store.max_rowid()
+            if not reason:
+                resume = self._resume_point()
+                if resume is None:
+                    reason = "rowids-moved"
+            if reason:
+                found, bad = self.store.scan()
+                cands = {c.part_id: c for c in found}
+                bads = {b.part_id: b for b in bad}
+            else:
+                assert resume is not None
+                known = [*self._cands, *self._bad]
+                old_found, old_bad = self.store.parts_by_id(known) if known else ([], [])
+                new_found, new_bad = self.store.scan(after_rowid=resume)
+                cands = {c.part_id: c for c in old_found}
+                cands.update((c.part_id, c) for c in new_found)
+                bads = {b.part_id: b for b in old_bad}
+                bads.update((b.part_id, b) for b in new_bad)
+            if reason or top != self._watermark or resume != self._watermark:
+                checkpoints = self.store.part_checkpoints(checkpoint_targets(top))
+            else:
+                checkpoints = self._checkpoints
+
+        # Only a pass that completed changes the state: an error above leaves the last good one.
+        self._cands, self._bad = cands, bads
+        self._watermark, self._checkpoints = top, checkpoints
+        self._conn, self._version = conn, version
+        mode = FULL if reason else INCREMENTAL
+        if reason:
+            self._last_full = started
+        self._result = (sorted(cands.values(), key=_order), sorted(bads.values(), key=lambda b: b.part_id))
+        self.last = PassStats(mode, reason, resume, top, len(known), time.perf_counter() - t0)
+        return list(self._result[0]), list(self._result[1]), mode
+
+    def _resume_point(self) -> int | None:
+        """Rowid above which rows may be new: the highest intact checkpoint; None = rescan fully."""
+        if not self._checkpoints:
+            return 0 if self._watermark == 0 else None
+        present = self.store.part_ids_at([rowid for rowid, _ in self._checkpoints])
+        for rowid, part_id in self._checkpoints:
+            if present.get(rowid) == part_id:
+                return rowid
+        return None
