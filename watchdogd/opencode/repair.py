@@ -16,6 +16,11 @@ def _dump(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+def _is_number(value: Any) -> bool:
+    # Rows come from a DB others write: a malformed time must not crash the repair.
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def abandoned_text(tool: str, status: str, age_s: float, why: str) -> str:
     """Plainly abandoned, never anything that could read as a user's answer."""
     what = "question never answered" if tool == "question" else "the tool never returned a result"
@@ -32,10 +37,10 @@ def abandoned_part(part_data: str, text: str, now_ms: int, action_id: int, reaso
     """
     part = json.loads(part_data)
     state = dict(part["state"])
-    times = dict(state.get("time") or {})
+    times = dict(state["time"]) if isinstance(state.get("time"), dict) else {}
     times.setdefault("start", now_ms)
-    times["end"] = max(now_ms, times["start"])
-    metadata = dict(state.get("metadata") or {})
+    times["end"] = max(now_ms, times["start"]) if _is_number(times["start"]) else now_ms
+    metadata = dict(state["metadata"]) if isinstance(state.get("metadata"), dict) else {}
     metadata.pop("output", None)
     metadata["interrupted"] = True
     metadata[MARKER] = {"version": __version__, "action": action_id, "reason": reason}
@@ -54,10 +59,11 @@ def finished_message(message_data: str, text: str, now_ms: int) -> str | None:
     message = json.loads(message_data)
     if not isinstance(message, dict) or message.get("role") != "assistant":
         return None
-    times = dict(message.get("time") or {})
+    times = dict(message["time"]) if isinstance(message.get("time"), dict) else {}
     if times.get("completed"):
         return None
-    times["completed"] = max(now_ms, int(times.get("created") or 0))
+    created = times.get("created")
+    times["completed"] = max(now_ms, int(created)) if _is_number(created) else now_ms
     message["time"] = times
     message.setdefault("error", {"name": "MessageAbortedError", "data": {"message": text}})
     return _dump(message)

@@ -1,0 +1,187 @@
+"""`opencode-watchdogd run` as a real subprocess: triggers, sd_notify, signals, DB life cycle."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import time
+
+import pytest
+
+from tests import dbfactory
+from tests.integration.daemonproc import DaemonProcess, Holder, NotifySocket, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def part_status(db, part_id) -> str:
+    return dbfactory.read_data(db, "part", part_id)["state"]["status"]
+
+
+@pytest.fixture
+def notify(tmp_path):
+    sock = NotifySocket(tmp_path / "notify.sock")
+    yield sock
+    sock.close()
+
+
+@pytest.fixture
+def daemons():
+    started: list[DaemonProcess] = []
+
+    def start(*args, **kwargs) -> DaemonProcess:
+        proc = DaemonProcess(*args, **kwargs)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+def test_ready_status_watchdog_and_graceful_stop(tmp_path, notify, daemons):
+    db = dbfactory.make_db(tmp_path / "opencode.db")
+    daemon = daemons(tmp_path, [db], notify=notify, env={"WATCHDOG_USEC": "1000000"})
+    ready = notify.wait_for("READY=1")
+    assert ready == "READY=1"
+    status = notify.wait_for("STATUS=")
+    assert "watching 1 DB" in status and "0 candidates" in status
+    # WATCHDOG=1 at half of WATCHDOG_USEC (1 s): several pings within 2.5 s.
+    time.sleep(2.5)
+    assert notify.lines().count("WATCHDOG=1") >= 3
+    started = time.monotonic()
+    daemon.signal(signal.SIGTERM)
+    assert daemon.proc.wait(timeout=5) == 0
+    assert time.monotonic() - started < 2.0
+    assert "STOPPING=1" in notify.lines()
+    summary = [line for line in daemon.log_lines() if str(line.get("event", "")).startswith("stopped after")]
+    assert len(summary) == 1 and "repaired" in summary[0]["event"]
+
+
+def test_watchdog_pid_for_another_process_is_ignored(tmp_path, notify, daemons):
+    db = dbfactory.make_db(tmp_path / "opencode.db")
+    daemons(tmp_path, [db], notify=notify, env={"WATCHDOG_USEC": "400000", "WATCHDOG_PID": "1"})
+    notify.wait_for("READY=1")
+    time.sleep(1.0)
+    assert "WATCHDOG=1" not in notify.lines()
+
+
+def test_orphan_repaired_at_its_deadline_without_a_poll(tmp_path, notify, daemons):
+    db = dbfactory.make_db(tmp_path / "opencode.db")
+    stuck = dbfactory.stuck_question(db, age_s=60)
+    daemon = daemons(tmp_path, [db], notify=notify,
+                     env={"OPENCODE_WATCHDOGD_POLICY__ORPHAN_GRACE": "2s", "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1h"})
+    notify.wait_for("READY=1")
+    seen = time.monotonic()
+    assert part_status(db, stuck.part_id) == "running"  # grace not over at the first pass
+    wait_until(lambda: part_status(db, stuck.part_id) == "error", timeout=10, what="repair")
+    assert time.monotonic() - seen < 2 + 2.5  # the deadline job, not the hourly poll
+    part = dbfactory.read_data(db, "part", stuck.part_id)
+    assert "Abandoned by opencode-watchdogd" in part["state"]["error"]
+    assert part["state"]["metadata"]["interrupted"] is True
+    message = dbfactory.read_data(db, "message", stuck.message_id)
+    assert message["time"]["completed"] and message["error"]["name"] == "MessageAbortedError"
+    status = daemon.wait_status(lambda s: s["counts"]["repaired"] == 1 and not s["candidates"], what="re-pass after repair")
+    assert status["counts"]["failed"] == 0
+
+
+def test_holder_exit_is_noticed_without_a_file_change(tmp_path, notify, daemons):
+    db = dbfactory.make_db(tmp_path / "opencode.db")
+    holder = Holder(db)
+    try:
+        stuck = dbfactory.stuck_question(db, age_s=0)  # started while the holder runs: it may own it
+        daemon = daemons(tmp_path, [db], notify=notify, env={"OPENCODE_WATCHDOGD_POLICY__ORPHAN_GRACE": "1s",
+                                                             "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1h"})
+        notify.wait_for("READY=1")
+        status = daemon.wait_status(lambda s: s["candidates"], what="candidate listed")
+        assert status["candidates"][0]["owner"].startswith("held:")
+        assert status["candidates"][0]["verdict"] == "keep"
+        time.sleep(1.5)
+        assert part_status(db, stuck.part_id) == "running"  # a possible live owner: never written
+    finally:
+        killed = time.monotonic()
+        holder.kill()
+    wait_until(lambda: part_status(db, stuck.part_id) == "error", timeout=10, what="repair after holder exit")
+    assert time.monotonic() - killed <= 1 + 2  # orphan_grace + 2 s
+
+
+def test_no_self_trigger_loop_when_the_db_is_untouched(tmp_path, notify, daemons):
+    db = dbfactory.make_db(tmp_path / "opencode.db")
+    dbfactory.stuck_question(db, age_s=0)
+    holder = Holder(db)  # keeps the part live so the candidate stays
+    try:
+        daemon = daemons(tmp_path, [db], notify=notify)
+        notify.wait_for("READY=1")
+        time.sleep(1.0)  # let start-up events settle
+        before = daemon.status()["passes"]
+        time.sleep(10)
+        assert daemon.status()["passes"] == before
+    finally:
+        holder.kill()
+
+
+def test_sighup_reload_valid_and_invalid(tmp_path, notify, daemons):
+    db = dbfactory.make_db(tmp_path / "opencode.db")
+    config = tmp_path / "watchdogd.toml"
+    config.write_text('[policy]\norphan_grace = "1h"\n')
+    stuck = dbfactory.stuck_question(db, age_s=60)
+    daemon = daemons(tmp_path, [db], notify=notify, extra_args=["--config", str(config)])
+    notify.wait_for("READY=1")
+    time.sleep(0.5)
+    assert part_status(db, stuck.part_id) == "running"
+
+    config.write_text('[policy]\norphan_grace = "soon"\n')
+    mark = len(notify.lines())
+    daemon.signal(signal.SIGHUP)
+    notify.wait_for("RELOADING=1", after=mark)
+    failed = notify.wait_for("STATUS=config reload failed", after=mark)
+    assert "orphan_grace" in failed
+    notify.wait_for("READY=1", after=mark)
+    assert daemon.proc.poll() is None and part_status(db, stuck.part_id) == "running"
+    monotonic = [line for line in notify.lines()[mark:] if line.startswith("MONOTONIC_USEC=")]
+    assert monotonic and int(monotonic[0].split("=")[1]) > 0
+
+    config.write_text('[policy]\norphan_grace = "0s"\n')
+    mark = len(notify.lines())
+    daemon.signal(signal.SIGHUP)
+    notify.wait_for("RELOADING=1", after=mark)
+    notify.wait_for("READY=1", after=mark)
+    wait_until(lambda: part_status(db, stuck.part_id) == "error", timeout=10, what="repair under the new config")
+
+
+def test_db_that_appears_later_is_attached(tmp_path, notify, daemons):
+    db = tmp_path / "later" / "opencode.db"
+    daemon = daemons(tmp_path, [db], notify=notify, env={"OPENCODE_WATCHDOGD_POLICY__ORPHAN_GRACE": "0s",
+                                                         "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1s"})
+    notify.wait_for("READY=1")
+    status = daemon.wait_status(lambda s: s["databases"], what="db listed")
+    assert status["databases"][0]["exists"] is False
+    db.parent.mkdir()
+    dbfactory.make_db(db)
+    stuck = dbfactory.stuck_question(db, age_s=60)
+    wait_until(lambda: part_status(db, stuck.part_id) == "error", timeout=15, what="repair in a DB that appeared")
+    assert daemon.proc.poll() is None
+
+
+def test_replaced_db_file_is_reattached(tmp_path, notify, daemons):
+    db = dbfactory.make_db(tmp_path / "opencode.db")
+    daemon = daemons(tmp_path, [db], notify=notify, env={"OPENCODE_WATCHDOGD_POLICY__ORPHAN_GRACE": "0s",
+                                                         "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1h"})
+    notify.wait_for("READY=1")
+    replacement = dbfactory.make_db(tmp_path / "restored.db")
+    stuck = dbfactory.stuck_question(replacement, age_s=60)
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / f"opencode.db{suffix}").unlink(missing_ok=True)
+    shutil.move(replacement, db)  # a restored backup: same path, new inode
+    wait_until(lambda: part_status(db, stuck.part_id) == "error", timeout=15, what="repair in the replaced DB")
+    assert any(line.get("event") == "database replaced" for line in daemon.log_lines())
+
+
+def test_second_sigint_forces_exit(tmp_path, notify, daemons):
+    db = dbfactory.make_db(tmp_path / "opencode.db")
+    daemon = daemons(tmp_path, [db], notify=notify)
+    notify.wait_for("READY=1")
+    daemon.signal(signal.SIGINT)
+    daemon.signal(signal.SIGINT)
+    code = daemon.proc.wait(timeout=5)
+    assert code in (0, 128 + signal.SIGINT)
