@@ -1,0 +1,178 @@
+"""The daemon's own state DB: private, every action planned then settled, sightings kept per DB."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from watchdogd.journal import Journal, JournalError
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def journal(tmp_path: Path):
+    journal = Journal(tmp_path / "state")
+    yield journal
+    journal.close()
+
+
+def plan(journal: Journal, **extra) -> int:
+    fields = dict(db="/d/opencode.db", session_id="ses_1", message_id="msg_1", part_id="prt_1", tool="question",
+                  route="db-repair", reason="orphan", part_before='{"a":1}', message_before='{"m":1}')
+    fields.update(extra)
+    return journal.plan(**fields)
+
+
+def test_state_dir_and_files_are_private(tmp_path):
+    state = tmp_path / "deep" / "state"
+    journal = Journal(state)
+    try:
+        plan(journal)  # make sure the WAL exists
+        assert mode(state) == 0o700
+        files = [p for p in state.iterdir() if p.name.startswith("journal.db")]
+        assert state / "journal.db" in files
+        for file in files:
+            assert mode(file) == 0o600, file
+    finally:
+        journal.close()
+
+
+def test_loose_state_dir_is_tightened(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    state.chmod(0o755)
+    Journal(state).close()
+    assert mode(state) == 0o700
+
+
+def test_loose_journal_file_is_tightened(tmp_path):
+    state = tmp_path / "state"
+    Journal(state).close()
+    (state / "journal.db").chmod(0o644)
+    Journal(state).close()
+    assert mode(state / "journal.db") == 0o600
+
+
+def test_unusable_state_dir_is_a_journal_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(JournalError, match=r"state dir .*file/state"):
+        Journal(blocker / "state")
+
+
+def test_plan_then_settle(journal):
+    run = journal.start_run("reap")
+    assert journal.start_run("again") == run  # one run per process
+    action_id = plan(journal)
+    planned = journal.action(action_id)
+    assert planned.outcome == "planned" and planned.run_id == run
+    assert (planned.part_before, planned.part_after, planned.message_before, planned.message_after) == \
+        ('{"a":1}', None, '{"m":1}', None)
+    assert journal.planned() == [planned]
+
+    journal.update_rows(action_id, part_after='{"a":2}', message_after='{"m":2}')
+    journal.settle(action_id, "done", "part error; message completed", server_version="1.15.3")
+    done = journal.action(action_id)
+    assert (done.outcome, done.detail, done.server_version) == ("done", "part error; message completed", "1.15.3")
+    assert (done.part_after, done.message_after, done.message_before) == ('{"a":2}', '{"m":2}', '{"m":1}')
+    assert journal.planned() == []
+    assert done.when.tzinfo is not None and abs(done.when.timestamp() - done.time) < 1e-6
+
+
+def test_update_rows_keeps_values_not_given(journal):
+    action_id = plan(journal)
+    journal.update_rows(action_id, part_after="p2")
+    journal.update_rows(action_id, message_after="m2")
+    action = journal.action(action_id)
+    assert (action.part_after, action.message_after, action.message_before) == ("p2", "m2", '{"m":1}')
+
+
+def test_settle_rejects_unknown_outcomes(journal):
+    with pytest.raises(AssertionError):
+        journal.settle(plan(journal), "maybe")
+
+
+def test_recent_is_newest_first_and_limited(journal):
+    ids = [plan(journal, part_id=f"prt_{i}") for i in range(5)]
+    assert [a.id for a in journal.recent(3)] == ids[::-1][:3]
+    assert journal.action(9999) is None
+
+
+def test_actions_survive_reopening(tmp_path):
+    state = tmp_path / "state"
+    first = Journal(state)
+    action_id = plan(first)
+    first.settle(action_id, "done")
+    first.close()
+    again = Journal(state)
+    try:
+        assert again.action(action_id).outcome == "done"
+        assert again.start_run("next") != first.run_id
+    finally:
+        again.close()
+
+
+def test_last_write_run(tmp_path):
+    state = tmp_path / "state"
+    first = Journal(state)
+    first.start_run("reap")
+    written = plan(first, part_id="prt_a")
+    first.settle(written, "done")
+    skipped = plan(first, part_id="prt_b")
+    first.settle(skipped, "skipped")
+    first.close()
+
+    second = Journal(state)  # a later run that wrote nothing
+    second.start_run("reap")
+    second.settle(plan(second, part_id="prt_c"), "reported")
+    second.settle(plan(second, part_id="prt_d"), "failed")
+    try:
+        assert [a.id for a in second.last_write_run()] == [written]
+    finally:
+        second.close()
+
+
+def test_last_write_run_ignores_undo_rows(tmp_path):
+    state = tmp_path / "state"
+    reap = Journal(state)
+    reap.start_run("reap")
+    a, b = plan(reap, part_id="prt_a"), plan(reap, part_id="prt_b")
+    reap.settle(a, "done")
+    reap.settle(b, "done")
+    reap.close()
+
+    undo = Journal(state)
+    undo.start_run("undo")
+    try:
+        undo.settle(a, "undone")
+        undo.plan(db="/d/opencode.db", session_id="ses_1", message_id="msg_1", part_id="prt_a", tool="question",
+                  route="undo", reason="undo of action", outcome="done", undo_of=a)
+        last = undo.last_write_run()
+        assert sorted(x.id for x in last) == [a, b]
+        assert {x.id: x.outcome for x in last} == {a: "undone", b: "done"}
+    finally:
+        undo.close()
+
+
+def test_empty_journal_has_no_last_run(journal):
+    assert journal.last_write_run() == []
+    assert journal.recent() == [] and journal.planned() == []
+
+
+def test_sightings_per_db(journal):
+    assert journal.sightings("/d/a.db") == {}
+    journal.record_sightings("/d/a.db", {"prt_1": (100.0, None), "prt_2": (200.0, 250.0)})
+    journal.record_sightings("/d/b.db", {"prt_9": (1.0, 2.0)})
+    assert journal.sightings("/d/a.db") == {"prt_1": (100.0, None), "prt_2": (200.0, 250.0)}
+    # a replace forgets candidates no longer live, for that DB only
+    journal.record_sightings("/d/a.db", {"prt_2": (200.0, 250.0)})
+    assert journal.sightings("/d/a.db") == {"prt_2": (200.0, 250.0)}
+    assert journal.sightings("/d/b.db") == {"prt_9": (1.0, 2.0)}
+    journal.record_sightings("/d/a.db", {})
+    assert journal.sightings("/d/a.db") == {}
+    assert not journal.conn.in_transaction

@@ -1,0 +1,179 @@
+"""Undo restores a row only while it still holds what the daemon wrote; reconcile settles crashed runs."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests import dbfactory as f
+from tests.unit.helpers import make_settings, repair_all
+from watchdogd.journal import Journal
+from watchdogd.opencode.store import OpencodeStore
+from watchdogd.restore import reconcile, undo_action
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return f.make_db(tmp_path / "opencode.db")
+
+
+@pytest.fixture
+def journal(tmp_path: Path):
+    journal = Journal(tmp_path / "state")
+    yield journal
+    journal.close()
+
+
+@pytest.fixture
+def store(db: Path):
+    store = OpencodeStore(db)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def repaired(db, journal, tmp_path):
+    """A stuck question repaired by one reap pass: (stuck ids, original part, original message, action)."""
+    stuck = f.stuck_question(db, age_s=7200)
+    part, message = f.read_text(db, "part", stuck.part_id), f.read_text(db, "message", stuck.message_id)
+    [outcome] = repair_all(db, journal, make_settings(tmp_path))
+    assert outcome.outcome == "done"
+    assert f.read_text(db, "part", stuck.part_id) != part
+    return stuck, part, message, journal.action(outcome.action_id)
+
+
+def overwrite(db: Path, table: str, row_id: str, data: str) -> None:
+    with f.connection(db) as conn:
+        conn.execute(f"UPDATE {table} SET data = ? WHERE id = ?", (data, row_id))
+
+
+def test_undo_restores_both_rows(db, journal, store, repaired):
+    stuck, part, message, action = repaired
+    result = undo_action(journal, action, store)
+    assert result.restored == [f"part {stuck.part_id}", f"message {stuck.message_id}"]
+    assert result.not_restored == []
+    assert f.read_text(db, "part", stuck.part_id) == part
+    assert f.read_text(db, "message", stuck.message_id) == message
+    assert journal.action(action.id).outcome == "undone"
+    [undo] = [a for a in journal.recent() if a.undo_of == action.id]
+    assert (undo.route, undo.outcome) == ("undo", "done")
+    assert (undo.part_before, undo.part_after) == (action.part_after, action.part_before)
+    assert (undo.message_before, undo.message_after) == (action.message_after, action.message_before)
+
+
+def test_undo_skips_a_row_opencode_changed_since(db, journal, store, repaired):
+    stuck, part, message, action = repaired
+    newer = json.loads(action.part_after)
+    newer["state"]["error"] = "The user dismissed this question"
+    overwrite(db, "part", stuck.part_id, f.compact(newer))
+    result = undo_action(journal, action, store)
+    assert result.restored == [f"message {stuck.message_id}"]
+    [miss] = result.not_restored
+    assert miss.startswith(f"part {stuck.part_id}: changed since the daemon wrote it")
+    assert f.read_data(db, "part", stuck.part_id) == newer  # left exactly as opencode wrote it
+    assert f.read_text(db, "message", stuck.message_id) == message
+
+
+def test_undo_with_nothing_left_to_restore_records_nothing(db, journal, store, repaired):
+    stuck, _part, _message, action = repaired
+    with f.connection(db) as conn:
+        conn.execute("DELETE FROM message WHERE id = ?", (stuck.message_id,))  # cascades to the part
+    before = f.snapshot(db)
+    count = len(journal.recent(100))
+    result = undo_action(journal, action, store)
+    assert result.restored == [] and len(result.not_restored) == 2
+    assert f.snapshot(db) == before
+    assert journal.action(action.id).outcome == "done"
+    assert len(journal.recent(100)) == count
+
+
+def test_undo_twice_restores_nothing_the_second_time(db, journal, store, repaired):
+    stuck, part, message, action = repaired
+    undo_action(journal, action, store)
+    again = undo_action(journal, journal.action(action.id), store)
+    assert again.restored == [] and len(again.not_restored) == 2
+    assert f.read_text(db, "part", stuck.part_id) == part
+
+
+def test_undo_when_the_db_is_locked_reports_it(db, journal, store, repaired):
+    stuck, _part, _message, action = repaired
+    # a single-row check is enough to see the failure path; keep it to one busy wait
+    action = action.__class__(**{**action.__dict__, "message_before": None})
+    before = f.snapshot(db)
+    writer = sqlite3.connect(db, isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        result = undo_action(journal, action, store)
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert result.restored == []
+    [miss] = result.not_restored
+    assert miss.startswith(f"part {stuck.part_id}: ") and "locked" in miss
+    assert f.snapshot(db) == before
+
+
+# -- reconcile ----------------------------------------------------------------------------------------
+
+def planned(journal: Journal, db: Path, stuck: f.Stuck, after: str | None) -> int:
+    action_id = journal.plan(db=str(db), session_id=stuck.session_id, message_id=stuck.message_id,
+                             part_id=stuck.part_id, tool="question", route="db-repair", reason="orphan",
+                             part_before=f.read_text(db, "part", stuck.part_id))
+    if after is not None:
+        journal.update_rows(action_id, part_after=after)
+    return action_id
+
+
+def test_reconcile_write_landed(db, journal, store):
+    stuck = f.stuck_question(db)
+    after = f.read_text(db, "part", stuck.part_id).replace('"running"', '"error"')
+    action_id = planned(journal, db, stuck, after)
+    overwrite(db, "part", stuck.part_id, after)  # the write committed, then the process died
+    [(action, outcome)] = reconcile(journal, {db: store})
+    assert (action.id, outcome) == (action_id, "done")
+    assert journal.action(action_id).outcome == "done"
+    assert "confirmed from the row" in journal.action(action_id).detail
+
+
+def test_reconcile_write_never_happened(db, journal, store):
+    stuck = f.stuck_question(db)
+    action_id = planned(journal, db, stuck, '{"never":"written"}')
+    assert reconcile(journal, {db: store})[0][1] == "failed"
+    assert journal.action(action_id).detail == "interrupted before the write; nothing was written"
+
+
+def test_reconcile_crash_before_after_image(db, journal, store):
+    stuck = f.stuck_question(db)
+    action_id = planned(journal, db, stuck, None)
+    assert reconcile(journal, {db: store})[0][1] == "failed"
+    assert journal.action(action_id).outcome == "failed"
+
+
+def test_reconcile_row_changed_since(db, journal, store):
+    stuck = f.stuck_question(db)
+    action_id = planned(journal, db, stuck, '{"ours":true}')
+    overwrite(db, "part", stuck.part_id, f.read_text(db, "part", stuck.part_id).replace('"running"', '"completed"'))
+    assert reconcile(journal, {db: store})[0][1] == "skipped"
+    assert journal.action(action_id).outcome == "skipped"
+    assert journal.planned() == []
+
+
+def test_reconcile_leaves_actions_of_other_or_unreadable_dbs(db, journal, tmp_path):
+    stuck = f.stuck_question(db)
+    action_id = planned(journal, db, stuck, '{"x":1}')
+    assert reconcile(journal, {}) == []
+    broken = tmp_path / "broken.db"
+    broken.write_bytes(b"garbage" * 200)
+    bad_store = OpencodeStore(broken)
+    try:
+        assert reconcile(journal, {db: bad_store}) == []
+    finally:
+        bad_store.close()
+    assert journal.action(action_id).outcome == "planned"
+
+
+def test_reconcile_ignores_settled_actions(db, journal, store, repaired):
+    assert reconcile(journal, {db: store}) == []
