@@ -75,7 +75,8 @@ class Generator:
         self.corpus = _corpus(rng)
         self.now = start_ms
         self.end_ms = end_ms
-        self.step_ms = max(1, (end_ms - start_ms) // max(parts, 1))
+        # about 1.4 ticks per part (sessions and messages tick too): the history ends before end_ms
+        self.step_ms = max(1, int((end_ms - start_ms) / (max(parts, 1) * 1.6)))
         self.counter = 0
 
     def text(self, low: int, high: int) -> str:
@@ -84,7 +85,7 @@ class Generator:
         return self.corpus[at : at + n]
 
     def tick(self) -> int:
-        self.now += self.rng.randint(1, 2 * self.step_ms)
+        self.now = min(self.now + self.rng.randint(1, 2 * self.step_ms), self.end_ms)
         return self.now
 
     def pid(self, ms: int, prefix: str = "prt") -> str:

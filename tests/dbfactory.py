@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import itertools
 import json
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -88,7 +89,8 @@ def now_ms() -> int:
 
 
 def _random_tail(length: int = 14) -> str:
-    digest = int.from_bytes(hashlib.sha256(f"tail-{next(_serial)}".encode()).digest(), "big")
+    # unique within a process (a counter) and across processes writing one DB at once (the pid)
+    digest = int.from_bytes(hashlib.sha256(f"tail-{os.getpid()}-{next(_serial)}".encode()).digest(), "big")
     out = []
     for _ in range(length):
         digest, index = divmod(digest, 62)
@@ -371,3 +373,45 @@ def table_rows(db, table: str) -> list[tuple]:
 
 def snapshot(db) -> dict[str, list[tuple]]:
     return {table: table_rows(db, table) for table in ("session", "message", "part")}
+
+
+# -- other processes ------------------------------------------------------------------------------------
+
+_HOLDER_CODE = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("SELECT count(*) FROM part").fetchall()
+if sys.argv[2] == "read":
+    conn.execute("BEGIN")
+    conn.execute("SELECT count(*) FROM part").fetchall()
+elif sys.argv[2] == "write":
+    conn.execute("BEGIN IMMEDIATE")
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+@contextlib.contextmanager
+def holder_process(db: Path | str, hold: str = "open", argv0: str | None = None) -> Iterator["subprocess.Popen[str]"]:
+    """Another process with the DB open, like an opencode server: `open` (a connection after one read),
+    `read` (a read transaction left open) or `write` (the write lock held). Ends when the block exits."""
+    import subprocess
+    import sys
+
+    args = [argv0 or sys.executable, "-c", _HOLDER_CODE, str(db), hold]
+    proc = subprocess.Popen(args, executable=sys.executable, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        if line.strip() != "ready":
+            raise RuntimeError(f"holder process did not start: {line!r}")
+        yield proc
+    finally:
+        if proc.stdin:
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout:
+            proc.stdout.close()

@@ -87,38 +87,42 @@ class Daemon:
         self._running_since: float | None = None
         self._deadline: datetime | None = None
         self._rerun_at: datetime | None = None
+        self._armed_at: datetime | None = None  # the earliest pass already requested from the scheduler
+        self._first_pass_done = threading.Event()
         self._live = None  # the live-server layer of the last evaluation (for status routes)
 
     # -- serve ---------------------------------------------------------------------------------
     def serve(self) -> int:
-        self.startup()
+        self.notifier = Notifier()
+        self.journal = Journal(self.settings.state_dir)  # a JournalError here leaves nothing to clean up
+        self.journal.start_run("run")
+        self.scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(1)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            timezone=UTC,
+        )
+        self.scheduler.add_job(self.run_pass, "interval", seconds=self.settings.watch.poll_interval, id=PASS_JOB,
+                               next_run_time=datetime.now(UTC))
+        self.watcher = DBWatcher(self._on_file_event)
         try:
+            self.startup()
             self.main_loop()
         finally:
             code = self.shutdown()
         return code
 
     def startup(self) -> None:
-        self.notifier = Notifier()
-        self.journal = Journal(self.settings.state_dir)
-        self.journal.start_run("run")
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_stop_signal)
         signal.signal(signal.SIGHUP, self._on_hup)
-        self.watcher = DBWatcher(self._on_file_event)
+        self._reasons.add("start")
         self._sync_dbs()
         self.log.info("starting", version=__version__, pid=os.getpid(), databases=[str(p) for p in self.dbs],
                       config=str(self.config_path) if self.config_path else None)
-        self._reasons.add("start")
-        self.run_pass()
-        self.scheduler = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(1)},
-            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
-            timezone=UTC,
-        )
-        self.scheduler.add_job(self.run_pass, "interval", seconds=self.settings.watch.poll_interval, id=PASS_JOB)
         self.scheduler.start()
-        self._schedule_next()
+        # READY=1 only after the first pass (or a stop request during it).
+        while not self._first_pass_done.wait(timeout=0.2) and not self._stop.is_set():
+            pass
         self.notifier.ready(self.status_line())
 
     def main_loop(self) -> None:
@@ -138,7 +142,8 @@ class Daemon:
         self.notifier.stopping()
         self.log.info("stopping")
         self.watcher.stop()
-        self.scheduler.shutdown(wait=False)
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
         # Let an action in flight finish; past 1 s, interrupt it (its transaction rolls back).
         finished = self._pass_lock.acquire(timeout=1.0)
         if not finished:
@@ -185,10 +190,13 @@ class Daemon:
             if self._running_since is not None:
                 self._rerun_at = min(self._rerun_at or at, at)
                 return
+            if self._armed_at is not None and at - timedelta(seconds=delay) <= self._armed_at <= at:
+                return  # a pass is already due sooner: the common case while opencode streams
+            self._armed_at = at
         self._run_no_later_than(at)
 
     def _run_no_later_than(self, at: datetime) -> None:
-        job = self.scheduler.get_job(PASS_JOB) if hasattr(self, "scheduler") else None
+        job = self.scheduler.get_job(PASS_JOB)
         if job is not None and (job.next_run_time is None or at < job.next_run_time):
             job.modify(next_run_time=at)
 
@@ -196,6 +204,8 @@ class Daemon:
         with self._lock:
             candidates = [t for t in (self._rerun_at, self._deadline) if t is not None]
             self._rerun_at = None
+            if candidates:
+                self._armed_at = min(candidates)
         if candidates:
             self._run_no_later_than(min(candidates))
 
@@ -257,6 +267,7 @@ class Daemon:
             with self._lock:
                 reasons, self._reasons = self._reasons or {"poll"}, set()
                 self._running_since = time.monotonic()
+                self._armed_at = None
             try:
                 self._pass(reasons)
             except Exception:  # a pass must never kill the daemon
@@ -264,6 +275,7 @@ class Daemon:
             finally:
                 with self._lock:
                     self._running_since = None
+                self._first_pass_done.set()
                 self._schedule_next()
 
     def _pass(self, reasons: set[str]) -> None:
@@ -300,7 +312,8 @@ class Daemon:
                 self._evaluate(watched, holders.get(watched.path, []), reaper, now, live)
         self._deadline = self._next_deadline()
         self.log.debug("pass", reasons=sorted(reasons), evaluated=len(due), next_deadline=self._deadline)
-        self._publish(reasons)
+        if due or force:
+            self._publish(reasons)
 
     def _evaluate(self, watched: WatchedDB, holders, reaper: Reaper, now: datetime, live) -> None:
         try:

@@ -1,15 +1,482 @@
 """Live-server layer: ownership evidence and recovery through the owning opencode server's HTTP API.
 
-`build_live` returns one object that is both a `survey.LiveEvidence` and a `reaper.LiveRecovery`,
-or None when no server can be used (then holders alone decide and live parts are only reported).
+`build_live` returns one object that is both a `survey.LiveEvidence` and a `reaper.LiveRecovery`.
+One object serves one pass (or one CLI command): server answers are cached for its lifetime, and
+every action re-reads what it acts on.
+
+Rules (DESIGN.md, reference §2-§3, §10): a session that a reachable server reports busy is never
+written in the DB; it is freed by rejecting its question, else by abort (then the leaked question
+is rejected); a free counts only when `/session/status` and the gated no-op probe agree; every call
+carries `?directory=<session.directory>`; a parent `task` is never aborted for its subagent.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
+from urllib.parse import urlsplit
 
-from watchdogd.config import Settings
+import structlog
+
+from watchdogd.config import ServerConfig, Settings
+from watchdogd.models import Candidate, Holder, Ownership, OwnerKind
+from watchdogd.opencode.discovery_net import is_opencode, loopback_listeners, process_exe
+from watchdogd.opencode.repair import abandoned_part, abandoned_text, finished_message, is_our_write
+from watchdogd.opencode.server import (Credentials, ServerClient, ServerError, describe_error, insecure_reason,
+                                       is_loopback_host)
+from watchdogd.opencode.store import OpencodeStore, StoreError
+from watchdogd.reaper import Outcome, REPORT_ONLY
+from watchdogd.survey import Assessment
+
+REJECT = "reject-question"
+ABORT = "abort"
+PATCH_PART = "patch-part"
+MAX_PORTS_PROBED = 4  # a holder's listening ports tried for /global/health
+SETTLE_S = 2.0  # how long the server may take to write the part after the session went idle
+_warned: set[str] = set()
 
 
-def build_live(settings: Settings, dbs: list[Path]):
-    return None
+def _warn_once(message: str, **fields) -> None:
+    """Configuration problems are logged once per process, not once per pass."""
+    key = message + repr(sorted(fields.items()))
+    if key not in _warned:
+        _warned.add(key)
+        structlog.get_logger("watchdogd.live").warning(message, **fields)
+
+
+def env_credentials() -> Credentials | None:
+    """What opencode itself reads: OPENCODE_SERVER_USERNAME (default "opencode") / OPENCODE_SERVER_PASSWORD."""
+    password = os.environ.get("OPENCODE_SERVER_PASSWORD")
+    if not password:
+        return None
+    return Credentials(os.environ.get("OPENCODE_SERVER_USERNAME") or "opencode", password)
+
+
+def configured_credentials(server: ServerConfig) -> Credentials | None:
+    """password, else password_file, else OPENCODE_SERVER_PASSWORD; raises OSError for an unreadable file."""
+    if server.password is not None:
+        password = server.password.get_secret_value()
+    elif server.password_file is not None:
+        password = server.password_file.expanduser().read_text().rstrip("\r\n")
+    else:
+        password = os.environ.get("OPENCODE_SERVER_PASSWORD", "")
+    return Credentials(server.username, password) if password else None
+
+
+@dataclass
+class Endpoint:
+    """A server that may own sessions: configured, or discovered behind a local DB holder."""
+
+    url: str
+    client: ServerClient | None = None
+    pid: int | None = None  # the local process behind it, when known
+    error: str | None = None  # why it cannot be used
+
+    @property
+    def version(self) -> str | None:
+        return self.client.version if self.client else None
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _port(url: str) -> int | None:
+    parts = urlsplit(url)
+    try:
+        return parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return None
+
+
+class LiveLayer:
+    def __init__(self, settings: Settings, *, listeners: Callable[[list[int]], dict] = loopback_listeners,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.settings = settings
+        self.timeout = settings.live.timeout
+        self._listeners = listeners
+        self._sleep = sleep
+        self._configured = [self._configured_endpoint(s) for s in settings.servers]
+        self._by_pid: dict[int, Endpoint] = {}
+        self._db_holders: dict[Path, dict[int, Endpoint]] = {}
+        self._answers: dict[tuple[str, str, str], object] = {}  # (url, what, directory) -> value | ServerError
+        self._routes: dict[tuple[Path, str], tuple[str, Endpoint]] = {}
+        self._child_busy: dict[tuple[Path, str], bool | None] = {}
+
+    # -- servers -------------------------------------------------------------------------------
+    def _configured_endpoint(self, server: ServerConfig) -> Endpoint:
+        reason = insecure_reason(server.url, self.settings.live.allow_insecure_remote)
+        if reason is None:
+            try:
+                return Endpoint(server.url, ServerClient(server.url, configured_credentials(server), self.timeout))
+            except OSError as exc:
+                reason = f"cannot read password_file {server.password_file}: {exc.strerror or exc}"
+        _warn_once("configured server not used", url=server.url, why=reason)
+        return Endpoint(server.url, error=reason)
+
+    def _ready(self, endpoint: Endpoint | None) -> bool:
+        """Probe /global/health once per endpoint; it records the version, or why it cannot be used."""
+        if endpoint is None or endpoint.client is None or endpoint.error:
+            return False
+        if endpoint.client.version is None:
+            try:
+                endpoint.client.health()
+            except ServerError as exc:
+                endpoint.error = describe_error(exc, endpoint.url)
+                _warn_once("opencode server not usable", url=endpoint.url, pid=endpoint.pid, why=endpoint.error)
+        return endpoint.error is None
+
+    def _holder_endpoint(self, holder: Holder) -> Endpoint:
+        if holder.pid not in self._by_pid:
+            ports = self._listeners([holder.pid]).get(holder.pid, [])
+            self._by_pid[holder.pid] = self._match_configured(holder.pid, ports) or self._discover(holder, ports)
+        return self._by_pid[holder.pid]
+
+    def _match_configured(self, pid: int, ports: list[tuple[str, int]]) -> Endpoint | None:
+        """A configured loopback URL on a port this holder listens on: that server, with its own credentials."""
+        for endpoint in self._configured:
+            host = urlsplit(endpoint.url).hostname or ""
+            if endpoint.pid is None and is_loopback_host(host) and _port(endpoint.url) in {p for _, p in ports}:
+                endpoint.pid = pid
+                return endpoint
+        return None
+
+    def _discover(self, holder: Holder, ports: list[tuple[str, int]]) -> Endpoint:
+        label = f"pid {holder.pid}"
+        if not self.settings.live.discover:
+            return Endpoint(label, pid=holder.pid, error="live.discover = false and no [[servers]] url matches its port")
+        if not is_opencode(holder.cmdline, process_exe(holder.pid)):
+            return Endpoint(label, pid=holder.pid, error="holds the DB but is not an opencode process; no API to ask")
+        if not ports:
+            return Endpoint(label, pid=holder.pid, error="no API: not listening on loopback TCP (a TUI without --port?)")
+        first: Endpoint | None = None
+        for host, port in ports[:MAX_PORTS_PROBED]:
+            url = f"http://{host}:{port}"
+            endpoint = Endpoint(url, ServerClient(url, env_credentials(), self.timeout), pid=holder.pid)
+            if self._ready(endpoint):
+                return endpoint
+            first = first or endpoint
+        assert first is not None
+        return first
+
+    def _remote(self) -> list[Endpoint]:
+        """Configured servers not found behind a local holder: asked too, since they may own a session."""
+        return [e for e in self._configured if e.pid is None]
+
+    # -- cached answers (one pass) -------------------------------------------------------------
+    def _ask(self, endpoint: Endpoint | None, what: str, directory: str):
+        """The server's answer (busy map, questions, permissions), or None when it gave none."""
+        if not self._ready(endpoint):
+            return None
+        key = (endpoint.url, what, directory)
+        if key not in self._answers:
+            client = endpoint.client
+            call = {"status": client.busy_sessions, "questions": client.questions, "permissions": client.permissions}[what]
+            try:
+                self._answers[key] = call(directory)
+            except ServerError as exc:
+                self._answers[key] = exc
+                if exc.kind in ("timeout", "unreachable", "auth"):
+                    endpoint.error = describe_error(exc, endpoint.url)  # a dead server is not asked again this pass
+        answer = self._answers[key]
+        return None if isinstance(answer, ServerError) else answer
+
+    def _silence(self, endpoint: Endpoint | None, directory: str) -> str:
+        if endpoint is None:
+            return "no server found"
+        answer = self._answers.get((endpoint.url, "status", directory))
+        if isinstance(answer, ServerError):
+            return describe_error(answer, endpoint.url)
+        return endpoint.error or "no answer"
+
+    # -- LiveEvidence --------------------------------------------------------------------------
+    def ownership(self, candidate: Candidate, base: Ownership, holders: list[Holder]) -> Ownership:
+        cand = candidate
+        endpoints = self._db_holders.setdefault(cand.db, {h.pid: self._holder_endpoint(h) for h in holders})
+        directory = cand.directory
+        if not directory:
+            return replace(base, detail="the session's directory is unknown (no session row): its server cannot be asked")
+        for endpoint in [*endpoints.values(), *self._remote()]:
+            status = self._ask(endpoint, "status", directory)
+            if status is not None and cand.session_id in status:
+                return self._busy_owner(cand, base, endpoint, status[cand.session_id])
+        answered = [pid for pid, e in endpoints.items() if self._ask(e, "status", directory) is not None]
+        if base.kind is OwnerKind.HELD:
+            silent = [pid for pid in base.pids if pid not in answered]
+            if silent:
+                why = "; ".join(f"pid {pid}: {self._silence(endpoints.get(pid), directory)}" for pid in silent)
+                return Ownership(OwnerKind.UNREACHABLE, tuple(silent), detail=why)
+        if answered:  # a reachable server that holds the DB says idle: an orphan it can help repair
+            endpoint = endpoints[answered[0]]
+            return Ownership(OwnerKind.LIVE_IDLE, base.pids, endpoint.url,
+                             f"idle on {endpoint.url} (opencode {endpoint.version})")
+        return base
+
+    def _busy_owner(self, cand: Candidate, base: Ownership, endpoint: Endpoint, state: str) -> Ownership:
+        detail = f"{state} on {endpoint.url} (opencode {endpoint.version})"
+        # A server that started after the part cannot be running it: it is busy with a newer prompt.
+        newer = endpoint.pid is not None and (base.kind is OwnerKind.RESTARTED or
+                                              (base.kind is OwnerKind.HELD and endpoint.pid not in base.pids))
+        if newer:
+            route = (f"{REPORT_ONLY}: the session is busy with a newer run on {endpoint.url}; this part is older than "
+                     "that server, repaired once the session is idle")
+        elif cand.tool == "question" and self._listed_question(endpoint, cand) is not None:
+            route = REJECT
+        else:
+            route = ABORT
+        asks = [p for p in self._ask(endpoint, "permissions", cand.directory) or [] if p.get("sessionID") == cand.session_id]
+        if asks:
+            detail += "; pending permission asks: " + ", ".join(f"{p.get('id')} ({p.get('permission')})" for p in asks)
+        self._routes[(cand.db, cand.part_id)] = (route, endpoint)
+        return Ownership(OwnerKind.LIVE, (endpoint.pid,) if endpoint.pid else (), endpoint.url, detail)
+
+    def _listed_question(self, endpoint: Endpoint, cand: Candidate, fresh: bool = False) -> dict | None:
+        """The pending request of this very call (`tool.callID`, `tool.messageID`), if listed."""
+        if fresh:
+            try:
+                listed = endpoint.client.questions(cand.directory)
+            except ServerError as exc:
+                if exc.kind != "route-missing":
+                    raise
+                listed = []
+        else:
+            listed = self._ask(endpoint, "questions", cand.directory)
+        for request in listed or []:
+            tool = request.get("tool") if isinstance(request.get("tool"), dict) else {}
+            if (request.get("sessionID") == cand.session_id and tool.get("callID") == cand.call_id
+                    and tool.get("messageID", cand.message_id) == cand.message_id and isinstance(request.get("id"), str)):
+                return request
+        return None
+
+    def child_busy(self, candidate: Candidate) -> bool | None:
+        """Busy when any server lists the child; idle only when every holder of the DB answered."""
+        child, directory = candidate.child_session_id, candidate.directory
+        if not child or not directory:
+            return None
+        endpoints = self._db_holders.get(candidate.db, {})
+        answers = [self._ask(e, "status", directory) for e in [*endpoints.values(), *self._remote()]]
+        busy = True if any(a is not None and child in a for a in answers) else None
+        if busy is None and all(self._ask(e, "status", directory) is not None for e in endpoints.values()):
+            busy = False
+        self._child_busy[(candidate.db, candidate.part_id)] = busy
+        return busy
+
+    # -- LiveRecovery --------------------------------------------------------------------------
+    def route(self, item: Assessment) -> str | None:
+        cand, owner = item.candidate, item.ownership
+        if owner.kind is OwnerKind.LIVE_IDLE:
+            return PATCH_PART
+        if owner.kind is not OwnerKind.LIVE:
+            return None
+        route, _endpoint = self._routes.get((cand.db, cand.part_id), (None, None))
+        if route is None:
+            return f"{REPORT_ONLY}: live owner {owner.label}; not asked in this pass"
+        if route == ABORT and cand.child_session_id and self._child_busy.get((cand.db, cand.part_id)) is not False:
+            return (f"{REPORT_ONLY}: never abort a parent for its subagent ({cand.child_session_id} is busy or its "
+                    "state is unknown); free the child instead")
+        return route
+
+    def free(self, item: Assessment, store: OpencodeStore, reaper) -> Outcome:
+        route = self.route(item)
+        try:
+            if route == PATCH_PART:
+                return self._repair_orphan(item, store, reaper)
+            if route in (REJECT, ABORT):
+                return self._free_busy(item, store, reaper, route)
+        except StoreError as exc:
+            return Outcome(item, route or "", "failed", str(exc))
+        return Outcome(item, route or REPORT_ONLY, "reported", route or "no live route")
+
+    def _endpoint(self, item: Assessment) -> Endpoint | None:
+        found = self._routes.get((item.candidate.db, item.candidate.part_id))
+        if found:
+            return found[1]
+        return next((e for e in [*self._by_pid.values(), *self._configured] if e.url == item.ownership.url), None)
+
+    def _free_busy(self, item: Assessment, store: OpencodeStore, reaper, route: str) -> Outcome:
+        cand, journal = item.candidate, reaper.journal
+        endpoint = self._endpoint(item)
+        assert endpoint is not None and endpoint.client is not None and cand.directory
+        client, directory, sid = endpoint.client, cand.directory, cand.session_id
+        log = reaper.log.bind(session=sid, part=cand.part_id, server=endpoint.url, version=endpoint.version)
+        # A fresh look first: the pass's answers may be seconds old, and nothing is done yet.
+        try:
+            if sid not in client.busy_sessions(directory):
+                return Outcome(item, route, "skipped", f"no longer busy on {endpoint.url}; re-checked next pass")
+            request = self._listed_question(endpoint, cand, fresh=True) if route == REJECT else None
+            asks = [p for p in client.permissions(directory) if p.get("sessionID") == sid]
+        except ServerError as exc:
+            return Outcome(item, route, "failed", describe_error(exc, endpoint.url))
+        route = REJECT if request is not None else ABORT
+        queued = store.queued_user_messages(sid, cand.start_ms or 0)
+        action_id = journal.plan(db=str(cand.db), session_id=sid, message_id=cand.message_id, part_id=cand.part_id,
+                                 tool=cand.tool, route=route, reason=item.verdict.reason, part_before=cand.data,
+                                 server_version=endpoint.version)
+        steps: list[str] = []
+        if asks:
+            steps.append("pending permission asks: " + ", ".join(f"{p.get('id')} ({p.get('permission')})" for p in asks))
+            log.warning("pending permission asks on the session", permissions=[p.get("id") for p in asks])
+        try:
+            if request is not None:
+                client.reject_question(request["id"], directory)
+                steps.append(f"rejected question {request['id']}")
+            else:
+                client.abort(sid, directory)
+                steps.append("aborted the session")
+                steps += self._reject_leaked(client, sid, directory)
+            free, how = self._verify(client, sid, directory)
+            if not free and self.settings.live.allow_dispose:
+                client.dispose(directory)
+                steps.append(f"disposed the instance of {directory}")
+                steps += self._reject_leaked(client, sid, directory)
+                free, how = self._verify(client, sid, directory)
+        except ServerError as exc:
+            detail = "; ".join(steps + [describe_error(exc, endpoint.url), "no DB write"])
+            journal.settle(action_id, "failed", detail, endpoint.version)
+            return Outcome(item, route, "failed", detail, action_id)
+        if not free:
+            hint = "" if self.settings.live.allow_dispose else " (POST /instance/dispose is off: live.allow_dispose)"
+            detail = "; ".join(steps + [f"still busy: {how}{hint}", "no DB write"])
+            journal.settle(action_id, "failed", detail, endpoint.version)
+            return Outcome(item, route, "failed", detail, action_id)
+        steps.append(f"verified: {how}")
+        if queued:
+            prompts = ", ".join(f"{mid} ({time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(ms / 1000))})" for mid, ms in queued)
+            steps.append(f"prompts sent while stuck, which opencode drops, re-send them: {prompts}")
+            log.warning("prompts queued while stuck; opencode drops them, re-send them", messages=[m for m, _ in queued])
+        journal.settle(action_id, "done", "; ".join(steps), endpoint.version)
+        steps += self._finish_rows(item, store, reaper, endpoint, f"freed through its opencode server ({route})")
+        return Outcome(item, route, "done", "; ".join(steps), action_id)
+
+    @staticmethod
+    def _reject_leaked(client: ServerClient, sid: str, directory: str) -> list[str]:
+        """Abort leaves the session's question listed (upstream #46163); a UI would still show it."""
+        out = []
+        for request in client.questions(directory):
+            if request.get("sessionID") == sid and isinstance(request.get("id"), str):
+                client.reject_question(request["id"], directory)
+                out.append(f"rejected leaked question {request['id']}")
+        return out
+
+    def _verify(self, client: ServerClient, sid: str, directory: str) -> tuple[bool, str]:
+        """Poll until free (reject takes ~0.2 s to settle), at most the request timeout."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            free, how = _check_free(client, sid, directory)
+            if free or time.monotonic() >= deadline:
+                return free, how
+            self._sleep(0.1)
+
+    def _finish_rows(self, item: Assessment, store: OpencodeStore, reaper, endpoint: Endpoint, why: str) -> list[str]:
+        """After a free: say in the part that the watchdog abandoned it; complete the message if left open."""
+        cand = item.candidate
+        row = store.row_data("part", cand.part_id)
+        deadline = time.monotonic() + SETTLE_S
+        # Abort's cleanup may still be writing "Tool execution aborted": let it land first.
+        while row is not None and json.loads(row).get("state", {}).get("status") in ("running", "pending") \
+                and time.monotonic() < deadline:
+            self._sleep(0.1)
+            row = store.row_data("part", cand.part_id)
+        if row is None:
+            return ["the part was deleted meanwhile"]
+        patched, detail, _ = self._patch(item, store, reaper, endpoint, row, why)
+        return [detail] + (self._finish_message(item, store, reaper, why) if patched else [])
+
+    def _patch(self, item: Assessment, store: OpencodeStore, reaper, endpoint: Endpoint, row: str,
+               why: str) -> tuple[int | None, str, ServerError | None]:
+        """PATCH the part to "abandoned" through the server; journaled with the rows as stored."""
+        cand, journal = item.candidate, reaper.journal
+        action_id = journal.plan(db=str(cand.db), session_id=cand.session_id, message_id=cand.message_id,
+                                 part_id=cand.part_id, tool=cand.tool, route=PATCH_PART, reason=item.verdict.reason,
+                                 part_before=row, server_version=endpoint.version)
+        text = abandoned_text(cand.tool, cand.status, item.verdict.age_s, why)
+        part = json.loads(abandoned_part(row, text, _now_ms(), action_id, item.verdict.reason))
+        try:
+            endpoint.client.patch_part(cand.session_id, cand.message_id, cand.part_id, part, cand.directory)
+        except ServerError as exc:
+            detail = f"PATCH of the part failed: {describe_error(exc, endpoint.url)}"
+            journal.settle(action_id, "failed", detail, endpoint.version)
+            return None, detail, exc
+        stored = store.row_data("part", cand.part_id)
+        if stored is None or not is_our_write(stored):
+            detail = "PATCH of the part answered, but the row does not hold it"
+            journal.settle(action_id, "failed", detail, endpoint.version)
+            return None, detail, None
+        journal.update_rows(action_id, part_after=stored)
+        journal.settle(action_id, "done", "part marked abandoned through the server", endpoint.version)
+        return action_id, f"part marked abandoned through the server (#{action_id})", None
+
+    def _finish_message(self, item: Assessment, store: OpencodeStore, reaper, why: str) -> list[str]:
+        """No route completes a message: a compare-and-set in the DB, now that the session is idle."""
+        cand = item.candidate
+        message = store.row_data("message", cand.message_id)
+        if message is None or finished_message(message, "", 0) is None:
+            return []
+        schema = store.schema()
+        if not schema.writable:
+            return [f"message left unfinished: DB not writable ({schema.reason})"]
+        current = store.row_data("part", cand.part_id) or cand.data
+        outcome = reaper.repair_in_db(replace(item, candidate=replace(cand, data=current)), store, why, part_change=False)
+        tag = f" (#{outcome.action_id})" if outcome.action_id else ""
+        return [f"message completed in the DB{tag}" if outcome.outcome == "done" else
+                f"message not completed: {outcome.outcome}{tag}: {outcome.detail}"]
+
+    def _repair_orphan(self, item: Assessment, store: OpencodeStore, reaper) -> Outcome:
+        """Idle on a reachable server, `running` in the DB: PATCH the part, complete the message."""
+        cand = item.candidate
+        endpoint = self._endpoint(item)
+        if endpoint is None or endpoint.client is None or not cand.directory:
+            return Outcome(item, PATCH_PART, "failed", "its server is no longer known")
+        why = "its server reports the session idle (the run that owned it is gone)"
+        try:
+            free, how = _check_free(endpoint.client, cand.session_id, cand.directory)
+            if not free:
+                return Outcome(item, PATCH_PART, "skipped", f"not idle on {endpoint.url} ({how}); re-checked next pass")
+        except ServerError as exc:
+            return Outcome(item, PATCH_PART, "failed", describe_error(exc, endpoint.url))
+        current = store.row_data("part", cand.part_id)
+        if current != cand.data:
+            return Outcome(item, PATCH_PART, "skipped", "the part changed since it was read (opencode moved on)")
+        action_id, detail, error = self._patch(item, store, reaper, endpoint, current, why)
+        if action_id is None:
+            if error is not None and error.kind in ("route-missing", "http"):
+                # The server answered (so it is alive and says idle) but will not take the PATCH.
+                fallback = reaper.repair_in_db(item, store, why)
+                return replace(fallback, detail=f"{detail}; repaired in the DB instead: {fallback.detail}")
+            return Outcome(item, PATCH_PART, "failed", detail)
+        steps = [detail] + self._finish_message(item, store, reaper, why)
+        return Outcome(item, PATCH_PART, "done", "; ".join(steps), action_id)
+
+
+def _check_free(client: ServerClient, sid: str, directory: str) -> tuple[bool, str]:
+    """Free only when absent from /session/status AND the busy-gated no-op is not refused.
+
+    The status map and the runner can disagree (internals §1.3); the gate reads the runner.
+    """
+    status = client.busy_sessions(directory)
+    if sid in status:
+        return False, f"still {status[sid]} in /session/status"
+    info = client.session(sid, directory)
+    if info is None:
+        return True, "absent from /session/status; the session no longer exists"
+    if info.get("revert"):
+        return True, "absent from /session/status (revert is set: no unrevert probe)"
+    try:
+        if client.probe_idle(sid, directory):
+            return True, "absent from /session/status; the unrevert probe was not refused"
+    except ServerError as exc:
+        if exc.kind != "route-missing":
+            raise
+        return True, "absent from /session/status (no unrevert route to probe)"
+    return False, "absent from /session/status, but the unrevert probe was refused as busy"
+
+
+def build_live(settings: Settings, dbs: list[Path]) -> LiveLayer | None:
+    """None when no server can be used at all (no discovery, nothing configured)."""
+    if not settings.servers and not settings.live.discover:
+        return None
+    return LiveLayer(settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,14 +121,16 @@ class Reaper:
         try:
             self.ensure_backup(store)
             message_before = store.row_data("message", cand.message_id)
-        except (StoreError, OSError) as exc:
+        except (StoreError, OSError, sqlite3.Error) as exc:  # sqlite3.Error: the backup copy failed
             return Outcome(item, DB_REPAIR, "failed", f"cannot prepare repair: {exc}")
+        now_ms = int(time.time() * 1000)
+        message_after = finished_message(message_before, text, now_ms) if message_before else None
+        if not part_change and message_after is None:
+            return Outcome(item, DB_REPAIR, "skipped", "nothing to repair: the message is already completed")
         action_id = self.journal.plan(db=str(cand.db), session_id=cand.session_id, message_id=cand.message_id,
                                       part_id=cand.part_id, tool=cand.tool, route=DB_REPAIR, reason=item.verdict.reason,
                                       part_before=cand.data, message_before=message_before)
-        now_ms = int(time.time() * 1000)
         part_after = abandoned_part(cand.data, text, now_ms, action_id, item.verdict.reason) if part_change else None
-        message_after = finished_message(message_before, text, now_ms) if message_before else None
         self.journal.update_rows(action_id, part_after=part_after, message_after=message_after)
         changes = []
         if part_after is not None:
@@ -143,5 +146,6 @@ class Reaper:
             detail = f"{missed} changed since it was read (opencode moved on); nothing written, re-checked next pass"
             self.journal.settle(action_id, "skipped", detail)
             return Outcome(item, DB_REPAIR, "skipped", detail, action_id)
-        self.journal.settle(action_id, "done", "part error; message completed" if message_after else "part error")
+        written = (["part error"] if part_after else []) + (["message completed"] if message_after else [])
+        self.journal.settle(action_id, "done", "; ".join(written))
         return Outcome(item, DB_REPAIR, "done", text, action_id)

@@ -32,6 +32,7 @@ class Assessment:
     verdict: Verdict
     sighting: Sighting
     session: SessionInfo | None = None
+    queued: tuple[tuple[str, int], ...] = ()  # (message id, ms) of prompts sent while a live run holds it
 
 
 @dataclass
@@ -122,8 +123,19 @@ def survey_db(
         report.error = str(exc).removeprefix(f"{path}: ")
         return report
     found = [_with_session(c, sessions.get(c.session_id)) for c in found]
-    report.assessments = assess(path, found, sessions, holders, journal, settings, now, live)
+    report.assessments = [_with_queued(a, store) for a in assess(path, found, sessions, holders, journal, settings, now, live)]
     return report
+
+
+def _with_queued(item: Assessment, store: OpencodeStore) -> Assessment:
+    """Prompts queued behind a live stuck run: opencode drops them once the run is freed, so list them."""
+    if item.ownership.orphan:
+        return item
+    try:
+        queued = store.queued_user_messages(item.candidate.session_id, item.candidate.start_ms or 0)
+    except StoreError:
+        return item
+    return replace(item, queued=tuple(queued)) if queued else item
 
 
 def _with_session(cand: Candidate, info: SessionInfo | None) -> Candidate:

@@ -11,11 +11,14 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from watchdog.events import (FileClosedEvent, FileClosedNoWriteEvent, FileCreatedEvent, FileDeletedEvent,
+from watchdog.events import (FileClosedEvent, FileCreatedEvent, FileDeletedEvent,
                              FileModifiedEvent, FileMovedEvent, FileSystemEvent, FileSystemEventHandler)
 from watchdog.observers import Observer
 
 CHANGE, CLOSE, LIFECYCLE = "change", "close", "lifecycle"
+# The inotify mask: no IN_OPEN or IN_CLOSE_NOWRITE, so read-only openers (the daemon itself, a
+# `scan`) cause no events at all. Writers, opencode included, open the DB read-write.
+EVENT_FILTER = [FileModifiedEvent, FileClosedEvent, FileCreatedEvent, FileDeletedEvent, FileMovedEvent]
 
 
 def classify(event: FileSystemEvent, db: Path) -> str | None:
@@ -28,12 +31,12 @@ def classify(event: FileSystemEvent, db: Path) -> str | None:
         if path == base:
             if isinstance(event, (FileCreatedEvent, FileDeletedEvent, FileMovedEvent)):
                 return LIFECYCLE
-            if isinstance(event, (FileClosedEvent, FileClosedNoWriteEvent)):
+            if isinstance(event, FileClosedEvent):
                 return CLOSE
             if isinstance(event, FileModifiedEvent):
                 return CHANGE
         elif path == base + "-wal":
-            if isinstance(event, (FileClosedEvent, FileClosedNoWriteEvent)):
+            if isinstance(event, FileClosedEvent):
                 return CLOSE
             if isinstance(event, (FileModifiedEvent, FileCreatedEvent)):
                 return CHANGE
@@ -79,7 +82,8 @@ class DBWatcher:
             if not folder.is_dir():
                 missing.append(folder)
                 continue
-            watch = self._observer.schedule(_Handler(members, self.on_event), str(folder), recursive=False)
+            watch = self._observer.schedule(_Handler(members, self.on_event), str(folder), recursive=False,
+                                            event_filter=EVENT_FILTER)
             self._watched[folder] = (watch, members)
         if not self._started:
             self._observer.start()

@@ -94,7 +94,7 @@ def test_holder_exit_is_noticed_without_a_file_change(tmp_path, notify, daemons)
                                                              "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1h"})
         notify.wait_for("READY=1")
         status = daemon.wait_status(lambda s: s["candidates"], what="candidate listed")
-        assert status["candidates"][0]["owner"].startswith("held:")
+        assert status["candidates"][0]["owner"].startswith(("held:", "live-unreachable:"))
         assert status["candidates"][0]["verdict"] == "keep"
         time.sleep(1.5)
         assert part_status(db, stuck.part_id) == "running"  # a possible live owner: never written
@@ -110,12 +110,17 @@ def test_no_self_trigger_loop_when_the_db_is_untouched(tmp_path, notify, daemons
     dbfactory.stuck_question(db, age_s=0)
     holder = Holder(db)  # keeps the part live so the candidate stays
     try:
-        daemon = daemons(tmp_path, [db], notify=notify)
+        daemon = daemons(tmp_path, [db], notify=notify, extra_args=["-v"])
         notify.wait_for("READY=1")
         time.sleep(1.0)  # let start-up events settle
-        before = daemon.status()["passes"]
+
+        def passes() -> int:
+            return sum(1 for line in daemon.log_lines() if line.get("event") == "pass")
+
+        before = passes()
+        assert before >= 1  # the debug "pass" line is there to be counted
         time.sleep(10)
-        assert daemon.status()["passes"] == before
+        assert passes() == before
     finally:
         holder.kill()
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterator
 
 import pytest
+import structlog
 
 
 @pytest.fixture(autouse=True)
-def hermetic_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+def hermetic_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Path]]:
     for name in list(os.environ):
         if name.startswith("OPENCODE_WATCHDOGD_") or name in ("OPENCODE_DB", "NOTIFY_SOCKET"):
             monkeypatch.delenv(name)
@@ -19,4 +21,6 @@ def hermetic_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, P
         path.mkdir(parents=True)
         monkeypatch.setenv(name, str(path))
         dirs[name] = path
-    return dirs
+    yield dirs
+    # `cli.main` points structlog at the stream of the moment (capsys's, closed after the test)
+    structlog.reset_defaults()

@@ -33,7 +33,7 @@ def cand(tool: str = "question", status: str = "running", started: datetime | No
 
 @pytest.fixture
 def clock():
-    with freeze_time(T0) as frozen:
+    with freeze_time(T0, ignore=["_pytest"]) as frozen:  # keep pytest's own timing real
         yield frozen
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 
 from watchdogd.config import Settings
 from watchdogd.inspect import surveyed
@@ -33,6 +33,7 @@ def candidate_record(item: Assessment, report: DBReport, route: str) -> dict:
         "started_ms": cand.start_ms,
         "age_s": round(verdict.age_s, 1),
         "owner": item.ownership.label,
+        "owner_detail": item.ownership.detail or None,
         "verdict": verdict.decision.value,
         "reason": verdict.reason,
         "expires_at": verdict.expires_at.isoformat() if verdict.expires_at else None,
@@ -40,6 +41,8 @@ def candidate_record(item: Assessment, report: DBReport, route: str) -> dict:
         "child_session_id": cand.child_session_id,
         "directory": cand.directory,
         "title": cand.title,
+        "queued_prompts": [{"message_id": mid, "time": datetime.fromtimestamp(ms / 1000, UTC).isoformat()}
+                           for mid, ms in item.queued],
     }
 
 
@@ -79,8 +82,21 @@ def render(records: list[dict]) -> str:
     rows = [[r["session_id"], r["part_id"], r["tool"], r["status"], f"{r['age_s']:.0f}s", r["owner"], r["verdict"],
              when_iso(r["expires_at"]), r["route"] or "-"] for r in records]
     out = table(["SESSION", "PART", "TOOL", "STATUS", "AGE", "OWNER", "VERDICT", "EXPIRES", "ROUTE"], rows)
-    reasons = [f"  {safe(r['part_id'])}: {safe(r['reason'], 300)}" for r in records]
+    reasons = []
+    for r in records:
+        reasons.append(f"  {safe(r['part_id'])}: {safe(r['reason'], 300)}")
+        reasons += [f"    {line}" for line in notes(r)]
     return out + "\n\n" + "\n".join(reasons)
+
+
+def notes(record: dict) -> list[str]:
+    """The owner's evidence, and prompts opencode will drop (the user must re-send them)."""
+    out = [f"owner: {safe(record['owner_detail'], 300)}"] if record.get("owner_detail") else []
+    queued = record.get("queued_prompts") or []
+    if queued:
+        listed = ", ".join(f"{safe(q['message_id'])} ({when_iso(q['time'])})" for q in queued)
+        out.append(f"{len(queued)} prompt(s) sent while stuck; opencode drops them once freed, re-send them: {listed}")
+    return out
 
 
 def when_iso(value: str | None) -> str:

@@ -1,9 +1,280 @@
-"""`service` (placeholder wiring; see the daemon issue)."""
+"""`service`: install, remove or print the systemd units that run `opencode-watchdogd run`.
+
+The unit files ship inside the package (`watchdogd/units/`, the same files as `systemd/` in the
+repository). `install` writes the per-user unit with ExecStart= pointing at this installation.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+from watchdogd.output import safe
+
+SCRIPT = "opencode-watchdogd"
+USER_UNIT = "opencode-watchdogd.service"
+SYSTEM_TEMPLATE = "opencode-watchdogd@.service"
+
+
+class ServiceError(Exception):
+    """A failure to report in one line, without a traceback."""
 
 
 def add_parser(subparsers, common) -> None:
-    subparsers.add_parser("service", parents=[common], help="service")
+    parser = subparsers.add_parser(
+        "service", help="install or print the systemd units",
+        description="Install the per-user systemd unit, or print the units.")
+    actions = parser.add_subparsers(dest="service_action", required=True, metavar="ACTION")
+
+    install = actions.add_parser(
+        "install", parents=[common], help="write the user unit (and start it with --now)",
+        description=f"Write {USER_UNIT} for `systemctl --user`, with ExecStart= pointing at this "
+                    "installation. --config, --db and --state-dir given here are passed on to the service.")
+    install.add_argument("--now", action="store_true",
+                         help="also run `systemctl --user daemon-reload` and `enable --now`")
+    install.add_argument("--unit-dir", type=Path,
+                         help="where to write the unit (default: $XDG_CONFIG_HOME/systemd/user)")
+    install.add_argument("--force", action="store_true", help="replace an existing unit that differs")
+
+    uninstall = actions.add_parser(
+        "uninstall", parents=[common], help="remove the user unit (and stop it with --now)",
+        description=f"Remove {USER_UNIT}; only one that matches the shipped unit (any ExecStart=), unless --force.")
+    uninstall.add_argument("--now", action="store_true",
+                           help="first run `systemctl --user disable --now`, then `daemon-reload`")
+    uninstall.add_argument("--unit-dir", type=Path,
+                           help="where the unit is (default: $XDG_CONFIG_HOME/systemd/user)")
+    uninstall.add_argument("--force", action="store_true", help="remove the unit even if it was edited")
+
+    show = actions.add_parser("show", parents=[common], help="print the unit `install` would write",
+                              description="Print a unit with ExecStart= pointing at this installation.")
+    show.add_argument("--system", action="store_true",
+                      help=f"print the system template {SYSTEM_TEMPLATE} (headless servers, User=%%i)")
 
 
 def run(args, settings) -> int:
-    raise NotImplementedError
+    action = {"install": _install, "uninstall": _uninstall, "show": _show}[args.service_action]
+    try:
+        return action(args)
+    except ServiceError as exc:
+        print(f"opencode-watchdogd: error: {safe(exc, 500)}", file=sys.stderr)
+        return 1
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+def template(name: str) -> str:
+    """A unit file as shipped in the package."""
+    return resources.files("watchdogd").joinpath("units", name).read_text(encoding="utf-8")
+
+
+def _is_exec(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
+def daemon_command() -> list[str]:
+    """Absolute argv (without the verb) that starts this installation of the daemon.
+
+    Preference: the console script this process runs as; the console script next to this
+    interpreter (same environment; under the PATH name if PATH finds the same file); the one on
+    PATH; else `python -m watchdogd` with this interpreter.
+    """
+    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if argv0 is not None and argv0.name == SCRIPT and _is_exec(argv0):
+        return [os.path.abspath(argv0)]
+    sibling = Path(sys.executable).parent / SCRIPT
+    found = shutil.which(SCRIPT)
+    if _is_exec(sibling):
+        if found and os.path.samefile(found, sibling):
+            return [os.path.abspath(found)]
+        return [os.path.abspath(sibling)]
+    if found:
+        return [os.path.abspath(found)]
+    return [os.path.abspath(sys.executable), "-m", "watchdogd"]
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
+
+
+def exec_word(word: str) -> str:
+    """One word of an ExecStart= line: `%` escaped, quoted when needed; `$` and controls refused."""
+    if "$" in word or any(ord(c) < 32 or ord(c) == 127 for c in word):
+        raise ServiceError(f"cannot put {word!r} into a systemd unit ('$' and control characters "
+                           "are not representable there); install to a plainer path")
+    word = word.replace("%", "%%")
+    if _PLAIN.fullmatch(word):
+        return word
+    return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def passed_options(args) -> list[str]:
+    """The --config/--db/--state-dir given to this command, made absolute for the service."""
+    out: list[str] = []
+    if getattr(args, "config", None):
+        out += ["--config", os.path.abspath(Path(args.config).expanduser())]
+    for db in getattr(args, "db", None) or []:
+        out += ["--db", os.path.abspath(Path(db).expanduser())]
+    if getattr(args, "state_dir", None):
+        out += ["--state-dir", os.path.abspath(Path(args.state_dir).expanduser())]
+    return out
+
+
+def render(text: str, command: list[str]) -> str:
+    """The unit text with its single ExecStart= line replaced by `command run`."""
+    lines = text.splitlines(keepends=True)
+    found = [i for i, line in enumerate(lines) if line.startswith("ExecStart=")]
+    if len(found) != 1:
+        raise ServiceError(f"shipped unit has {len(found)} ExecStart= lines, expected 1 (broken installation?)")
+    lines[found[0]] = "ExecStart=" + " ".join(exec_word(w) for w in [*command, "run"]) + "\n"
+    return "".join(lines)
+
+
+def user_unit(args) -> str:
+    return render(template(USER_UNIT), daemon_command() + passed_options(args))
+
+
+# --- files -------------------------------------------------------------------------------------
+
+def default_unit_dir() -> Path:
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".config"
+    return base / "systemd" / "user"
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ServiceError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Temp file in the same directory, fsync, rename over the target: never a half-written unit."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise ServiceError(f"cannot write to {path.parent}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise ServiceError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+# --- systemctl ---------------------------------------------------------------------------------
+
+def systemctl(*argv: str) -> None:
+    """Run `systemctl --user ARGV`; raise ServiceError with one line on failure."""
+    shown = "systemctl --user " + " ".join(argv)
+    exe = shutil.which("systemctl")
+    if exe is None:
+        raise ServiceError(f"{shown}: systemctl not found (is this a systemd system?)")
+    try:
+        proc = subprocess.run([exe, "--user", *argv], capture_output=True, text=True, errors="replace",
+                              stdin=subprocess.DEVNULL)
+    except OSError as exc:
+        raise ServiceError(f"{shown}: cannot run systemctl: {exc.strerror or exc}") from None
+    if proc.returncode != 0:
+        lines = [ln.strip() for ln in (proc.stderr + "\n" + proc.stdout).splitlines() if ln.strip()]
+        detail = lines[0] if lines else "no message"
+        raise ServiceError(f"{shown} failed (exit status {proc.returncode}): {detail}")
+
+
+# --- actions -----------------------------------------------------------------------------------
+
+def _unit_path(args) -> Path:
+    unit_dir = args.unit_dir.expanduser() if args.unit_dir else default_unit_dir()
+    return Path(os.path.abspath(unit_dir)) / USER_UNIT
+
+
+def _install(args) -> int:
+    path = _unit_path(args)
+    text = user_unit(args)
+    existing = _read(path)
+    if existing == text:
+        state = "unchanged"
+    elif existing is not None and not args.force:
+        raise ServiceError(f"{path} exists and differs from the unit this version writes (edited, or "
+                           f"from another installation); compare with `{SCRIPT} service show`, "
+                           "or use --force to replace it")
+    else:
+        write_atomic(path, text)
+        state = "replaced" if existing is not None else "written"
+    print(f"{state}: {path}")
+    if os.geteuid() == 0:
+        print(f"note: this is a per-user unit for root; for a headless server see `{SCRIPT} service show "
+              "--system`")
+    steps = [("daemon-reload",), ("enable", "--now", USER_UNIT)]
+    if state == "replaced":
+        steps.append(("restart", USER_UNIT))
+    if not args.now:
+        print("to start it now and at every login:\n  "
+              + " && ".join("systemctl --user " + " ".join(step) for step in steps))
+        print("to keep it running while you are logged out: loginctl enable-linger")
+        return 0
+    for step in steps:
+        systemctl(*step)
+    print(f"enabled and started {USER_UNIT}; see `systemctl --user status {USER_UNIT}`")
+    return 0
+
+
+def _without_exec(text: str) -> list[str]:
+    return [line for line in text.splitlines() if not line.startswith("ExecStart=")]
+
+
+def _uninstall(args) -> int:
+    path = _unit_path(args)
+    existing = _read(path)
+    if existing is None:
+        print(f"not installed: {path}")
+        return 0
+    if _without_exec(existing) != _without_exec(template(USER_UNIT)) and not args.force:
+        raise ServiceError(f"{path} differs from the unit this version writes (edited by hand, or from "
+                           "another version); use --force to remove it anyway")
+    if args.now:
+        systemctl("disable", "--now", USER_UNIT)
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise ServiceError(f"cannot remove {path}: {exc.strerror or exc}") from None
+    print(f"removed: {path}")
+    if args.now:
+        systemctl("daemon-reload")
+    else:
+        print(f"to stop it and forget it:\n  systemctl --user disable --now {USER_UNIT} && "
+              "systemctl --user daemon-reload")
+    return 0
+
+
+def _show(args) -> int:
+    name = SYSTEM_TEMPLATE if args.system else USER_UNIT
+    sys.stdout.write(render(template(name), daemon_command() + passed_options(args)))
+    return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
+from watchdogd.commands.scan import notes
 from watchdogd.config import Settings
 from watchdogd.journal import Journal
 from watchdogd.output import safe, table, when
@@ -50,6 +51,9 @@ def run(args, settings: Settings) -> int:
         rows = [[c["session_id"], c["part_id"], c["tool"], c["status"], f"{c['age_s']:.0f}s", c["owner"], c["verdict"],
                  when(_dt(c.get("expires_at"))), c.get("route") or "-"] for c in cands]
         print(table(["SESSION", "PART", "TOOL", "STATUS", "AGE", "OWNER", "VERDICT", "EXPIRES", "ROUTE"], rows))
+        for c in cands:
+            for line in notes(c):
+                print(f"    {safe(c['part_id'])}: {line}")
     if actions:
         print("  recent actions:")
         for a in actions:

@@ -36,8 +36,19 @@ def _cmdline(pid: int) -> str:
 
 def is_watchdogd(cmdline: str) -> bool:
     """Our own processes (the daemon, a CLI scan) hold DBs too, and never own a session."""
+    # Only the program itself counts, never its arguments: `opencode run "python -m watchdogd scan"`
+    # is a live opencode, and mistaking it for us would make its sessions look orphaned.
     words = cmdline.split()
-    return any(os.path.basename(w) == "opencode-watchdogd" for w in words[:3]) or "-m watchdogd" in cmdline
+    if words and os.path.basename(words[0]) == "opencode-watchdogd":
+        return True
+    if not words or not os.path.basename(words[0]).startswith("python"):
+        return False
+    rest = words[1:]
+    while rest and rest[0].startswith("-") and rest[0] not in ("-m", "-c"):
+        rest = rest[1:]  # interpreter flags such as -I or -u
+    if rest[:2] == ["-m", "watchdogd"]:
+        return True
+    return bool(rest) and os.path.basename(rest[0]) == "opencode-watchdogd"
 
 
 def db_files(db: Path) -> set[str]:

@@ -1,0 +1,347 @@
+"""The command line, driven in-process with private XDG dirs."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from tests import dbfactory as f
+from watchdogd import __version__
+from watchdogd.cli import main
+from watchdogd.opencode.repair import MARKER
+
+SCAN_FIELDS = {"db", "session_id", "message_id", "part_id", "tool", "status", "age_s", "owner", "verdict", "reason",
+               "expires_at"}
+
+
+@pytest.fixture
+def db(hermetic_env) -> Path:
+    """opencode's default DB, where discovery finds it."""
+    return f.make_db(hermetic_env["XDG_DATA_HOME"] / "opencode" / "opencode.db")
+
+
+@pytest.fixture
+def state_dir(hermetic_env) -> Path:
+    return hermetic_env["XDG_STATE_HOME"] / "opencode-watchdogd"
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def scan_json(capsys, *extra: str) -> tuple[int, list[dict]]:
+    code, out, _err = run(capsys, "scan", "--json", *extra)
+    return code, json.loads(out)
+
+
+def orphans_due(monkeypatch) -> None:
+    monkeypatch.setenv("OPENCODE_WATCHDOGD_POLICY__ORPHAN_GRACE", "0s")
+
+
+# -- scan -----------------------------------------------------------------------------------------------
+
+def test_scan_without_any_db(capsys, hermetic_env):
+    code, out, err = run(capsys, "scan")
+    assert code == 0
+    assert out.strip() == "no running or pending tool parts in 1 database(s)"
+    assert "database does not exist (yet)" in err
+
+
+def test_scan_nothing_stuck(capsys, db):
+    sid = f.add_session(db)
+    mid = f.add_message(db, sid, completed=True)
+    f.add_tool_part(db, sid, mid, "bash", "completed")
+    assert run(capsys, "scan")[0] == 0
+    assert scan_json(capsys) == (0, [])
+
+
+def test_scan_orphan_in_grace_is_kept(capsys, db):
+    stuck = f.stuck_question(db, age_s=7200)
+    code, records = scan_json(capsys)
+    assert code == 0
+    [record] = records
+    assert SCAN_FIELDS <= set(record)
+    assert record["db"] == str(db)
+    assert (record["session_id"], record["message_id"], record["part_id"]) == \
+        (stuck.session_id, stuck.message_id, stuck.part_id)
+    assert (record["tool"], record["status"], record["owner"], record["verdict"]) == ("question", "running", "none", "keep")
+    assert 7190 <= record["age_s"] <= 7300
+    assert "orphan: no process holds the DB" in record["reason"] and "repair in" in record["reason"]
+    assert datetime.fromisoformat(record["expires_at"]).tzinfo is not None
+    assert record["route"] is None and record["call_id"] == stuck.call_id
+
+
+def test_scan_exit_1_when_something_is_due(capsys, db, monkeypatch):
+    orphans_due(monkeypatch)
+    stuck = f.stuck_question(db, age_s=7200)
+    before = f.snapshot(db)
+    code, [record] = scan_json(capsys)
+    assert code == 1
+    assert record["verdict"] == "expired" and record["route"] == "db-repair"
+    code, out, _ = run(capsys, "scan")
+    assert code == 1
+    assert stuck.part_id in out and "expired" in out and "orphan: no process holds the DB" in out
+    assert f.snapshot(db) == before  # scan never writes to opencode
+
+
+def test_scan_pending_part(capsys, db):
+    f.stuck_question(db, age_s=60, status="pending", tool="bash")
+    code, [record] = scan_json(capsys)
+    assert code == 0 and record["status"] == "pending" and record["tool"] == "bash"
+
+
+def test_scan_broken_db_exits_2(capsys, db):
+    db.write_bytes(b"not a database at all " * 100)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    code, out, err = run(capsys, "scan")
+    assert code == 2
+    assert "not an SQLite database" in err and "Traceback" not in err
+
+
+def test_scan_unsupported_layout_exits_2(capsys, db, monkeypatch):
+    orphans_due(monkeypatch)
+    f.stuck_question(db, age_s=7200)
+    with f.connection(db) as conn:
+        conn.execute("CREATE TABLE session_v2 (id text PRIMARY KEY)")
+    code, out, err = run(capsys, "scan", "--json")
+    assert code == 2
+    assert "newer opencode layout (session_v2)" in err
+    [record] = json.loads(out)
+    assert record["route"].startswith("report: DB not writable")
+
+
+def test_scan_hostile_strings_are_neutralised(capsys, db, monkeypatch):
+    orphans_due(monkeypatch)
+    stuck = f.stuck_question(db, age_s=7200)
+    evil = f.add_tool_part(db, stuck.session_id, stuck.message_id, "evil\x1b[2J\ntool", start_ms=stuck.start_ms + 1)
+    code, out, _ = run(capsys, "scan")
+    assert code == 1 and evil in out
+    assert "\x1b" not in out and "evil\\x1b[2J\\x0atool" in out
+
+
+def test_db_option_replaces_discovery(capsys, db, tmp_path):
+    f.stuck_question(db, age_s=60)
+    other = f.make_db(tmp_path / "other.db")
+    code, records = scan_json(capsys, "--db", str(other))
+    assert code == 0 and records == []
+
+
+# -- reap and undo -----------------------------------------------------------------------------------------
+
+def test_reap_repairs_an_orphan_then_is_idempotent(capsys, db, monkeypatch, state_dir):
+    orphans_due(monkeypatch)
+    stuck = f.stuck_question(db, age_s=7200)
+    code, out, err = run(capsys, "reap")
+    assert code == 0, out + err
+    assert out.startswith("#1 done") and stuck.part_id in out and "Abandoned by opencode-watchdogd" in out
+
+    part = f.read_data(db, "part", stuck.part_id)
+    assert part["state"]["status"] == "error"
+    assert part["state"]["error"].startswith("Abandoned by opencode-watchdogd after 2h running without a result")
+    assert part["state"]["metadata"][MARKER]["action"] == 1
+    message = f.read_data(db, "message", stuck.message_id)
+    assert message["time"]["completed"] and message["error"]["name"] == "MessageAbortedError"
+    assert list((state_dir / "backups").rglob("*.db"))
+
+    after = f.snapshot(db)
+    code, out, _ = run(capsys, "reap")
+    assert (code, out.strip()) == (0, "nothing due")
+    assert f.snapshot(db) == after
+    assert scan_json(capsys) == (0, [])
+
+
+def test_reap_json(capsys, db, monkeypatch):
+    orphans_due(monkeypatch)
+    stuck = f.stuck_question(db, age_s=7200)
+    code, out, _ = run(capsys, "reap", "--json")
+    [record] = json.loads(out)
+    assert code == 0
+    assert (record["part_id"], record["route"], record["outcome"], record["action_id"]) == \
+        (stuck.part_id, "db-repair", "done", 1)
+
+
+def test_reap_dry_run_writes_nothing(capsys, db, monkeypatch, state_dir):
+    orphans_due(monkeypatch)
+    f.stuck_question(db, age_s=7200)
+    before = f.snapshot(db)
+    code, out, _ = run(capsys, "reap", "--dry-run")
+    assert code == 0 and "dry-run" in out
+    assert f.snapshot(db) == before
+    assert not (state_dir / "backups").exists()
+
+
+def test_reap_does_not_write_while_a_process_holds_the_db(capsys, db, monkeypatch):
+    monkeypatch.setenv("OPENCODE_WATCHDOGD_POLICY__TOOLS__QUESTION", "0s")
+    with f.holder_process(db) as holder:
+        # the call started after the holder did: the holder may be the server running it
+        stuck = f.stuck_question(db, start_ms=f.now_ms())
+        before = f.snapshot(db)
+        code, out, err = run(capsys, "reap")
+        assert f.snapshot(db) == before
+    assert code == 1
+    assert f"reported  {stuck.session_id} {stuck.part_id} question" in out
+    # held, or (with the live layer) a holder without a reachable API: either way, no DB write
+    assert "live owner" in out and f"(pid {holder.pid})" in out and "no DB write" in out
+    assert run(capsys, "history")[1].strip() == "no actions journaled yet"
+
+
+def test_reap_repairs_when_every_holder_started_later(capsys, db, monkeypatch):
+    orphans_due(monkeypatch)
+    stuck = f.stuck_question(db, age_s=7200)  # started long before the holder below: a restarted server
+    with f.holder_process(db):
+        code, out, _ = run(capsys, "reap")
+    assert code == 0 and "done" in out
+    assert f.read_data(db, "part", stuck.part_id)["state"]["status"] == "error"
+
+
+def test_undo_last_restores(capsys, db, monkeypatch):
+    orphans_due(monkeypatch)
+    a = f.stuck_question(db, age_s=7200)
+    b = f.stuck_question(db, age_s=3600)
+    original = {(t, i): f.read_text(db, t, i) for t, i in
+                [("part", a.part_id), ("message", a.message_id), ("part", b.part_id), ("message", b.message_id)]}
+    assert run(capsys, "reap")[0] == 0
+    code, out, _ = run(capsys, "undo", "--last")
+    assert code == 0
+    assert f"restored part {a.part_id}" in out and f"restored message {b.message_id}" in out
+    assert {k: f.read_text(db, *k) for k in original} == original
+    assert run(capsys, "undo", "--last")[1].strip() == "nothing to undo"
+
+
+def test_undo_one_action(capsys, db, monkeypatch):
+    orphans_due(monkeypatch)
+    a = f.stuck_question(db, age_s=7200)
+    b = f.stuck_question(db, age_s=3600)
+    part_a = f.read_text(db, "part", a.part_id)
+    run(capsys, "reap")
+    code, out, _ = run(capsys, "undo", "1")
+    assert code == 0 and f"#1 restored part {a.part_id}" in out
+    assert f.read_text(db, "part", a.part_id) == part_a
+    assert f.read_data(db, "part", b.part_id)["state"]["status"] == "error"
+    # action 1 is undone now, and the undo itself cannot be undone
+    code, _, err = run(capsys, "undo", "1")
+    assert code == 2 and "action 1 is undone" in err
+    code, _, err = run(capsys, "undo", "3")
+    assert code == 2 and "only done writes can be undone" in err
+
+
+def test_undo_after_opencode_moved_on(capsys, db, monkeypatch):
+    orphans_due(monkeypatch)
+    stuck = f.stuck_question(db, age_s=7200)
+    run(capsys, "reap")
+    with f.connection(db) as conn:
+        conn.execute("DELETE FROM message WHERE id = ?", (stuck.message_id,))
+    code, out, _ = run(capsys, "undo", "--last")
+    assert code == 1 and "NOT restored" in out
+
+
+def test_undo_unknown_action(capsys, hermetic_env):
+    code, out, err = run(capsys, "undo", "999")
+    assert code == 2 and err.strip() == "opencode-watchdogd: error: no action 999 in the journal"
+
+
+def test_undo_needs_a_target(capsys, hermetic_env):
+    with pytest.raises(SystemExit) as info:
+        main(["undo"])
+    assert info.value.code == 2
+
+
+# -- history ---------------------------------------------------------------------------------------------
+
+def test_history(capsys, db, monkeypatch):
+    assert run(capsys, "history")[1].strip() == "no actions journaled yet"
+    orphans_due(monkeypatch)
+    stuck = f.stuck_question(db, age_s=7200)
+    run(capsys, "reap")
+    run(capsys, "undo", "--last")
+    code, out, _ = run(capsys, "history")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["ID", "TIME", "OUTCOME", "ROUTE", "SESSION", "PART", "TOOL"]
+    assert lines[1].split()[0] == "2" and "undo" in lines[1] and stuck.part_id in lines[1]
+    assert lines[2].split()[0] == "1" and "undone" in lines[2] and "db-repair" in lines[2]
+    assert "Which colour" not in out  # ids and reasons, never conversation content
+
+    code, out, _ = run(capsys, "history", "--json", "-n", "1")
+    [entry] = json.loads(out)
+    assert entry["id"] == 2 and entry["undo_of"] == 1 and "part_before" not in entry
+    code, out, _ = run(capsys, "history", "--json", "--with-content")
+    entries = json.loads(out)
+    assert "Which colour" in entries[1]["part_before"]
+
+
+# -- config, version, errors ----------------------------------------------------------------------------------
+
+def test_config_check_defaults(capsys, hermetic_env):
+    assert run(capsys, "config", "check") == (0, "config ok: defaults (no config file)\n", "")
+
+
+def test_config_check_file(capsys, tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[policy]\norphan_grace = "1m"\n')
+    code, out, _ = run(capsys, "config", "check", "-c", str(path))
+    assert (code, out.strip()) == (0, f"config ok: {path}")
+
+
+def test_config_check_bad_key(capsys, tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[policy]\norphan_grase = "1m"\n')
+    code, out, err = run(capsys, "config", "check", "-c", str(path))
+    assert code == 2 and out == ""
+    assert err == f"opencode-watchdogd: config error: {path}: policy.orphan_grase: unknown key\n"
+
+
+def test_bad_env_fails_every_verb_with_one_line(capsys, monkeypatch):
+    monkeypatch.setenv("OPENCODE_WATCHDOGD_POLICY__PENDING", "soonish")
+    code, out, err = run(capsys, "scan")
+    assert code == 2 and out == "" and len(err.splitlines()) == 1
+    assert "env OPENCODE_WATCHDOGD_POLICY__PENDING: policy.pending: not a duration" in err
+
+
+def test_config_show_redacts(capsys, tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[[servers]]\nurl = "http://127.0.0.1:4096"\npassword = "hunter2"\n[policy.tools]\n"gh_*" = "5m"\n')
+    code, out, _ = run(capsys, "config", "show", "-c", str(path))
+    assert code == 0 and "hunter2" not in out
+    assert '"gh_*" = "5m"' in out and "[[servers]]" in out
+    code, out, _ = run(capsys, "config", "show", "--json", "-c", str(path))
+    data = json.loads(out)
+    assert data["servers"][0]["password"] == "********" and data["policy"]["orphan_grace"] == "30s"
+
+
+def test_config_show_output_loads_back(capsys, tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[policy]\ndefault = "never"\n[policy.tools]\n"gh_*" = "5m"\n')
+    run(capsys, "config", "show", "-c", str(path))
+    again = tmp_path / "again.toml"
+    again.write_text(run(capsys, "config", "show", "-c", str(path))[1])
+    assert run(capsys, "config", "show", "-c", str(again))[1] == run(capsys, "config", "show", "-c", str(path))[1]
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"opencode-watchdogd {__version__}"
+
+
+def test_state_dir_option(capsys, db, monkeypatch, tmp_path):
+    orphans_due(monkeypatch)
+    f.stuck_question(db, age_s=7200)
+    state = tmp_path / "elsewhere"
+    assert run(capsys, "reap", "--state-dir", str(state))[0] == 0
+    assert (state / "journal.db").exists()
+    assert "db-repair" in run(capsys, "history", "--state-dir", str(state))[1]
+
+
+def test_unusable_state_dir(capsys, db, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, out, err = run(capsys, "scan", "--state-dir", str(blocker / "state"))
+    assert code == 2 and err.startswith("opencode-watchdogd: error: state dir") and "Traceback" not in err

@@ -1,0 +1,366 @@
+"""The live layer end to end (survey → policy → reaper) against a fake API answering as 1.15.3 or 1.18.33."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+_ROOT = str(Path(__file__).resolve().parents[2])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from tests import dbfactory as f  # noqa: E402
+from tests.support.fake_api import FakeAPI  # noqa: E402
+from watchdogd.config import Settings  # noqa: E402
+from watchdogd.journal import Journal  # noqa: E402
+from watchdogd.live import ABORT, PATCH_PART, REJECT, LiveLayer, build_live  # noqa: E402
+from watchdogd.models import Decision, Holder, OwnerKind  # noqa: E402
+from watchdogd.opencode.repair import MARKER  # noqa: E402
+from watchdogd.opencode.store import OpencodeStore  # noqa: E402
+from watchdogd.reaper import Reaper, plan_route  # noqa: E402
+from watchdogd.survey import survey_db  # noqa: E402
+
+VERSIONS = ("1.15.3", "1.18.33")
+DIR = "/home/user/proj"
+PID = 4_999_999  # above any real pid_max: /proc never has it
+ONE_SECOND = {"question": "1s", "task": "1s", "bash": "1s", "*_*": "1s"}
+
+
+def make_settings(tmp_path: Path, **live) -> Settings:
+    servers = live.pop("servers", [])
+    return Settings(state_dir=tmp_path / "state", servers=servers,
+                    policy={"orphan_grace": "0s", "pending": "1s", "default": "1s", "tools": ONE_SECOND},
+                    live={"timeout": 0.5, **live})
+
+
+def holder(started_ago_s: float = 36000, cmdline: str = "/usr/local/bin/opencode serve --port 4096", pid: int = PID):
+    return Holder(pid, time.time() - started_ago_s, cmdline)
+
+
+def listeners_to(*apis: FakeAPI, pid: int = PID):
+    return lambda pids: {p: [("127.0.0.1", a.port) for a in apis] if p == pid else [] for p in pids}
+
+
+class Env:
+    def __init__(self, tmp_path: Path, version: str):
+        self.tmp = tmp_path
+        self.version = version
+        self.db = f.make_db(tmp_path / "opencode.db", version)
+
+    def run(self, settings: Settings, holders, layer, *, reap: bool = True):
+        journal = Journal(settings.state_dir)
+        store = OpencodeStore(self.db)
+        try:
+            report = survey_db(self.db, store, holders, journal, settings, live=layer)
+            routes = {a.candidate.part_id: plan_route(a, report, layer) for a in report.assessments}
+            outcomes = Reaper(settings, journal, live=layer).reap(report, store) if reap else []
+            actions = list(reversed(journal.recent(50)))
+        finally:
+            store.close()
+            journal.close()
+        return report, routes, outcomes, actions
+
+
+@pytest.fixture(params=VERSIONS)
+def version(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def env(tmp_path, version) -> Env:
+    return Env(tmp_path, version)
+
+
+def stuck_on(api: FakeAPI, env: Env, **kwargs) -> f.Stuck:
+    stuck = f.stuck_question(env.db, age_s=10, **kwargs)
+    api.add_session(stuck.session_id, kwargs.get("directory", DIR))
+    api.parts[stuck.session_id] = (stuck.message_id, stuck.part_id)
+    return stuck
+
+
+def test_a_live_stuck_question_is_rejected_verified_and_marked(env, tmp_path):
+    with FakeAPI(env.version, db=env.db) as api:
+        stuck = stuck_on(api, env)
+        api.add_question(stuck.session_id, stuck.message_id, stuck.call_id)
+        settings = make_settings(tmp_path)
+        layer = LiveLayer(settings, listeners=listeners_to(api))
+        report, routes, [outcome], actions = env.run(settings, [holder()], layer)
+
+        [item] = report.assessments
+        assert item.ownership.kind is OwnerKind.LIVE and item.ownership.label == f"live:{api.url}"
+        assert routes[stuck.part_id] == REJECT
+        assert outcome.outcome == "done", outcome.detail
+        assert "rejected question que_fake1" in outcome.detail and "unrevert probe" in outcome.detail
+        assert not api.sessions[stuck.session_id]["busy"] and api.questions == []
+        assert not api.calls("POST", "/abort")
+        # every call that concerns the session is scoped to its directory
+        assert all(q.get("directory") == DIR for _m, p, q, _h in api.calls() if p != "/global/health")
+
+        part = f.read_data(env.db, "part", stuck.part_id)
+        assert part["state"]["status"] == "error"
+        assert part["state"]["error"].startswith("Abandoned by opencode-watchdogd")
+        assert MARKER in part["state"]["metadata"]
+        message = f.read_data(env.db, "message", stuck.message_id)
+        assert message["finish"] == "tool-calls" and message["time"]["completed"]  # the server's own finish
+
+        live_action, patch_action = actions
+        assert (live_action.route, live_action.outcome, live_action.server_version) == (REJECT, "done", env.version)
+        assert live_action.part_before == stuck_data(env, stuck) and live_action.part_after is None
+        assert (patch_action.route, patch_action.outcome, patch_action.server_version) == (PATCH_PART, "done", env.version)
+        assert "The user dismissed this question" in patch_action.part_before
+        assert patch_action.part_after == f.read_text(env.db, "part", stuck.part_id)
+
+
+def stuck_data(env: Env, stuck: f.Stuck) -> str:
+    return json.dumps({"type": "tool", "tool": "question", "callID": stuck.call_id,
+                       "state": f.tool_state("question", "running", stuck.start_ms,
+                                             raw=env.version == "1.15.3")}, separators=(",", ":"))
+
+
+def test_without_a_listed_question_it_aborts_then_rejects_the_leaked_one(env, tmp_path):
+    with FakeAPI(env.version, db=env.db) as api:
+        stuck = stuck_on(api, env)
+        api.add_question(stuck.session_id, stuck.message_id, "call_other", qid="que_leak")  # not this call
+        settings = make_settings(tmp_path)
+        _report, routes, [outcome], actions = env.run(settings, [holder()], LiveLayer(settings, listeners=listeners_to(api)))
+        assert routes[stuck.part_id] == ABORT
+        assert outcome.outcome == "done", outcome.detail
+        assert "aborted the session" in outcome.detail and "rejected leaked question que_leak" in outcome.detail
+        assert api.questions == []
+        part = f.read_data(env.db, "part", stuck.part_id)
+        assert part["state"]["error"].startswith("Abandoned by opencode-watchdogd")
+        assert [a.route for a in actions] == [ABORT, PATCH_PART]
+
+
+def test_still_busy_after_abort_is_a_failure_with_no_db_write(env, tmp_path):
+    with FakeAPI(env.version, db=env.db) as api:
+        stuck = stuck_on(api, env, tool="bash")
+        api.abort_frees = False
+        settings = make_settings(tmp_path)
+        before = f.snapshot(env.db)
+        layer = LiveLayer(settings, listeners=listeners_to(api))
+        _r, _routes, [outcome], actions = env.run(settings, [holder()], layer)
+        assert outcome.outcome == "failed" and "still busy" in outcome.detail and "allow_dispose" in outcome.detail
+        assert f.snapshot(env.db) == before
+        assert not api.calls("POST", "/instance/dispose")
+        [action] = actions
+        assert (action.route, action.outcome, action.server_version) == (ABORT, "failed", env.version)
+
+
+def test_dispose_only_when_allowed(env, tmp_path):
+    with FakeAPI(env.version, db=env.db) as api:
+        stuck = stuck_on(api, env, tool="bash")
+        api.abort_frees = False
+        settings = make_settings(tmp_path, allow_dispose=True)
+        _r, _routes, [outcome], _a = env.run(settings, [holder()], LiveLayer(settings, listeners=listeners_to(api)))
+        assert outcome.outcome == "done", outcome.detail
+        assert api.calls("POST", "/instance/dispose") and "disposed the instance" in outcome.detail
+        assert not api.sessions[stuck.session_id]["busy"]
+
+
+@pytest.mark.parametrize("mode", ["garbage", "html", "500", "hang"])
+def test_a_broken_server_means_unreachable_and_nothing_written(env, tmp_path, mode):
+    with FakeAPI(env.version, db=env.db) as api:
+        stuck = stuck_on(api, env)
+        api.mode, api.hang_s = mode, 1.0
+        settings = make_settings(tmp_path, timeout=0.2)
+        before = f.snapshot(env.db)
+        started = time.monotonic()
+        report, routes, [outcome], actions = env.run(settings, [holder()], LiveLayer(settings, listeners=listeners_to(api)))
+        assert time.monotonic() - started < 3
+        [item] = report.assessments
+        assert item.ownership.kind is OwnerKind.UNREACHABLE and item.ownership.pids == (PID,)
+        assert outcome.outcome == "reported" and routes[stuck.part_id].startswith("report")
+        assert f.snapshot(env.db) == before and actions == []
+        assert not api.calls("POST") and not api.calls("PATCH")
+
+
+def test_a_holder_without_api_is_reported_never_written(env, tmp_path):
+    stuck = f.stuck_question(env.db, age_s=10)
+    settings = make_settings(tmp_path)
+    before = f.snapshot(env.db)
+    tui = holder(cmdline="opencode")
+    report, routes, [outcome], actions = env.run(settings, [tui], LiveLayer(settings, listeners=lambda pids: {}))
+    [item] = report.assessments
+    assert item.ownership.label == f"live-unreachable:{PID}"
+    assert "not listening on loopback TCP" in item.ownership.detail
+    assert outcome.outcome == "reported" and routes[stuck.part_id].startswith("report")
+    assert f.snapshot(env.db) == before and actions == []
+
+
+def test_the_api_of_the_wrong_process_does_not_vouch_for_another_holder(env, tmp_path):
+    # A `serve` says idle, but a TUI without a port also holds the DB: the session may be the TUI's.
+    with FakeAPI(env.version, db=env.db) as api:
+        stuck = stuck_on(api, env)
+        api.sessions[stuck.session_id]["busy"] = False
+        settings = make_settings(tmp_path)
+        serve, tui = holder(), holder(cmdline="opencode", pid=PID - 1)
+        before = f.snapshot(env.db)
+        report, _routes, [outcome], _a = env.run(settings, [serve, tui], LiveLayer(settings, listeners=listeners_to(api)))
+        assert report.assessments[0].ownership.label == f"live-unreachable:{PID - 1}"
+        assert outcome.outcome == "reported" and f.snapshot(env.db) == before
+
+
+def test_an_orphan_on_a_reachable_server_is_patched_and_its_message_completed(env, tmp_path):
+    with FakeAPI(env.version, db=env.db) as api:
+        stuck = stuck_on(api, env)
+        api.sessions[stuck.session_id]["busy"] = False
+        settings = make_settings(tmp_path)
+        restarted = holder(started_ago_s=1)  # the server started after the part: it cannot own it
+        report, routes, [outcome], actions = env.run(settings, [restarted], LiveLayer(settings, listeners=listeners_to(api)))
+        [item] = report.assessments
+        assert item.ownership.kind is OwnerKind.LIVE_IDLE and routes[stuck.part_id] == PATCH_PART
+        assert outcome.outcome == "done", outcome.detail
+        assert [(a.route, a.outcome) for a in actions] == [(PATCH_PART, "done"), ("db-repair", "done")]
+        part = f.read_data(env.db, "part", stuck.part_id)
+        assert part["state"]["status"] == "error" and MARKER in part["state"]["metadata"]
+        assert actions[0].part_after == f.read_text(env.db, "part", stuck.part_id)
+        message = f.read_data(env.db, "message", stuck.message_id)
+        assert message["time"]["completed"] and "finish" not in message
+        assert actions[1].message_after == f.read_text(env.db, "message", stuck.message_id)
+        assert actions[1].part_after is None  # the part went through the server, not SQL
+
+
+def test_status_idle_but_runner_busy_is_not_written(env, tmp_path):
+    with FakeAPI(env.version, db=env.db) as api:
+        stuck = stuck_on(api, env)
+        api.hide_status = True  # status says idle; the gated probe still refuses
+        settings = make_settings(tmp_path)
+        before = f.snapshot(env.db)
+        _r, routes, [outcome], actions = env.run(settings, [holder(started_ago_s=1)],
+                                                 LiveLayer(settings, listeners=listeners_to(api)))
+        assert routes[stuck.part_id] == PATCH_PART
+        assert outcome.outcome == "skipped" and "probe was refused" in outcome.detail
+        assert f.snapshot(env.db) == before and actions == [] and not api.calls("PATCH")
+
+
+def test_a_session_busy_with_a_newer_run_is_left_alone(env, tmp_path):
+    with FakeAPI(env.version, db=env.db) as api:
+        stuck = stuck_on(api, env)  # busy: the user prompted again after a restart
+        settings = make_settings(tmp_path)
+        before = f.snapshot(env.db)
+        report, routes, [outcome], _a = env.run(settings, [holder(started_ago_s=1)],
+                                                LiveLayer(settings, listeners=listeners_to(api)))
+        assert report.assessments[0].ownership.kind is OwnerKind.LIVE
+        assert "newer run" in routes[stuck.part_id] and outcome.outcome == "reported"
+        assert f.snapshot(env.db) == before and not api.calls("POST", "/abort")
+
+
+def test_a_parent_task_is_never_abandoned_while_its_child_works(env, tmp_path):
+    with FakeAPI(env.version, db=env.db) as api:
+        parent_sid = f.add_session(env.db, directory=DIR)
+        child_sid = f.add_session(env.db, directory=DIR, parent_id=parent_sid)
+        parent = f.stuck_question(env.db, age_s=3600, tool="task", session=parent_sid, child_session_id=child_sid)
+        child = f.stuck_question(env.db, age_s=10, session=child_sid)
+        api.add_session(parent_sid, DIR)
+        api.add_session(child_sid, DIR)
+        api.parts[child_sid] = (child.message_id, child.part_id)
+        api.add_question(child_sid, child.message_id, child.call_id)
+        settings = make_settings(tmp_path)
+        report, routes, outcomes, _a = env.run(settings, [holder()], LiveLayer(settings, listeners=listeners_to(api)))
+        verdicts = {a.candidate.part_id: a.verdict for a in report.assessments}
+        assert verdicts[parent.part_id].decision is Decision.NEVER
+        assert routes[child.part_id] == REJECT and routes[parent.part_id] == ""
+        [outcome] = outcomes
+        assert outcome.item.candidate.part_id == child.part_id and outcome.outcome == "done"
+        assert api.sessions[parent_sid]["busy"] and not api.calls("POST", f"/session/{parent_sid}/abort")
+        assert f.read_data(env.db, "part", parent.part_id)["state"]["status"] == "running"
+
+
+def test_an_expired_task_part_is_not_aborted_when_the_child_state_is_unknown(env, tmp_path):
+    with FakeAPI(env.version, db=env.db) as api:
+        parent = stuck_on(api, env, tool="task", child_session_id="ses_unknownchild")
+        settings = make_settings(tmp_path)
+        layer = LiveLayer(settings, listeners=listeners_to(api))
+        layer.child_busy = lambda cand: None  # e.g. the child's directory could not be asked
+        _r, routes, [outcome], _a = env.run(settings, [holder()], layer)
+        assert routes[parent.part_id].startswith("report") and "subagent" in routes[parent.part_id]
+        assert outcome.outcome == "reported" and not api.calls("POST", "/abort")
+
+
+def test_queued_prompts_are_listed_in_the_assessment_and_the_journal(env, tmp_path):
+    with FakeAPI(env.version, db=env.db) as api:
+        stuck = stuck_on(api, env)
+        api.add_question(stuck.session_id, stuck.message_id, stuck.call_id)
+        queued = f.add_message(env.db, stuck.session_id, role="user", created_ms=stuck.start_ms + 2000)
+        settings = make_settings(tmp_path)
+        report, _routes, [outcome], actions = env.run(settings, [holder()], LiveLayer(settings, listeners=listeners_to(api)))
+        assert report.assessments[0].queued == ((queued, stuck.start_ms + 2000),)
+        assert queued in outcome.detail and queued in actions[0].detail
+
+
+def test_pending_permission_asks_are_reported(env, tmp_path):
+    with FakeAPI(env.version, db=env.db) as api:
+        stuck = stuck_on(api, env, tool="bash")
+        api.permissions.append({"id": "per_1", "sessionID": stuck.session_id, "permission": "bash"})
+        settings = make_settings(tmp_path)
+        report, _routes, [outcome], actions = env.run(settings, [holder()], LiveLayer(settings, listeners=listeners_to(api)))
+        assert "per_1 (bash)" in report.assessments[0].ownership.detail
+        assert "per_1" in actions[0].detail
+
+
+def _auth_of(api: FakeAPI) -> set[str | None]:
+    return {h.get("Authorization") for _m, _p, _q, h in api.calls()}
+
+
+def basic(password: str) -> str:
+    return "Basic " + base64.b64encode(f"opencode:{password}".encode()).decode()
+
+
+def test_auth_needed_is_reported_with_the_setting(env, tmp_path):
+    with FakeAPI(env.version, password="s3cret", db=env.db) as api:
+        stuck_on(api, env)
+        settings = make_settings(tmp_path)
+        report, _routes, [outcome], _a = env.run(settings, [holder()], LiveLayer(settings, listeners=listeners_to(api)))
+        owner = report.assessments[0].ownership
+        assert owner.kind is OwnerKind.UNREACHABLE and "auth needed" in owner.detail
+        assert "OPENCODE_SERVER_PASSWORD" in owner.detail and "s3cret" not in owner.detail
+        assert outcome.outcome == "reported"
+
+
+def test_discovered_servers_get_the_env_credentials(env, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENCODE_SERVER_PASSWORD", "s3cret")
+    with FakeAPI(env.version, password="s3cret", db=env.db) as api:
+        stuck = stuck_on(api, env)
+        api.add_question(stuck.session_id, stuck.message_id, stuck.call_id)
+        settings = make_settings(tmp_path)
+        _r, _routes, [outcome], _a = env.run(settings, [holder()], LiveLayer(settings, listeners=listeners_to(api)))
+        assert outcome.outcome == "done", outcome.detail
+        assert _auth_of(api) == {basic("s3cret")}
+
+
+def test_configured_credentials_go_only_to_their_own_server(env, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENCODE_SERVER_PASSWORD", "envpass")
+    secret = tmp_path / "pw"
+    secret.write_text("filepass\n")
+    with FakeAPI(env.version, password="filepass", db=env.db) as configured, \
+            FakeAPI(env.version, password="envpass", db=env.db) as discovered:
+        stuck = stuck_on(configured, env)
+        configured.add_question(stuck.session_id, stuck.message_id, stuck.call_id)
+        settings = make_settings(tmp_path, servers=[{"url": configured.url, "password_file": str(secret)}])
+        layer = LiveLayer(settings, listeners=lambda pids: {PID: [("127.0.0.1", configured.port)],
+                                                            PID - 1: [("127.0.0.1", discovered.port)]})
+        _r, _routes, [outcome], _a = env.run(settings, [holder(), holder(pid=PID - 1)], layer)
+        assert outcome.outcome == "done", outcome.detail
+        assert _auth_of(configured) == {basic("filepass")}
+        assert _auth_of(discovered) == {basic("envpass")}
+
+
+def test_a_remote_configured_server_over_plain_http_is_not_used_without_opt_in(env, tmp_path):
+    stuck = f.stuck_question(env.db, age_s=10)
+    settings = make_settings(tmp_path, servers=[{"url": "http://203.0.113.9:4096"}], discover=False)
+    layer = build_live(settings, [env.db])
+    report, _routes, [outcome], _a = env.run(settings, [], layer)
+    # No holder at all: an orphan, repaired in the DB; the remote server was never contacted.
+    assert report.assessments[0].ownership.kind is OwnerKind.NONE
+    assert outcome.route == "db-repair" and stuck.part_id
+
+
+def test_build_live_is_none_without_any_server(tmp_path):
+    assert build_live(make_settings(tmp_path, discover=False), []) is None
+    assert build_live(make_settings(tmp_path), []) is not None

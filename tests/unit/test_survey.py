@@ -1,0 +1,180 @@
+"""One look at a DB: sightings persist across passes, subagents decide their parent's fate."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests import dbfactory as f
+from tests.unit.helpers import make_settings, survey
+from watchdogd.journal import Journal
+from watchdogd.models import Decision, Holder, Ownership, OwnerKind
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return f.make_db(tmp_path / "opencode.db")
+
+
+@pytest.fixture
+def journal(tmp_path: Path):
+    journal = Journal(tmp_path / "state")
+    yield journal
+    journal.close()
+
+
+def look(db, journal, settings, now, holders=None, live=None):
+    from watchdogd.opencode.store import OpencodeStore
+    from watchdogd.survey import survey_db
+    store = OpencodeStore(db)
+    try:
+        return survey_db(db, store, holders or [], journal, settings, now, live)
+    finally:
+        store.close()
+
+
+def old_holder() -> Holder:
+    return Holder(4242, time.time() - 10 * 86400, "opencode serve")
+
+
+def test_orphan_grace_runs_across_passes(tmp_path, db, journal):
+    stuck = f.stuck_question(db, age_s=7200)
+    settings = make_settings(tmp_path, orphan_grace="30s")
+    t0 = datetime.now(UTC)
+    [first] = look(db, journal, settings, t0).assessments
+    assert first.verdict.decision is Decision.KEEP
+    assert first.sighting.first_seen.timestamp() == pytest.approx(t0.timestamp())
+    assert journal.sightings(str(db)) == {stuck.part_id: (t0.timestamp(), t0.timestamp())}
+
+    [later] = look(db, journal, settings, t0 + timedelta(seconds=20)).assessments
+    assert later.verdict.decision is Decision.KEEP and "repair in 10s" in later.verdict.reason
+    [due] = look(db, journal, settings, t0 + timedelta(seconds=30)).assessments
+    assert due.verdict.expired
+    assert due.sighting.first_seen == first.sighting.first_seen
+
+
+def test_orphan_since_starts_when_the_owner_goes(tmp_path, db, journal):
+    stuck = f.stuck_question(db, age_s=3600)
+    settings = make_settings(tmp_path, orphan_grace="30s")
+    t0 = datetime.now(UTC)
+    [held] = look(db, journal, settings, t0, [old_holder()]).assessments
+    assert held.ownership.kind is OwnerKind.HELD and held.sighting.orphan_since is None
+    assert held.verdict.decision is Decision.KEEP and "policy.tools.question = 2h" in held.verdict.reason
+    t1 = t0 + timedelta(seconds=100)
+    [gone] = look(db, journal, settings, t1).assessments
+    assert gone.ownership.kind is OwnerKind.NONE
+    assert gone.sighting.orphan_since.timestamp() == pytest.approx(t1.timestamp())
+    assert gone.sighting.first_seen.timestamp() == pytest.approx(t0.timestamp())
+    assert gone.verdict.decision is Decision.KEEP
+    # an owner coming back clears it again
+    [back] = look(db, journal, settings, t1 + timedelta(seconds=5), [old_holder()]).assessments
+    assert back.sighting.orphan_since is None
+    assert journal.sightings(str(db))[stuck.part_id][1] is None
+
+
+def test_finished_candidates_are_forgotten(tmp_path, db, journal):
+    stuck = f.stuck_question(db, age_s=60)
+    settings = make_settings(tmp_path)
+    look(db, journal, settings, datetime.now(UTC))
+    assert stuck.part_id in journal.sightings(str(db))
+    with f.connection(db) as conn:
+        conn.execute("DELETE FROM part WHERE id = ?", (stuck.part_id,))
+    look(db, journal, settings, datetime.now(UTC))
+    assert journal.sightings(str(db)) == {}
+
+
+def test_session_details_are_attached(tmp_path, db, journal):
+    f.stuck_question(db, age_s=60, directory="/home/u/proj")
+    [item] = look(db, journal, make_settings(tmp_path), datetime.now(UTC)).assessments
+    assert item.candidate.directory == "/home/u/proj" and item.session.title == "Fake session title"
+
+
+def _task_with_child(db, child_age_s: float | None):
+    parent = f.stuck_question(db, age_s=3 * 3600, tool="task", child_session_id="ses_placeholder")
+    child = f.add_session(db, parent_id=parent.session_id)
+    with f.connection(db) as conn:  # point the task part at the real child
+        data = f.read_text(conn, "part", parent.part_id).replace("ses_placeholder", child)
+        conn.execute("UPDATE part SET data = ? WHERE id = ?", (data, parent.part_id))
+    if child_age_s is not None:
+        f.stuck_question(db, age_s=child_age_s, session=child)
+    return parent, child
+
+
+def by_tool(report):
+    return {a.candidate.tool: a for a in report.assessments}
+
+
+def test_task_with_a_waiting_child_is_never_reaped(tmp_path, db, journal):
+    parent, child = _task_with_child(db, child_age_s=600)  # the child's question is 10 min old
+    report = look(db, journal, make_settings(tmp_path, orphan_grace="30s", tools={"task": "1h"}), datetime.now(UTC),
+                  [old_holder()])
+    items = by_tool(report)
+    assert items["task"].candidate.child_session_id == child
+    assert items["question"].verdict.decision is Decision.KEEP
+    assert items["task"].verdict.decision is Decision.NEVER
+    assert "still active" in items["task"].verdict.reason
+
+
+def test_task_with_a_stuck_child_frees_the_child_first(tmp_path, db, journal):
+    _task_with_child(db, child_age_s=3 * 3600)
+    report = look(db, journal, make_settings(tmp_path, tools={"task": "1h", "question": "2h"}), datetime.now(UTC),
+                  [old_holder()])
+    items = by_tool(report)
+    assert items["question"].verdict.expired
+    assert items["task"].verdict.decision is Decision.KEEP and "free the child" in items["task"].verdict.reason
+
+
+def test_task_without_child_activity_uses_its_threshold(tmp_path, db, journal):
+    _task_with_child(db, child_age_s=None)
+    report = look(db, journal, make_settings(tmp_path, tools={"task": "1h"}), datetime.now(UTC), [old_holder()])
+    assert by_tool(report)["task"].verdict.expired
+
+
+class FakeLive:
+    def __init__(self, kind: OwnerKind, busy: bool | None):
+        self.kind, self.busy, self.seen = kind, busy, []
+
+    def ownership(self, candidate, base, holders):
+        self.seen.append((candidate.part_id, base.kind))
+        return Ownership(self.kind, base.pids, "http://127.0.0.1:4096")
+
+    def child_busy(self, candidate):
+        return self.busy
+
+
+def test_live_evidence_refines_ownership(tmp_path, db, journal):
+    stuck = f.stuck_question(db, age_s=60)
+    live = FakeLive(OwnerKind.LIVE_IDLE, None)
+    [item] = look(db, journal, make_settings(tmp_path), datetime.now(UTC), [old_holder()], live).assessments
+    assert live.seen == [(stuck.part_id, OwnerKind.HELD)]
+    assert item.ownership.kind is OwnerKind.LIVE_IDLE and item.verdict.expired  # idle on its server: an orphan
+
+
+def test_live_busy_child_keeps_the_parent(tmp_path, db, journal):
+    _task_with_child(db, child_age_s=None)
+    report = look(db, journal, make_settings(tmp_path, tools={"task": "1h"}), datetime.now(UTC), [old_holder()],
+                  FakeLive(OwnerKind.LIVE, True))
+    assert by_tool(report)["task"].verdict.decision is Decision.NEVER
+
+
+def test_missing_db(tmp_path, journal):
+    report = look(tmp_path / "none.db", journal, make_settings(tmp_path), datetime.now(UTC))
+    assert report.error == "database does not exist (yet)" and not report.ok and report.assessments == []
+
+
+def test_broken_db(tmp_path, journal):
+    broken = tmp_path / "opencode.db"
+    broken.write_bytes(b"garbage " * 300)
+    report = look(broken, journal, make_settings(tmp_path), datetime.now(UTC))
+    assert report.error == "not an SQLite database" and not report.ok
+
+
+def test_bad_rows_are_carried(tmp_path, db, journal):
+    stuck = f.stuck_question(db, age_s=60)
+    bad = f.add_tool_part(db, stuck.session_id, stuck.message_id, data='{"type":"tool","state":{"status":"running"')
+    report, store = survey(db, journal, make_settings(tmp_path))
+    store.close()
+    assert [b.part_id for b in report.bad_rows] == [bad] and len(report.assessments) == 1 and report.ok

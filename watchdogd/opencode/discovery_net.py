@@ -1,0 +1,95 @@
+"""Which loopback TCP ports a local process listens on (Linux /proc), to find opencode's API.
+
+opencode leaves no pid or port file (reference internals §6): the only way to find the server
+behind a DB holder is to match the holder's socket fds to LISTEN entries of /proc/net/tcp{,6}.
+Only this process's network namespace is read: a port in another namespace is not reachable here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+
+_LISTEN = "0A"
+
+
+def _decode_address(hex_addr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    raw = bytes.fromhex(hex_addr)
+    # The kernel prints each 32-bit word in host (little-endian) order.
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return ipaddress.ip_address(words)
+
+
+def connect_host(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """The host to reach a listener bound to `address` from here, or None when not via loopback."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_unspecified:  # bound to every interface, loopback included
+        return "127.0.0.1" if address.version == 4 else "[::1]"
+    if address.is_loopback:
+        return str(address) if address.version == 4 else f"[{address}]"
+    return None
+
+
+def parse_listeners(text: str) -> dict[int, tuple[str, int]]:
+    """Socket inode -> (host, port) for LISTEN entries reachable over loopback, from /proc/net/tcp{,6} text."""
+    out: dict[int, tuple[str, int]] = {}
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 10 or fields[3] != _LISTEN:
+            continue
+        try:
+            hex_addr, hex_port = fields[1].split(":")
+            host = connect_host(_decode_address(hex_addr))
+            inode = int(fields[9])
+            port = int(hex_port, 16)
+        except ValueError:
+            continue
+        if host is not None and inode:
+            out[inode] = (host, port)
+    return out
+
+
+def socket_inodes(pid: int, proc: Path = Path("/proc")) -> set[int]:
+    inodes = set()
+    try:
+        entries = list((proc / str(pid) / "fd").iterdir())
+    except OSError:
+        return inodes
+    for entry in entries:
+        try:
+            target = os.readlink(entry)
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target.endswith("]"):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def loopback_listeners(pids: list[int], proc: Path = Path("/proc")) -> dict[int, list[tuple[str, int]]]:
+    """For each pid, the (host, port) pairs it listens on that this process can reach over loopback."""
+    table: dict[int, tuple[str, int]] = {}
+    for name in ("tcp", "tcp6"):
+        try:
+            table.update(parse_listeners((proc / "net" / name).read_text()))
+        except OSError:
+            continue
+    return {pid: sorted({table[i] for i in socket_inodes(pid, proc) if i in table}, key=lambda hp: hp[1]) for pid in pids}
+
+
+def is_opencode(cmdline: str, exe: str | None = None) -> bool:
+    """The process runs opencode, judged by its program name (it is then probed before it is trusted)."""
+    names = [os.path.basename(cmdline.split()[0])] if cmdline.split() else []
+    if exe:
+        names.append(os.path.basename(exe))
+    # npm installs `opencode.exe`; the desktop app's sidecar is `opencode-cli`; a replaced binary reads "(deleted)".
+    names = [n.removesuffix(" (deleted)").removesuffix(".exe") for n in names]
+    return any(n == "opencode" or (n.startswith("opencode-") and n != "opencode-watchdogd") for n in names)
+
+
+def process_exe(pid: int, proc: Path = Path("/proc")) -> str | None:
+    try:
+        return os.readlink(proc / str(pid) / "exe")
+    except OSError:
+        return None
