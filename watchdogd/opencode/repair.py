@@ -54,9 +54,13 @@ def finished_message(message_data: str, text: str, now_ms: int) -> str | None:
     """The assistant message completed the way opencode's abort completes it; None when nothing to do.
 
     No `finish` is written, as after opencode's own abort: "stop" would claim the model ended its
-    turn, and "tool-calls" tells the run loop to call the model again.
+    turn, and "tool-calls" tells the run loop to call the model again. A message whose data is not
+    JSON is left as it is (None): the part is still repaired, which is what frees the session.
     """
-    message = json.loads(message_data)
+    try:
+        message = json.loads(message_data)
+    except ValueError:
+        return None
     if not isinstance(message, dict) or message.get("role") != "assistant":
         return None
     times = dict(message["time"]) if isinstance(message.get("time"), dict) else {}
