@@ -56,9 +56,35 @@ def db_files(db: Path) -> set[str]:
     return {base, base + "-wal"}
 
 
+def _open_files(entry: Path) -> set[str] | None:
+    """Targets of a process's fds; None when they may not be read (hardening, setuid, another user)."""
+    try:
+        fds = list((entry / "fd").iterdir())
+    except PermissionError:
+        return None
+    except OSError:
+        return set()  # the process is gone
+    targets = set()
+    for fd in fds:
+        try:
+            targets.add(os.readlink(fd))
+        except OSError:
+            continue  # closed since the listing: opencode opens and closes files all the time
+    return targets
+
+
+def _looks_like_opencode(cmdline: str) -> bool:
+    return any("opencode" in os.path.basename(word) for word in cmdline.split()[:3]) and not is_watchdogd(cmdline)
+
+
 def find_holders(dbs: list[Path], proc: Path = Path("/proc")) -> dict[Path, list[Holder]]:
-    """Map each DB to the processes (other than watchdogd itself) with the DB or its WAL open."""
+    """Map each DB to the processes (other than watchdogd itself) with the DB or its WAL open.
+
+    An opencode process of the DB owner's uid whose fds cannot be read counts as a holder of that
+    DB: not knowing must never make a live session look orphaned.
+    """
     wanted = {path: db_files(path) for path in dbs}
+    owners = {path: _owner(path) for path in dbs}
     result: dict[Path, list[Holder]] = {path: [] for path in dbs}
     me = os.getpid()
     boot = _boot_time()
@@ -67,15 +93,28 @@ def find_holders(dbs: list[Path], proc: Path = Path("/proc")) -> dict[Path, list
         if not entry.name.isdigit() or int(entry.name) == me:
             continue
         pid = int(entry.name)
-        try:
-            targets = {os.readlink(fd) for fd in (entry / "fd").iterdir()}
-        except OSError:
-            continue  # gone, or another user's process we may not inspect
-        for path, files in wanted.items():
-            if targets & files:
-                cmdline = _cmdline(pid)
-                started = _start_time(pid, boot, ticks)
-                if started is None or is_watchdogd(cmdline):
-                    continue
-                result[path].append(Holder(pid, started, cmdline))
+        targets = _open_files(entry)
+        if targets is None:
+            cmdline = _cmdline(pid)
+            if not _looks_like_opencode(cmdline):
+                continue
+            held = [path for path in dbs if owners[path] is not None and owners[path] == _owner(entry)]
+            cmdline += " [fds not readable]"
+        else:
+            held = [path for path, files in wanted.items() if targets & files]
+            cmdline = _cmdline(pid) if held else ""
+        if not held or is_watchdogd(cmdline):
+            continue
+        started = _start_time(pid, boot, ticks)
+        if started is None:
+            continue  # gone meanwhile
+        for path in held:
+            result[path].append(Holder(pid, started, cmdline))
     return result
+
+
+def _owner(path: Path) -> int | None:
+    try:
+        return path.stat().st_uid
+    except OSError:
+        return None
