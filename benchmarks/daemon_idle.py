@@ -44,7 +44,7 @@ def writer(db: Path, seconds: float, rate: float) -> int:
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("PRAGMA busy_timeout=5000")
     commits, start = 0, time.monotonic()
-    while (elapsed := time.monotonic() - start) < seconds:
+    while time.monotonic() - start < seconds:
         conn.execute("UPDATE part SET data=?, time_updated=? WHERE id=?",
                      (dbfactory.compact({"type": "text", "text": "x" * (commits % 500)}), int(time.time() * 1000), pid))
         commits += 1

@@ -14,13 +14,6 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-@pytest.fixture
-def journal(tmp_path: Path):
-    journal = Journal(tmp_path / "state")
-    yield journal
-    journal.close()
-
-
 def plan(journal: Journal, **extra) -> int:
     fields = dict(db="/d/opencode.db", session_id="ses_1", message_id="msg_1", part_id="prt_1", tool="question",
                   route="db-repair", reason="orphan", part_before='{"a":1}', message_before='{"m":1}')

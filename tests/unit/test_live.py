@@ -23,6 +23,7 @@ from watchdogd.models import Decision, Holder, OwnerKind  # noqa: E402
 from watchdogd.opencode.repair import MARKER  # noqa: E402
 from watchdogd.opencode.store import OpencodeStore  # noqa: E402
 from watchdogd.reaper import Reaper, plan_route  # noqa: E402
+from watchdogd.restore import undo_action  # noqa: E402
 from watchdogd.survey import survey_db  # noqa: E402
 
 VERSIONS = ("1.15.3", "1.18.33")
@@ -116,10 +117,40 @@ def test_a_live_stuck_question_is_rejected_verified_and_marked(env, tmp_path):
         assert patch_action.part_after == f.read_text(env.db, "part", stuck.part_id)
 
 
+def test_undo_of_a_live_free_restores_the_servers_row_never_the_running_one(env, tmp_path):
+    with FakeAPI(env.version, db=env.db) as api:
+        stuck = stuck_on(api, env)
+        api.add_question(stuck.session_id, stuck.message_id, stuck.call_id)
+        settings = make_settings(tmp_path)
+        env.run(settings, [holder()], LiveLayer(settings, listeners=listeners_to(api)))
+    journal, store = Journal(settings.state_dir), OpencodeStore(env.db)
+    try:
+        live_action, patch_action = sorted(journal.last_write_run(), key=lambda a: a.id)
+        assert undo_action(journal, live_action, store).restored == []  # the reject itself is not a row we wrote
+        assert undo_action(journal, patch_action, store).restored == [f"part {stuck.part_id}"]
+    finally:
+        store.close()
+        journal.close()
+    state = f.read_data(env.db, "part", stuck.part_id)["state"]
+    assert (state["status"], state["error"]) == ("error", "The user dismissed this question")
+
+
 def stuck_data(env: Env, stuck: f.Stuck) -> str:
     return json.dumps({"type": "tool", "tool": "question", "callID": stuck.call_id,
                        "state": f.tool_state("question", "running", stuck.start_ms,
                                              raw=env.version == "1.15.3")}, separators=(",", ":"))
+
+
+def test_an_answer_that_raced_the_reject_is_never_overwritten(env, tmp_path):
+    with FakeAPI(env.version, db=env.db) as api:
+        stuck = stuck_on(api, env)
+        api.add_question(stuck.session_id, stuck.message_id, stuck.call_id)
+        api.reject_state = {"status": "completed", "output": "User has answered your questions", "metadata": {}}
+        settings = make_settings(tmp_path)
+        _r, _routes, [outcome], actions = env.run(settings, [holder()], LiveLayer(settings, listeners=listeners_to(api)))
+        assert outcome.outcome == "done" and "left as opencode wrote it" in outcome.detail
+        assert f.read_data(env.db, "part", stuck.part_id)["state"]["status"] == "completed"
+        assert [a.route for a in actions] == [REJECT] and not api.calls("PATCH")
 
 
 def test_without_a_listed_question_it_aborts_then_rejects_the_leaked_one(env, tmp_path):
@@ -273,14 +304,27 @@ def test_a_parent_task_is_never_abandoned_while_its_child_works(env, tmp_path):
 
 
 def test_an_expired_task_part_is_not_aborted_when_the_child_state_is_unknown(env, tmp_path):
+    # The serve owns the parent; a TUI without API also holds the DB, so the child may be busy there.
     with FakeAPI(env.version, db=env.db) as api:
-        parent = stuck_on(api, env, tool="task", child_session_id="ses_unknownchild")
+        parent = stuck_on(api, env, tool="task", child_session_id="ses_childelsewhere")
         settings = make_settings(tmp_path)
-        layer = LiveLayer(settings, listeners=listeners_to(api))
-        layer.child_busy = lambda cand: None  # e.g. the child's directory could not be asked
-        _r, routes, [outcome], _a = env.run(settings, [holder()], layer)
+        holders = [holder(), holder(cmdline="opencode", pid=PID - 1)]
+        report, routes, [outcome], _a = env.run(settings, holders, LiveLayer(settings, listeners=listeners_to(api)))
+        assert report.assessments[0].ownership.kind is OwnerKind.LIVE
         assert routes[parent.part_id].startswith("report") and "subagent" in routes[parent.part_id]
         assert outcome.outcome == "reported" and not api.calls("POST", "/abort")
+
+
+def test_a_sibling_tool_is_not_freed_by_an_abort_that_would_cancel_a_working_subagent(env, tmp_path):
+    with FakeAPI(env.version, db=env.db) as api:
+        child_sid = f.add_session(env.db, directory=DIR)
+        task = stuck_on(api, env, tool="task", child_session_id=child_sid)
+        bash = f.add_tool_part(env.db, task.session_id, task.message_id, "bash", start_ms=task.start_ms)
+        api.add_session(child_sid, DIR)  # the subagent is busy (its model streams: no part of its own)
+        settings = make_settings(tmp_path)
+        _r, routes, outcomes, _a = env.run(settings, [holder()], LiveLayer(settings, listeners=listeners_to(api)))
+        assert routes[task.part_id] == "" and "subagent" in routes[bash]
+        assert [o.outcome for o in outcomes] == ["reported"] and not api.calls("POST", "/abort")
 
 
 def test_queued_prompts_are_listed_in_the_assessment_and_the_journal(env, tmp_path):

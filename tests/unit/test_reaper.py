@@ -5,28 +5,14 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from pathlib import Path
 
-import pytest
 
 from tests import dbfactory as f
 from tests.unit.helpers import make_settings, repair_all, survey
-from watchdogd.journal import Journal, JournalError
+from watchdogd.journal import JournalError
 from watchdogd.models import Holder
 from watchdogd.opencode.repair import MARKER
 from watchdogd.reaper import DB_REPAIR, Reaper, plan_route
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return f.make_db(tmp_path / "opencode.db")
-
-
-@pytest.fixture
-def journal(tmp_path: Path):
-    journal = Journal(tmp_path / "state")
-    yield journal
-    journal.close()
 
 
 def old_holder(pid: int = 4242) -> Holder:

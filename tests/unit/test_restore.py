@@ -15,18 +15,6 @@ from watchdogd.restore import reconcile, undo_action
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return f.make_db(tmp_path / "opencode.db")
-
-
-@pytest.fixture
-def journal(tmp_path: Path):
-    journal = Journal(tmp_path / "state")
-    yield journal
-    journal.close()
-
-
-@pytest.fixture
 def store(db: Path):
     store = OpencodeStore(db)
     yield store

@@ -14,11 +14,6 @@ from watchdogd.opencode.store import BadRow, OpencodeStore, RowChange, StoreErro
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return f.make_db(tmp_path / "opencode.db")
-
-
-@pytest.fixture
 def store(db: Path):
     store = OpencodeStore(db)
     yield store

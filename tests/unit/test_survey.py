@@ -4,26 +4,12 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from tests import dbfactory as f
 from tests.unit.helpers import make_settings, survey
-from watchdogd.journal import Journal
 from watchdogd.models import Decision, Holder, Ownership, OwnerKind
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return f.make_db(tmp_path / "opencode.db")
-
-
-@pytest.fixture
-def journal(tmp_path: Path):
-    journal = Journal(tmp_path / "state")
-    yield journal
-    journal.close()
 
 
 def look(db, journal, settings, now, holders=None, live=None):
