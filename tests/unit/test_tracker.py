@@ -115,7 +115,7 @@ def test_new_row_is_found_incrementally_in_one_short_transaction(env: Env):
     # the unchanged-check outside, then everything else inside one BEGIN … COMMIT
     assert env.statements[:3] == ["PRAGMA data_version", "BEGIN", "PRAGMA data_version"]
     assert env.statements[-1] == "COMMIT" and env.statements.count("BEGIN") == 1
-    scans = [s for s in env.statements if "instr(data" in s]
+    scans = [s for s in env.statements if "data GLOB" in s]
     assert scans and all(f"rowid > {watermark}" in s for s in scans), scans
     assert not any("rowid > 0 " in s for s in env.statements)
 

@@ -16,17 +16,18 @@ A pass (`refresh`):
   calls it when the DB file is replaced), every `full_rescan_interval` seconds, on request, and when
   no checkpoint survives.
 
-Why rows at or below the resume point can be skipped. SQLite gives a new row of a rowid table
-(no AUTOINCREMENT) the rowid max(rowid)+1, and VACUUM either keeps rowids (SQLite ≥ 3.x with the
-transfer optimisation, as observed) or renumbers them in rowid order. Either way the relative order
-of surviving rows never changes, and new rows always land above every surviving row. So if the row
-at a remembered rowid still carries the remembered id, every row now at or below it was at or below
-it at the last pass — already examined — and only rows above it can be new. Deleting the newest rows
-lets SQLite hand their rowids to new parts: the row at the watermark then has another id (or none),
-and the pass resumes from the highest checkpoint that is still intact. Checkpoints are spaced
-geometrically below the watermark (offsets 0, 1, 3, 7, 15, …), so deleting the newest k rows costs
-a re-read of at most about 2k rows, and only a rewrite of the whole table (every checkpoint moved or
-gone) forces a full rescan. Assumed, as opencode does: a deleted part id is never inserted again.
+Why rows at or below the resume point can be skipped. SQLite gives a new row of a rowid table (no
+AUTOINCREMENT) the rowid max(rowid)+1, and VACUUM either keeps rowids (SQLite 3.40 does, as
+observed) or renumbers them densely in rowid order (older SQLite, or a dump and restore). Either way
+the relative order of surviving rows never changes, and new rows always land above every surviving
+row. So if the row at a remembered rowid still carries the remembered id, every row now at or below
+it was at or below it at the last pass — already examined — and only rows above it can be new.
+Deleting the newest rows lets SQLite hand their rowids to new parts: the row at the watermark then
+has another id (or none), and the pass resumes from the highest checkpoint that is still intact.
+Checkpoints are spaced geometrically below the watermark (offsets 0, 1, 3, 7, 15, …), so deleting
+the newest k rows costs a re-read of at most about 2k rows, and only a rewrite of the whole table
+(every checkpoint moved or gone) forces a full rescan. Assumed, as opencode does: a deleted part id
+is never inserted again.
 
 Results are ordered by `time_created` (then id as a tie-breaker), never by id alone: ids wrap.
 
