@@ -35,10 +35,13 @@ def take_backup(settings: Settings, db: Path, source: sqlite3.Connection) -> tup
     if size > limit:
         return None, f"DB is {size // 1048576} MiB, over backup.max_db_size ({limit // 1048576} MiB): row before-images only"
     folder = backup_dir(settings, db)
+    secure_dir(folder.parent)  # state_dir/backups: created 0700 too, not with the umask's mode
     secure_dir(folder)
+    _remove_dead_partials(folder)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     target = folder / f"{db.stem}-{stamp}.db"
-    partial = target.with_suffix(".partial")
+    # The pid in the name tells a copy in progress from one left by a killed process.
+    partial = folder / f"{db.stem}-{stamp}.{os.getpid()}.partial"
     old_umask = os.umask(0o077)
     try:
         dest = sqlite3.connect(partial)
@@ -46,6 +49,11 @@ def take_backup(settings: Settings, db: Path, source: sqlite3.Connection) -> tup
             source.backup(dest)
         finally:
             dest.close()
+        fd = os.open(partial, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # on disk before it is named a backup: a crash never leaves a torn *.db
+        finally:
+            os.close(fd)
         os.replace(partial, target)
     finally:
         os.umask(old_umask)
@@ -53,3 +61,20 @@ def take_backup(settings: Settings, db: Path, source: sqlite3.Connection) -> tup
     for stale in sorted(folder.glob("*.db"))[: -settings.backup.keep]:
         stale.unlink(missing_ok=True)
     return target, "ok"
+
+
+def _remove_dead_partials(folder: Path) -> None:
+    """Copies left half-made by a killed process (`<stem>-<stamp>.<pid>.partial` whose pid is gone)."""
+    for partial in folder.glob("*.partial"):
+        pid = partial.name.rsplit(".", 2)[-2] if partial.name.count(".") >= 2 else ""
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), 0)
+                continue  # that process still runs: its copy may be in progress
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+        elif pid.isdigit():
+            continue
+        partial.unlink(missing_ok=True)

@@ -39,6 +39,7 @@ from watchdogd.watcher import CLOSE, LIFECYCLE, DBWatcher
 
 PASS_JOB = "pass"
 HUNG_PASS_S = 120.0  # a pass this old means the loop is stuck: stop feeding systemd's watchdog
+CLOCK_JUMP_S = 2.0  # wall clock moved this much against the monotonic clock: a step (NTP, suspend/resume)
 
 
 @dataclass
@@ -90,6 +91,7 @@ class Daemon:
         self._armed_at: datetime | None = None  # the earliest pass already requested from the scheduler
         self._first_pass_done = threading.Event()
         self._live = None  # the live-server layer of the last evaluation (for status routes)
+        self._backed_up: set[Path] = set()  # one backup per DB per process lifetime, not per pass
 
     # -- serve ---------------------------------------------------------------------------------
     def serve(self) -> int:
@@ -127,16 +129,36 @@ class Daemon:
 
     def main_loop(self) -> None:
         interval = self.notifier.watchdog_interval
+        offset = time.time() - time.monotonic()
         while not self._stop.is_set():
             self._wakeup.wait(timeout=min(interval, 5.0) if interval else 5.0)
             self._wakeup.clear()
             if self._stop.is_set():
                 break
+            now_offset = time.time() - time.monotonic()
+            if abs(now_offset - offset) > CLOCK_JUMP_S:
+                self._on_clock_jump(now_offset - offset)
+            offset = now_offset
             if self._reload:
                 self._reload = False
                 self.reload()
             if interval and self._alive():
                 self.notifier.watchdog()
+
+    def _on_clock_jump(self, seconds: float) -> None:
+        """The scheduler sleeps on the monotonic clock toward wall-clock run times: after a step back it would
+        wait out the step (no poll, no deadline), after a step forward (resume) up to a poll late. Re-arm now."""
+        self.log.warning("wall clock jumped; passing now and re-arming the schedule", seconds=round(seconds, 1))
+        now = datetime.now(UTC)
+        with self._lock:
+            self._reasons.add("clock-jump")
+            if self._running_since is not None:
+                self._rerun_at = now  # the pass in flight re-arms when it ends
+                return
+            self._armed_at = now
+        job = self.scheduler.get_job(PASS_JOB)
+        if job is not None:
+            job.modify(next_run_time=now)
 
     def shutdown(self) -> int:
         self.notifier.stopping()
@@ -231,6 +253,8 @@ class Daemon:
             self._sync_dbs()
             for watched in self.dbs.values():
                 watched.dirty = True
+                if watched.store is not None:
+                    watched.store.allow_other_users = settings.allow_other_users
         self.scheduler.reschedule_job(PASS_JOB, trigger="interval", seconds=settings.watch.poll_interval)
         self.log.info("config reloaded", config=str(used) if used else None)
         self.wake("reload")
@@ -257,8 +281,9 @@ class Daemon:
                     self.log.info("database appeared", db=str(path))
                 watched.close()
                 watched.ident, watched.dirty, watched.signature = ident, True, ()
+                self._backed_up.discard(path)  # a new file: back it up before its first write
             if ident is not None and watched.store is None:
-                watched.store = OpencodeStore(path)
+                watched.store = OpencodeStore(path, allow_other_users=self.settings.allow_other_users)
                 watched.tracker = CandidateTracker(watched.store, self.settings.watch.full_rescan_interval)
         self.watcher.sync(list(self.dbs))
 
@@ -294,8 +319,15 @@ class Daemon:
             try:
                 cands, bad, _mode = watched.tracker.refresh()
             except StoreError as exc:
-                watched.report = DBReport(watched.path, error=str(exc))
-                self.log.warning("database unreadable", db=str(watched.path), error=str(exc))
+                error = str(exc).removeprefix(f"{watched.path}: ")
+                try:
+                    schema = watched.store.schema()
+                    if not schema.writable:  # an unknown layout fails the candidate query: name the layout
+                        error = f"{schema.reason} ({error})"
+                except StoreError:
+                    pass
+                watched.report = DBReport(watched.path, error=error)
+                self.log.warning("database unreadable", db=str(watched.path), error=error)
                 continue
             signature = tuple((c.part_id, c.data) for c in cands)
             if force or watched.dirty or signature != watched.signature:
@@ -307,7 +339,7 @@ class Daemon:
             holders = find_holders([w.path for w in busy])
             live = self._live = build_live(settings, [w.path for w in busy]) if busy else None
             reconcile(self.journal, {w.path: w.store for w in due})
-            reaper = Reaper(settings, self.journal, stopping=self._stop.is_set, live=live)
+            reaper = Reaper(settings, self.journal, stopping=self._stop.is_set, live=live, backed_up=self._backed_up)
             for watched in due:
                 self._evaluate(watched, holders.get(watched.path, []), reaper, now, live)
         self._deadline = self._next_deadline()
@@ -386,5 +418,6 @@ class Daemon:
                 "schema": report.schema.label if report and report.schema else None,
                 "schema_reason": report.schema.reason if report and report.schema else None,
                 "error": report.error if report else None,
+                "write_refusal": report.refusal if report else None,
                 "candidates": len(report.assessments) if report else 0,
                 "bad_rows": len(report.bad_rows) if report else 0}

@@ -25,7 +25,7 @@ class Surveyed:
 @contextmanager
 def surveyed(settings: Settings, dbs: list[Path], journal: Journal) -> Iterator[Surveyed]:
     """Reports for all DBs with their stores open; one broken DB never stops the others."""
-    stores = [OpencodeStore(path) for path in dbs]
+    stores = [OpencodeStore(path, allow_other_users=settings.allow_other_users) for path in dbs]
     try:
         holders = find_holders([s.path for s in stores])
         live = build_live(settings, dbs)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -79,9 +80,51 @@ def secure_dir(path: Path) -> None:
         raise JournalError(f"state dir {path}: {exc.strerror or exc}") from None
 
 
+def secure_state_dir(path: Path) -> None:
+    """The state dir at every start: ours (else refused), 0700, and nothing in it readable by others.
+
+    Whatever is in it (journal, backups, status file) holds conversation content or ids; a looser
+    mode left by an older version, a copy or a umask is tightened, never followed through a symlink.
+    """
+    try:
+        owner = path.stat().st_uid
+    except FileNotFoundError:
+        owner = os.geteuid()  # created below, ours
+    except OSError as exc:
+        raise JournalError(f"state dir {path}: {exc.strerror or exc}") from None
+    if owner != os.geteuid():
+        raise JournalError(f"state dir {path} is owned by uid {owner}, not by this process (uid {os.geteuid()}): "
+                           "refusing to keep another user's journal there; use --state-dir")
+    secure_dir(path)
+    for root, dirs, files in os.walk(path):
+        for name in [*dirs, *files]:
+            entry = os.path.join(root, name)
+            try:
+                st = os.lstat(entry)
+                if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o077:
+                    os.chmod(entry, 0o700 if stat.S_ISDIR(st.st_mode) else stat.S_IMODE(st.st_mode) & 0o700)
+            except OSError as exc:
+                raise JournalError(f"state dir {path}: cannot tighten {entry}: {exc.strerror or exc}") from None
+
+
+def _why_unwritable(folder: Path) -> str:
+    """A hint for SQLite's "unable to open database file" about the state dir."""
+    try:
+        vfs = os.statvfs(folder)
+    except OSError:
+        return ""
+    if vfs.f_flag & os.ST_RDONLY:
+        return " (the state dir is on a read-only mount)"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return " (the state dir is not writable by this user)"
+    if vfs.f_bavail == 0:
+        return " (no space left where the state dir is)"
+    return ""
+
+
 class Journal:
     def __init__(self, state_dir: Path):
-        secure_dir(state_dir)
+        secure_state_dir(state_dir)
         self.path = state_dir / "journal.db"
         old_umask = os.umask(0o077)
         try:
@@ -90,7 +133,7 @@ class Journal:
             self.conn.execute("PRAGMA synchronous=FULL")
             self.conn.executescript(SCHEMA)
         except sqlite3.Error as exc:
-            raise JournalError(f"journal {self.path}: {exc}") from None
+            raise JournalError(f"journal {self.path}: {exc}{_why_unwritable(state_dir)}") from None
         finally:
             os.umask(old_umask)
         for suffix in ("", "-wal", "-shm"):

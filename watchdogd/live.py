@@ -13,21 +13,17 @@ carries `?directory=<session.directory>`; a parent `task` is never aborted for i
 from __future__ import annotations
 
 import json
-import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urlsplit
 
-import structlog
-
-from watchdogd.config import ServerConfig, Settings
+from watchdogd.config import Settings
 from watchdogd.models import Candidate, Holder, Ownership, OwnerKind
-from watchdogd.opencode.discovery_net import is_opencode, loopback_listeners, process_exe
+from watchdogd.opencode.discovery_net import loopback_listeners
+from watchdogd.opencode.endpoints import Endpoint, Endpoints
 from watchdogd.opencode.repair import abandoned_part, abandoned_text, finished_message, is_our_write
-from watchdogd.opencode.server import (Credentials, ServerClient, ServerError, describe_error, insecure_reason,
-                                       is_loopback_host)
+from watchdogd.opencode.server import ServerClient, ServerError, describe_error
 from watchdogd.opencode.store import OpencodeStore, StoreError
 from watchdogd.reaper import Outcome, REPORT_ONLY
 from watchdogd.survey import Assessment
@@ -35,142 +31,33 @@ from watchdogd.survey import Assessment
 REJECT = "reject-question"
 ABORT = "abort"
 PATCH_PART = "patch-part"
-MAX_PORTS_PROBED = 4  # a holder's listening ports tried for /global/health
 SETTLE_S = 2.0  # how long the server may take to write the part after the session went idle
-_warned: set[str] = set()
-
-
-def _warn_once(message: str, **fields) -> None:
-    """Configuration problems are logged once per process, not once per pass."""
-    key = message + repr(sorted(fields.items()))
-    if key not in _warned:
-        _warned.add(key)
-        structlog.get_logger("watchdogd.live").warning(message, **fields)
-
-
-def env_credentials() -> Credentials | None:
-    """What opencode itself reads: OPENCODE_SERVER_USERNAME (default "opencode") / OPENCODE_SERVER_PASSWORD."""
-    password = os.environ.get("OPENCODE_SERVER_PASSWORD")
-    if not password:
-        return None
-    return Credentials(os.environ.get("OPENCODE_SERVER_USERNAME") or "opencode", password)
-
-
-def configured_credentials(server: ServerConfig) -> Credentials | None:
-    """password, else password_file, else OPENCODE_SERVER_PASSWORD; raises OSError for an unreadable file."""
-    if server.password is not None:
-        password = server.password.get_secret_value()
-    elif server.password_file is not None:
-        password = server.password_file.expanduser().read_text().rstrip("\r\n")
-    else:
-        password = os.environ.get("OPENCODE_SERVER_PASSWORD", "")
-    return Credentials(server.username, password) if password else None
-
-
-@dataclass
-class Endpoint:
-    """A server that may own sessions: configured, or discovered behind a local DB holder."""
-
-    url: str
-    client: ServerClient | None = None
-    pid: int | None = None  # the local process behind it, when known
-    error: str | None = None  # why it cannot be used
-
-    @property
-    def version(self) -> str | None:
-        return self.client.version if self.client else None
+DISMISSED = "The user dismissed this question"  # what opencode writes for a rejected question
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _port(url: str) -> int | None:
-    parts = urlsplit(url)
-    try:
-        return parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        return None
-
-
 class LiveLayer:
+    """Evidence for one pass, and the recovery that acts on it."""
+
     def __init__(self, settings: Settings, *, listeners: Callable[[list[int]], dict] = loopback_listeners,
                  sleep: Callable[[float], None] = time.sleep):
         self.settings = settings
         self.timeout = settings.live.timeout
-        self._listeners = listeners
         self._sleep = sleep
-        self._configured = [self._configured_endpoint(s) for s in settings.servers]
-        self._by_pid: dict[int, Endpoint] = {}
+        self._servers = Endpoints(settings, listeners)
         self._db_holders: dict[Path, dict[int, Endpoint]] = {}
         self._answers: dict[tuple[str, str, str], object] = {}  # (url, what, directory) -> value | ServerError
         self._routes: dict[tuple[Path, str], tuple[str, Endpoint]] = {}
         self._child_busy: dict[tuple[Path, str], bool | None] = {}
-
-    # -- servers -------------------------------------------------------------------------------
-    def _configured_endpoint(self, server: ServerConfig) -> Endpoint:
-        reason = insecure_reason(server.url, self.settings.live.allow_insecure_remote)
-        if reason is None:
-            try:
-                return Endpoint(server.url, ServerClient(server.url, configured_credentials(server), self.timeout))
-            except OSError as exc:
-                reason = f"cannot read password_file {server.password_file}: {exc.strerror or exc}"
-        _warn_once("configured server not used", url=server.url, why=reason)
-        return Endpoint(server.url, error=reason)
-
-    def _ready(self, endpoint: Endpoint | None) -> bool:
-        """Probe /global/health once per endpoint; it records the version, or why it cannot be used."""
-        if endpoint is None or endpoint.client is None or endpoint.error:
-            return False
-        if endpoint.client.version is None:
-            try:
-                endpoint.client.health()
-            except ServerError as exc:
-                endpoint.error = describe_error(exc, endpoint.url)
-                _warn_once("opencode server not usable", url=endpoint.url, pid=endpoint.pid, why=endpoint.error)
-        return endpoint.error is None
-
-    def _holder_endpoint(self, holder: Holder) -> Endpoint:
-        if holder.pid not in self._by_pid:
-            ports = self._listeners([holder.pid]).get(holder.pid, [])
-            self._by_pid[holder.pid] = self._match_configured(holder.pid, ports) or self._discover(holder, ports)
-        return self._by_pid[holder.pid]
-
-    def _match_configured(self, pid: int, ports: list[tuple[str, int]]) -> Endpoint | None:
-        """A configured loopback URL on a port this holder listens on: that server, with its own credentials."""
-        for endpoint in self._configured:
-            host = urlsplit(endpoint.url).hostname or ""
-            if endpoint.pid is None and is_loopback_host(host) and _port(endpoint.url) in {p for _, p in ports}:
-                endpoint.pid = pid
-                return endpoint
-        return None
-
-    def _discover(self, holder: Holder, ports: list[tuple[str, int]]) -> Endpoint:
-        label = f"pid {holder.pid}"
-        if not self.settings.live.discover:
-            return Endpoint(label, pid=holder.pid, error="live.discover = false and no [[servers]] url matches its port")
-        if not is_opencode(holder.cmdline, process_exe(holder.pid)):
-            return Endpoint(label, pid=holder.pid, error="holds the DB but is not an opencode process; no API to ask")
-        if not ports:
-            return Endpoint(label, pid=holder.pid, error="no API: not listening on loopback TCP (a TUI without --port?)")
-        first: Endpoint | None = None
-        for host, port in ports[:MAX_PORTS_PROBED]:
-            url = f"http://{host}:{port}"
-            endpoint = Endpoint(url, ServerClient(url, env_credentials(), self.timeout), pid=holder.pid)
-            if self._ready(endpoint):
-                return endpoint
-            first = first or endpoint
-        assert first is not None
-        return first
-
-    def _remote(self) -> list[Endpoint]:
-        """Configured servers not found behind a local holder: asked too, since they may own a session."""
-        return [e for e in self._configured if e.pid is None]
+        self._working_children: set[tuple[Path, str]] = set()  # (db, session) with a subagent at work
 
     # -- cached answers (one pass) -------------------------------------------------------------
     def _ask(self, endpoint: Endpoint | None, what: str, directory: str):
         """The server's answer (busy map, questions, permissions), or None when it gave none."""
-        if not self._ready(endpoint):
+        if not self._servers.ready(endpoint):
             return None
         key = (endpoint.url, what, directory)
         if key not in self._answers:
@@ -181,7 +68,7 @@ class LiveLayer:
             except ServerError as exc:
                 self._answers[key] = exc
                 if exc.kind in ("timeout", "unreachable", "auth"):
-                    endpoint.error = describe_error(exc, endpoint.url)  # a dead server is not asked again this pass
+                    endpoint.failed(exc)  # a dead server is not asked again this pass
         answer = self._answers[key]
         return None if isinstance(answer, ServerError) else answer
 
@@ -196,11 +83,13 @@ class LiveLayer:
     # -- LiveEvidence --------------------------------------------------------------------------
     def ownership(self, candidate: Candidate, base: Ownership, holders: list[Holder]) -> Ownership:
         cand = candidate
-        endpoints = self._db_holders.setdefault(cand.db, {h.pid: self._holder_endpoint(h) for h in holders})
+        if cand.db not in self._db_holders:
+            self._db_holders[cand.db] = {h.pid: self._servers.for_holder(h) for h in holders}
+        endpoints = self._db_holders[cand.db]
         directory = cand.directory
         if not directory:
             return replace(base, detail="the session's directory is unknown (no session row): its server cannot be asked")
-        for endpoint in [*endpoints.values(), *self._remote()]:
+        for endpoint in [*endpoints.values(), *self._servers.remote()]:
             status = self._ask(endpoint, "status", directory)
             if status is not None and cand.session_id in status:
                 return self._busy_owner(cand, base, endpoint, status[cand.session_id])
@@ -258,11 +147,13 @@ class LiveLayer:
         if not child or not directory:
             return None
         endpoints = self._db_holders.get(candidate.db, {})
-        answers = [self._ask(e, "status", directory) for e in [*endpoints.values(), *self._remote()]]
+        answers = [self._ask(e, "status", directory) for e in [*endpoints.values(), *self._servers.remote()]]
         busy = True if any(a is not None and child in a for a in answers) else None
         if busy is None and all(self._ask(e, "status", directory) is not None for e in endpoints.values()):
             busy = False
         self._child_busy[(candidate.db, candidate.part_id)] = busy
+        if busy is not False:
+            self._working_children.add((candidate.db, candidate.session_id))
         return busy
 
     # -- LiveRecovery --------------------------------------------------------------------------
@@ -275,9 +166,9 @@ class LiveLayer:
         route, _endpoint = self._routes.get((cand.db, cand.part_id), (None, None))
         if route is None:
             return f"{REPORT_ONLY}: live owner {owner.label}; not asked in this pass"
-        if route == ABORT and cand.child_session_id and self._child_busy.get((cand.db, cand.part_id)) is not False:
-            return (f"{REPORT_ONLY}: never abort a parent for its subagent ({cand.child_session_id} is busy or its "
-                    "state is unknown); free the child instead")
+        if route == ABORT and (cand.db, cand.session_id) in self._working_children:
+            return (f"{REPORT_ONLY}: an abort would cancel a subagent of this session that is busy or in an unknown "
+                    "state; free the child instead")
         return route
 
     def free(self, item: Assessment, store: OpencodeStore, reaper) -> Outcome:
@@ -295,12 +186,13 @@ class LiveLayer:
         found = self._routes.get((item.candidate.db, item.candidate.part_id))
         if found:
             return found[1]
-        return next((e for e in [*self._by_pid.values(), *self._configured] if e.url == item.ownership.url), None)
+        return self._servers.by_url(item.ownership.url)
 
     def _free_busy(self, item: Assessment, store: OpencodeStore, reaper, route: str) -> Outcome:
         cand, journal = item.candidate, reaper.journal
         endpoint = self._endpoint(item)
-        assert endpoint is not None and endpoint.client is not None and cand.directory
+        if endpoint is None or endpoint.client is None or not cand.directory:
+            return Outcome(item, route, "failed", "its server is no longer known")
         client, directory, sid = endpoint.client, cand.directory, cand.session_id
         log = reaper.log.bind(session=sid, part=cand.part_id, server=endpoint.url, version=endpoint.version)
         # A fresh look first: the pass's answers may be seconds old, and nothing is done yet.
@@ -377,12 +269,13 @@ class LiveLayer:
         row = store.row_data("part", cand.part_id)
         deadline = time.monotonic() + SETTLE_S
         # Abort's cleanup may still be writing "Tool execution aborted": let it land first.
-        while row is not None and json.loads(row).get("state", {}).get("status") in ("running", "pending") \
-                and time.monotonic() < deadline:
+        while row is not None and _state(row).get("status") in ("running", "pending") and time.monotonic() < deadline:
             self._sleep(0.1)
             row = store.row_data("part", cand.part_id)
         if row is None:
             return ["the part was deleted meanwhile"]
+        if not _left_by_the_free(row):
+            return ["part left as opencode wrote it (it finished on its own meanwhile)"]
         patched, detail, _ = self._patch(item, store, reaper, endpoint, row, why)
         return [detail] + (self._finish_message(item, store, reaper, why) if patched else [])
 
@@ -450,6 +343,23 @@ class LiveLayer:
             return Outcome(item, PATCH_PART, "failed", detail)
         steps = [detail] + self._finish_message(item, store, reaper, why)
         return Outcome(item, PATCH_PART, "done", "; ".join(steps), action_id)
+
+
+def _state(row: str) -> dict:
+    try:
+        state = json.loads(row).get("state")
+    except (ValueError, AttributeError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _left_by_the_free(row: str) -> bool:
+    """Still live, or ended by the reject/abort itself: ours to mark. Never a result someone gave meanwhile."""
+    state = _state(row)
+    if state.get("status") in ("running", "pending"):
+        return True
+    metadata = state.get("metadata") if isinstance(state.get("metadata"), dict) else {}
+    return state.get("status") == "error" and (state.get("error") == DISMISSED or metadata.get("interrupted") is True)
 
 
 def _check_free(client: ServerClient, sid: str, directory: str) -> tuple[bool, str]:

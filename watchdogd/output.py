@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# C0/C1 controls (terminal escapes, newlines), line/paragraph separators, bidi controls, lone surrogates.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 def safe(value: object, limit: int = 200) -> str:

@@ -14,8 +14,9 @@ from watchdogd.backup import take_backup
 from watchdogd.config import Settings
 from watchdogd.journal import Journal, JournalError
 from watchdogd.models import OwnerKind
-from watchdogd.opencode.repair import abandoned_part, abandoned_text, finished_message
+from watchdogd.opencode.repair import abandoned_part, abandoned_text, finished_message, unexpected_shape
 from watchdogd.opencode.store import OpencodeStore, RowChange, StoreError
+from watchdogd.opencode.writegate import write_refusal
 from watchdogd.survey import Assessment, DBReport
 
 DB_REPAIR = "db-repair"
@@ -53,7 +54,7 @@ def plan_route(item: Assessment, report: DBReport, live: LiveRecovery | None = N
             return route
     kind = item.ownership.kind
     if kind in (OwnerKind.NONE, OwnerKind.RESTARTED, OwnerKind.LIVE_IDLE):
-        return DB_REPAIR if report.ok else f"{REPORT_ONLY}: DB not writable ({report.schema.reason if report.schema else report.error})"
+        return DB_REPAIR if report.ok else f"{REPORT_ONLY}: DB not writable ({report.not_writable})"
     if kind is OwnerKind.HELD:
         return f"{REPORT_ONLY}: live owner may hold it (pid {','.join(map(str, item.ownership.pids))}); needs live recovery, no DB write"
     if kind is OwnerKind.UNREACHABLE:
@@ -63,14 +64,15 @@ def plan_route(item: Assessment, report: DBReport, live: LiveRecovery | None = N
 
 class Reaper:
     def __init__(self, settings: Settings, journal: Journal, *, dry_run: bool = False, live: LiveRecovery | None = None,
-                 log=None, stopping=lambda: False):
+                 log=None, stopping=lambda: False, backed_up: set[Path] | None = None):
         self.settings = settings
         self.journal = journal
         self.dry_run = dry_run
         self.live = live
         self.log = log or structlog.get_logger()
         self.stopping = stopping  # checked between actions: a stop never starts a new write
-        self._backed_up: set[Path] = set()
+        # DBs already copied in this process: the daemon passes one set for its whole lifetime.
+        self._backed_up: set[Path] = set() if backed_up is None else backed_up
 
     def reap(self, report: DBReport, store: OpencodeStore) -> list[Outcome]:
         outcomes = []
@@ -118,12 +120,18 @@ class Reaper:
         cand = item.candidate
         why = why or ("its opencode process is gone" if item.ownership.orphan else "expired by policy")
         text = abandoned_text(cand.tool, cand.status, item.verdict.age_s, why)
+        refusal = write_refusal(store.path, self.settings.allow_other_users)
+        if refusal:  # before the backup and the journal: nothing is copied or planned for a DB never written
+            return Outcome(item, DB_REPAIR, "reported", f"no DB write: {refusal}")
         try:
             self.ensure_backup(store)
             message_before = store.row_data("message", cand.message_id)
         except (StoreError, OSError, sqlite3.Error) as exc:  # sqlite3.Error: the backup copy failed
             return Outcome(item, DB_REPAIR, "failed", f"cannot prepare repair: {exc}")
         now_ms = int(time.time() * 1000)
+        shape = unexpected_shape(cand.data, message_before)
+        if shape:  # rows others write: never guess at one we do not understand
+            return Outcome(item, DB_REPAIR, "skipped", f"unexpected row shape ({shape}): nothing written")
         message_after = finished_message(message_before, text, now_ms) if message_before else None
         if not part_change and message_after is None:
             return Outcome(item, DB_REPAIR, "skipped", "nothing to repair: the message is already completed")
@@ -147,5 +155,10 @@ class Reaper:
             self.journal.settle(action_id, "skipped", detail)
             return Outcome(item, DB_REPAIR, "skipped", detail, action_id)
         written = (["part error"] if part_after else []) + (["message completed"] if message_after else [])
-        self.journal.settle(action_id, "done", "; ".join(written))
+        try:
+            self.journal.settle(action_id, "done", "; ".join(written))
+        except JournalError as exc:
+            # Written, and its `planned` row already holds the before/after rows: the next start settles it.
+            return Outcome(item, DB_REPAIR, "done", f"{text} (written, but the journal could not record the outcome: "
+                           f"{exc}; its planned row is settled at the next pass)", action_id)
         return Outcome(item, DB_REPAIR, "done", text, action_id)

@@ -54,9 +54,13 @@ def reconcile(journal: Journal, stores: dict[Path, OpencodeStore]) -> list[tuple
             continue
         try:
             current = store.row_data("part", action.part_id)
+            # A message-only action (the live layer completes the message after a PATCH) has no part_after.
+            message = store.row_data("message", action.message_id) if action.message_after is not None else None
         except StoreError:
             continue
-        if action.part_after is not None and current == action.part_after:
+        wrote_part = action.part_after is not None and current == action.part_after
+        wrote_message = action.message_after is not None and message == action.message_after
+        if wrote_part or wrote_message:
             outcome, detail = "done", "written before an interruption; confirmed from the row"
         elif current == action.part_before:
             outcome, detail = "failed", "interrupted before the write; nothing was written"

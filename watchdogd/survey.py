@@ -12,6 +12,7 @@ from watchdogd.journal import Journal
 from watchdogd.models import Candidate, ChildState, Holder, Ownership, Sighting, Verdict
 from watchdogd.opencode.schema import SchemaVerdict
 from watchdogd.opencode.store import BadRow, OpencodeStore, SessionInfo, StoreError
+from watchdogd.opencode.writegate import write_refusal
 from watchdogd.policy import classify_child, evaluate, ownership_from_holders
 
 
@@ -43,10 +44,20 @@ class DBReport:
     holders: list[Holder] = field(default_factory=list)
     assessments: list[Assessment] = field(default_factory=list)
     bad_rows: list[BadRow] = field(default_factory=list)
+    refusal: str | None = None  # why this process must not write the DB (writegate), even if it can read it
 
     @property
     def ok(self) -> bool:
-        return self.error is None and self.schema is not None and self.schema.writable
+        return self.error is None and self.schema is not None and self.schema.writable and self.refusal is None
+
+    @property
+    def not_writable(self) -> str:
+        """Why `ok` is false, in one line."""
+        if self.error:
+            return self.error
+        if self.schema is not None and not self.schema.writable:
+            return self.schema.reason
+        return self.refusal or "schema not read"
 
 
 def _epoch(value: float | None) -> datetime | None:
@@ -115,12 +126,17 @@ def survey_db(
     if not path.exists():
         report.error = "database does not exist (yet)"
         return report
+    report.refusal = write_refusal(path, settings.allow_other_users)
     try:
         report.schema = store.schema()
         found, report.bad_rows = candidates if candidates is not None else store.scan()
         sessions = store.sessions(c.session_id for c in found)
     except StoreError as exc:
         report.error = str(exc).removeprefix(f"{path}: ")
+        if report.schema is not None and not report.schema.writable:  # e.g. "no such column": say why first
+            report.error = f"{report.schema.reason} ({report.error})"
+        if report.refusal:  # e.g. "unable to open database file" on a read-only mount: say why
+            report.error += f" ({report.refusal})"
         return report
     found = [_with_session(c, sessions.get(c.session_id)) for c in found]
     report.assessments = [_with_queued(a, store) for a in assess(path, found, sessions, holders, journal, settings, now, live)]

@@ -58,6 +58,7 @@ def test_the_running_daemon_frees_it_within_threshold_plus_one_second(opencode_s
     completed = server.db_message(part.message_id)["data"]["time"]["completed"]
     assert threshold_s * 1000 <= completed - started <= threshold_s * 1000 + 1000, (completed - started)
     assert_freed(server, session["id"], part, session["directory"])
+    assert_prompt_completes(server, session["id"], session["directory"])
     assert [a["route"] for a in status["recent_actions"]][-2:] == ["patch-part", "reject-question"]
 
 

@@ -56,9 +56,9 @@ def test_reap_repairs_an_orphan_and_undo_restores_it(opencode_server: OpencodeSe
     sid, directory, part = stuck(server)
     state = tmp_path / "state"
 
-    # While opencode holds the DB, the expired part is reported, never written.
+    # While opencode holds the DB and its API is not used, the expired part is reported, never written.
     held = watchdogd("reap", "--db", str(server.db_path), "--state-dir", str(state),
-                     env={"OPENCODE_WATCHDOGD_POLICY__TOOLS__QUESTION": "0s"})
+                     env={"OPENCODE_WATCHDOGD_POLICY__TOOLS__QUESTION": "0s", "OPENCODE_WATCHDOGD_LIVE__DISCOVER": "false"})
     assert held.returncode == 1, held.stdout + held.stderr
     assert "reported" in held.stdout
     assert server.db_message(part.message_id)["data"]["time"].get("completed") is None

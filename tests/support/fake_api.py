@@ -43,6 +43,8 @@ class FakeAPI:
         self.mode: str | None = None
         self.abort_frees = True  # False: abort answers true and the session stays busy (a wedged runner)
         self.hide_status = False  # True: /session/status says idle while the runner is busy (internals §1.3)
+        # What a reject leaves in the part; a test may make it an answer that raced the reject.
+        self.reject_state: dict[str, Any] = {"status": "error", "error": "The user dismissed this question"}
         self.hang_s = 3.0
         self.requests: list[tuple[str, str, dict[str, str], dict[str, str]]] = []
         self.lock = threading.Lock()
@@ -223,8 +225,7 @@ class _Handler(BaseHTTPRequestHandler):
                 s = api.sessions.get(found[0]["sessionID"])
                 if s and s["busy"]:
                     s["busy"] = False
-                    api._write_part(found[0]["sessionID"], {"status": "error", "error": "The user dismissed this question"},
-                                    {"finish": "tool-calls"})
+                    api._write_part(found[0]["sessionID"], api.reject_state, {"finish": "tool-calls"})
                 return 200, True
             case ("POST", ["instance", "dispose"]):
                 for sid, s in api.sessions.items():

@@ -52,6 +52,8 @@ def db_problems(report: DBReport) -> list[str]:
         problems.append(f"{report.path}: {report.error}")
     elif report.schema and not report.schema.writable:
         problems.append(f"{report.path}: {report.schema.reason}")
+    elif report.refusal:
+        problems.append(f"{report.path}: read-only: {report.refusal}")
     problems += [f"{report.path}: part {safe(b.part_id)} skipped: {b.problem}" for b in report.bad_rows]
     return problems
 
@@ -65,7 +67,8 @@ def run(args, settings: Settings) -> int:
             for report, _store in seen.reports:
                 for line in db_problems(report):
                     print(f"opencode-watchdogd: {safe(line, 400)}", file=sys.stderr)
-                failed |= bool(report.error and report.path.exists()) or bool(report.schema and not report.schema.writable)
+                failed |= (bool(report.error and report.path.exists()) or bool(report.schema and not report.schema.writable)
+                           or bool(report.refusal))
                 records += [candidate_record(a, report, plan_route(a, report, seen.live)) for a in report.assessments]
     finally:
         journal.close()

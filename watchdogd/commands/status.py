@@ -44,7 +44,8 @@ def run(args, settings: Settings) -> int:
     print("  actions:     " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     print("  databases:")
     for db in data.get("databases", []):
-        verdict = db.get("error") or db.get("schema_reason") or "-"
+        refusal = f"read-only: {db['write_refusal']}" if db.get("write_refusal") else None
+        verdict = db.get("error") or refusal or db.get("schema_reason") or "-"
         print(f"    {safe(db['path'])}: {db.get('schema') or 'n/a'}; {db.get('candidates', 0)} candidates; {safe(verdict, 200)}")
     cands = data.get("candidates", [])
     if cands:

@@ -41,7 +41,7 @@ def run(args, settings: Settings) -> int:
         failures = 0
         stores: dict[str, OpencodeStore] = {}
         for action in actions:
-            store = stores.setdefault(action.db, OpencodeStore(Path(action.db)))
+            store = stores.setdefault(action.db, OpencodeStore(Path(action.db), allow_other_users=settings.allow_other_users))
             result = undo_action(journal, action, store)
             for row in result.restored:
                 print(f"#{action.id} restored {safe(row)}")

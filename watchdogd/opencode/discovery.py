@@ -26,9 +26,10 @@ def discover_databases(settings: Settings, explicit: list[Path] | None = None) -
 
 
 def _unique(paths) -> list[Path]:
+    """Absolute, symlinks resolved: the daemon watches, writes and journals the file itself (re-resolved each pass)."""
     out: list[Path] = []
     for path in paths:
-        path = Path(os.path.abspath(path))
+        path = Path(os.path.realpath(path))
         if path not in out:
             out.append(path)
     return out

@@ -88,6 +88,17 @@ def is_opencode(cmdline: str, exe: str | None = None) -> bool:
     return any(n == "opencode" or (n.startswith("opencode-") and n != "opencode-watchdogd") for n in names)
 
 
+def fds_readable(pid: int, proc: Path = Path("/proc")) -> bool | None:
+    """Whether the process's fds can be listed; None when it is gone."""
+    try:
+        os.listdir(proc / str(pid) / "fd")
+    except PermissionError:
+        return False
+    except OSError:
+        return None
+    return True
+
+
 def process_exe(pid: int, proc: Path = Path("/proc")) -> str | None:
     try:
         return os.readlink(proc / str(pid) / "exe")

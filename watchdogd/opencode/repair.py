@@ -21,6 +21,31 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def unexpected_shape(part_data: str, message_data: str | None) -> str | None:
+    """Why the rows are not shaped as opencode writes them (then nothing is written), or None.
+
+    A candidate only needs `type`, `state` and `state.status` to be listed; a repair rewrites the
+    rows, so it insists on the shapes it rewrites: it never guesses at a row it does not understand.
+    """
+    part = json.loads(part_data)
+    state = part.get("state") if isinstance(part, dict) else None
+    if not isinstance(state, dict):
+        return "the part has no state object"
+    if not isinstance(part.get("tool"), str):
+        return f"the part's tool name is a {type(part.get('tool')).__name__}, not a string"
+    for key in ("time", "metadata", "input"):
+        if key in state and not isinstance(state[key], dict):
+            return f"the part's state.{key} is a {type(state[key]).__name__}, not an object"
+    if message_data is not None:
+        try:
+            message = json.loads(message_data)
+        except ValueError:
+            return "its message row is not valid JSON"
+        if not isinstance(message, dict) or ("time" in message and not isinstance(message["time"], dict)):
+            return "its message row is not a message object"
+    return None
+
+
 def abandoned_text(tool: str, status: str, age_s: float, why: str) -> str:
     """Plainly abandoned, never anything that could read as a user's answer."""
     what = "question never answered" if tool == "question" else "the tool never returned a result"

@@ -9,10 +9,11 @@ touches a session passes `?directory=<session.directory>`: instances are per dir
 from __future__ import annotations
 
 import ipaddress
-import json
+import socket
+import threading
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -62,6 +63,13 @@ def _looks_html(response: httpx.Response) -> bool:
     return response.content.lstrip()[:1] == b"<"
 
 
+def _segment(value: str) -> str:
+    """An id (from the DB or a server's answer) as ONE path segment: '/', '?', '#' and dot-segments encoded,
+    so a crafted id such as `x/../../instance/dispose` can never reach another route."""
+    quoted = quote(str(value), safe="")
+    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
+
+
 class ServerClient:
     """One opencode server. Credentials go only to this base URL; redirects are never followed."""
 
@@ -84,12 +92,38 @@ class ServerClient:
     def _request(self, method: str, path: str, directory: str | None = None, body: Any = None) -> httpx.Response:
         params = {"directory": directory} if directory else None
         what = f"{method} {path}"
+        # httpx's timeouts bound each socket operation, so a server that trickles a byte at a time would hold
+        # the pass for ever: the whole request also gets a deadline, past which its socket is shut down.
+        sockets: list[socket.socket] = []
+        expired = threading.Event()
+
+        def trace(event: str, info: dict) -> None:
+            if event == "connection.connect_tcp.complete" and info.get("return_value") is not None:
+                sock = info["return_value"].get_extra_info("socket")
+                if sock is not None:
+                    sockets.append(sock)
+
+        def cut() -> None:
+            expired.set()
+            for sock in sockets:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        deadline = threading.Timer(self.timeout, cut)
+        deadline.daemon = True
+        deadline.start()
         try:
-            response = self._http.request(method, path, params=params, json=body)
+            response = self._http.request(method, path, params=params, json=body, extensions={"trace": trace})
         except httpx.TimeoutException:
             raise ServerError("timeout", f"{what}: no answer within {self.timeout:g}s") from None
         except httpx.HTTPError as exc:
+            if expired.is_set():
+                raise ServerError("timeout", f"{what}: no answer within {self.timeout:g}s") from None
             raise ServerError("unreachable", f"{what}: {type(exc).__name__}") from None
+        finally:
+            deadline.cancel()
         if response.status_code == 401:
             raise ServerError("auth", f"{what}: 401, auth needed")
         return response
@@ -123,7 +157,7 @@ class ServerClient:
         version = value.get("version")
         if value.get("healthy") is not True or not isinstance(version, str):
             raise ServerError("bad-answer", "GET /global/health: not an opencode health answer")
-        self.version = version
+        self.version = version[:40]  # it goes into logs and the journal
         return version
 
     def busy_sessions(self, directory: str) -> dict[str, str]:
@@ -136,7 +170,7 @@ class ServerClient:
         return out
 
     def session(self, session_id: str, directory: str) -> dict | None:
-        response = self._request("GET", f"/session/{session_id}", directory)
+        response = self._request("GET", f"/session/{_segment(session_id)}", directory)
         if response.status_code == 404 and not _looks_html(response):
             return None
         return self._json(response, dict)
@@ -149,13 +183,13 @@ class ServerClient:
 
     # -- actions -------------------------------------------------------------------------------
     def reject_question(self, request_id: str, directory: str) -> None:
-        response = self._request("POST", f"/question/{request_id}/reject", directory)
+        response = self._request("POST", f"/question/{_segment(request_id)}/reject", directory)
         if response.status_code == 404 and not _looks_html(response):
             return  # 1.18: already gone; 1.15 says `200 true` either way
         self._ok(response)
 
     def abort(self, session_id: str, directory: str) -> None:
-        self._ok(self._request("POST", f"/session/{session_id}/abort", directory))
+        self._ok(self._request("POST", f"/session/{_segment(session_id)}/abort", directory))
 
     def dispose(self, directory: str) -> None:
         self._ok(self._request("POST", "/instance/dispose", directory))
@@ -165,7 +199,7 @@ class ServerClient:
 
         True: not refused (idle). False: refused as busy. Call it only when `revert` is unset.
         """
-        response = self._request("POST", f"/session/{session_id}/unrevert", directory)
+        response = self._request("POST", f"/session/{_segment(session_id)}/unrevert", directory)
         if response.status_code in BUSY_STATUSES:
             return False
         self._json(response, dict)
@@ -174,7 +208,7 @@ class ServerClient:
     def patch_part(self, session_id: str, message_id: str, part_id: str, part: dict, directory: str) -> dict:
         """Rewrite a part through the server (bus event, and the 1.18 event log stays consistent)."""
         body = {**part, "id": part_id, "sessionID": session_id, "messageID": message_id}
-        path = f"/session/{session_id}/message/{message_id}/part/{part_id}"
+        path = f"/session/{_segment(session_id)}/message/{_segment(message_id)}/part/{_segment(part_id)}"
         return self._json(self._request("PATCH", path, directory, body), dict)
 
 
@@ -185,6 +219,3 @@ def describe_error(exc: ServerError, url: str) -> str:
                 f"'opencode') in the daemon's environment, or add [[servers]] url = \"{url}\" with password_file")
     return f"{url}: {exc}"
 
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

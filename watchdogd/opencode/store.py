@@ -23,6 +23,8 @@ from watchdogd.opencode.writegate import write_refusal
 _PREFILTER = "(data GLOB '*\"status\":\"running\"*' OR data GLOB '*\"status\":\"pending\"*')"
 _PART_COLUMNS = "rowid, id, message_id, session_id, time_created, data"
 ACTIVE_STATUSES = ("running", "pending")
+# A tool part's row is a few KB; one this big is not parsed (nor journaled twice over): reported instead.
+MAX_PART_BYTES = 8 * 1024 * 1024
 
 
 class StoreError(Exception):
@@ -65,11 +67,16 @@ def _describe(exc: sqlite3.Error) -> str:
 def parse_candidate(db: Path, row: tuple) -> Candidate | BadRow | None:
     """A Candidate for a live tool part, None for any other part, BadRow for data we cannot read."""
     _rowid, part_id, message_id, session_id, time_created, data = row
+    if isinstance(data, str) and len(data) > MAX_PART_BYTES:
+        return BadRow(part_id, f"part data is {len(data) // 1048576} MiB, over the {MAX_PART_BYTES // 1048576} MiB "
+                               "limit: not parsed, never written")
     try:
         value = json.loads(data)
     except (TypeError, ValueError):
         return BadRow(part_id, "part data is not valid JSON")
-    if not isinstance(value, dict) or value.get("type") != "tool":
+    if not isinstance(value, dict):
+        return BadRow(part_id, "part data is not a JSON object")
+    if value.get("type") != "tool":
         return None
     state = value.get("state")
     if not isinstance(state, dict):
@@ -176,7 +183,10 @@ class OpencodeStore:
                 try:
                     conn.execute("COMMIT")  # read-only: nothing to write, just drops the snapshot
                 except sqlite3.Error:
-                    conn.execute("ROLLBACK")
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass  # e.g. a corrupt file: SQLite already ended the transaction; the error above is raised
 
     def part_ids_at(self, rowids: list[int]) -> dict[int, str]:
         """The id of the part row at each given rowid; rowids with no row are left out."""
