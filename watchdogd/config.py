@@ -111,6 +111,9 @@ class ServerConfig(Strict):
     def _http_url(cls, url: str) -> str:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"server url must start with http:// or https://: {url!r}")
+        if "@" in url.split("://", 1)[1].split("/", 1)[0]:  # never echo it: it holds a password
+            raise ValueError("server url must not carry credentials (user:password@host): they would show in logs "
+                             "and `config show`; use username and password_file")
         return url.rstrip("/")
 
 

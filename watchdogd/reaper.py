@@ -158,7 +158,7 @@ class Reaper:
         try:
             self.journal.settle(action_id, "done", "; ".join(written))
         except JournalError as exc:
-            # Written, and its `planned` row already holds the before/after rows: the next start settles it.
+            # Written, and its `planned` row already holds the before/after rows: the next reconcile settles it.
             return Outcome(item, DB_REPAIR, "done", f"{text} (written, but the journal could not record the outcome: "
                            f"{exc}; its planned row is settled at the next pass)", action_id)
         return Outcome(item, DB_REPAIR, "done", text, action_id)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import sqlite3
@@ -16,7 +15,7 @@ import pytest
 from tests import dbfactory
 from tests.integration.daemonproc import DaemonProcess, wait_until
 from tests.reliability.conftest import scenario
-from tests.reliability.helpers import GRACE0, REPO, add_orphans, cli, clean_env, journal_actions, pair_states
+from tests.reliability.helpers import GRACE0, REPO, add_orphans, clean_env, cli, journal_actions, pair_states
 from watchdogd.backup import take_backup
 from watchdogd.config import BackupConfig, Settings
 from watchdogd.opencode.store import OpencodeStore

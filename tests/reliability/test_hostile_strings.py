@@ -109,3 +109,38 @@ def test_logs_stay_one_safe_line_per_record(tmp_path, observe):
     assert sum("action done" in line for line in lines) == len(parts2)
     observe("daemon JSON log: every line parses, one 'action done' per part",
             "console log: every line starts with a timestamp (no forged lines), escapes shown as \\xNN")
+
+
+def set_raw(db, table: str, column: str, row_id: str, raw: bytes) -> None:
+    """Store bytes that are not UTF-8 as TEXT, as a foreign writer could."""
+    with dbfactory.connection(db) as conn:
+        conn.execute(f"UPDATE {table} SET {column} = CAST(? AS TEXT) WHERE id = ?", (raw, row_id))
+
+
+@scenario("hostile_strings", "bytes that are not UTF-8 in one part row, in a session's title and directory, and in "
+          "an assistant message row, next to a normal orphan",
+          "the bad part and the bad message are explained and skipped (no content echoed), the others are "
+          "repaired; one bad row never blocks the DB")
+def test_invalid_utf8_rows(tmp_path, observe):
+    db = dbfactory.make_db(tmp_path / "opencode.db")
+    good, bad_part, bad_session, bad_message = (dbfactory.stuck_question(db) for _ in range(4))
+    text = dbfactory.read_text(db, "part", bad_part.part_id).encode()
+    set_raw(db, "part", "data", bad_part.part_id, text.replace(b'"question"', b'"q\xffuestion"', 1))
+    set_raw(db, "session", "title", bad_session.session_id, b"title \xff\xfe")
+    set_raw(db, "session", "directory", bad_session.session_id, b"/home/\xc3(")
+    message = dbfactory.read_text(db, "message", bad_message.message_id).encode()
+    set_raw(db, "message", "data", bad_message.message_id, message.replace(b'"build"', b'"bu\xffild"', 1))
+    scan = cli(tmp_path, "scan", "--db", str(db), "--json", env=GRACE0)
+    assert scan.returncode == 1, scan.stderr
+    assert {r["part_id"] for r in json.loads(scan.stdout)} == {good.part_id, bad_session.part_id, bad_message.part_id}
+    reap = cli(tmp_path, "reap", "--db", str(db), env=GRACE0)
+    output = reap.stdout + reap.stderr
+    assert reap.returncode == 1 and "Traceback" not in output, output
+    assert f"part {bad_part.part_id} skipped: part row is not valid UTF-8" in output
+    assert "message row is not valid UTF-8" in output
+    assert "Could not decode" not in output and "Which colour" not in output  # no row content echoed
+    done = {a["part_id"] for a in journal_actions(tmp_path / "state") if a["outcome"] == "done"}
+    assert done == {good.part_id, bad_session.part_id}
+    assert_safe(output, "reap output", max_line=30000)
+    observe("bad part: 'skipped: part row is not valid UTF-8'; bad message: skipped, not valid UTF-8",
+            "the normal orphan and the one with a bad title/directory repaired; no row content in the output")

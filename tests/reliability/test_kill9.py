@@ -40,7 +40,7 @@ def test_kill_minus_9_at_random_points(tmp_path, observe):
         daemon = DaemonProcess(tmp_path, [db], env=ENV)
         try:
             if not early:
-                wait_until(lambda: b'"backup ' in daemon.log_path.read_bytes(), timeout=60, interval=0.005,
+                wait_until(lambda d=daemon: b'"backup ' in d.log_path.read_bytes(), timeout=60, interval=0.005,
                            what=f"iteration {iteration}: the first write")
             time.sleep(delay)
             daemon.proc.kill()

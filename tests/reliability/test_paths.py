@@ -17,8 +17,7 @@ import pytest
 from tests import dbfactory
 from tests.integration.daemonproc import DaemonProcess, wait_until
 from tests.reliability.conftest import scenario
-from tests.reliability.helpers import (GRACE0, add_orphans, cli, journal_actions, needs_root, pair_states, remount,
-                                       tmpfs)
+from tests.reliability.helpers import GRACE0, add_orphans, cli, journal_actions, needs_root, pair_states, remount, tmpfs
 from watchdogd import cli as watchdogd_cli
 from watchdogd.opencode import writegate
 from watchdogd.opencode.store import OpencodeStore, RowChange, StoreError
@@ -164,7 +163,7 @@ def run_as(uid: int, home: Path, argv: list[str]) -> tuple[int, str]:
             sys.stdout = os.fdopen(1, "w", buffering=1)
             sys.stderr = os.fdopen(2, "w", buffering=1)
             code = watchdogd_cli.main(argv)
-        except BaseException as exc:  # noqa: BLE001 - report anything, never return into pytest
+        except BaseException as exc:  # noqa: BLE001 (the child reports anything, never returns into pytest)
             print(f"child failed: {exc!r}", file=sys.stderr)
         finally:
             sys.stdout.flush()
@@ -181,7 +180,7 @@ def run_as(uid: int, home: Path, argv: list[str]) -> tuple[int, str]:
           "reap reports why and writes nothing")
 def test_read_only_dir_and_file_for_a_user(observe):
     # Imports the forked child would otherwise do lazily (it cannot read the root-only interpreter tree).
-    import watchdogd.commands.reap  # noqa: F401
+    import watchdogd.commands.reap
     import watchdogd.commands.scan  # noqa: F401
 
     with shared_dir() as home:

@@ -12,8 +12,18 @@ import pytest
 from tests import dbfactory
 from tests.integration.daemonproc import DaemonProcess, wait_until
 from tests.reliability.conftest import scenario
-from tests.reliability.helpers import (GRACE0, add_orphans, cli, fill_disk, journal_actions, journal_lies, needs_root,
-                                       pair_states, remount, tmpfs)
+from tests.reliability.helpers import (
+    GRACE0,
+    add_orphans,
+    cli,
+    fill_disk,
+    journal_actions,
+    journal_lies,
+    needs_root,
+    pair_states,
+    remount,
+    tmpfs,
+)
 from watchdogd.config import PolicyConfig, Settings
 from watchdogd.journal import Journal, JournalError
 from watchdogd.opencode.store import OpencodeStore
@@ -162,8 +172,8 @@ def test_read_only_state_dir(tmp_path, observe):
         assert "opencode-watchdogd: error: journal" in result.stderr and "read-only mount" in result.stderr
         assert "Traceback" not in result.stderr
     assert pair_states(db, orphans) == {orphans[0].part_id: "untouched"}
-    observe("reap and run: exit 2, 'opencode-watchdogd: error: journal …: unable to open database file (the state dir is on a read-only mount)'",
-            "DB untouched")
+    observe("reap and run: exit 2, 'opencode-watchdogd: error: journal …: unable to open database file (the state dir "
+            "is on a read-only mount)'", "DB untouched")
 
 
 @scenario("state_dir", "the state dir and its files were left group/world-readable (0755 dir, 0644 journal, "

@@ -38,6 +38,10 @@ def unexpected_shape(part_data: str, message_data: str | None) -> str | None:
             return f"the part's state.{key} is a {type(state[key]).__name__}, not an object"
     if message_data is not None:
         try:
+            message_data.encode("utf-8")
+        except UnicodeEncodeError:
+            return "its message row is not valid UTF-8"
+        try:
             message = json.loads(message_data)
         except ValueError:
             return "its message row is not valid JSON"

@@ -64,9 +64,26 @@ def _describe(exc: sqlite3.Error) -> str:
     return text
 
 
+def lenient_text(raw: bytes) -> str:
+    """The reader's text_factory: a row with invalid UTF-8 (others write this DB) must not fail the whole
+    query, nor put its content into the error message; its bytes stay recoverable as lone surrogates."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_candidate(db: Path, row: tuple) -> Candidate | BadRow | None:
     """A Candidate for a live tool part, None for any other part, BadRow for data we cannot read."""
     _rowid, part_id, message_id, session_id, time_created, data = row
+    if not all(is_utf8(v) for v in (part_id, message_id, session_id, data) if isinstance(v, str)):
+        shown = part_id if is_utf8(part_id) else part_id.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        return BadRow(shown, "part row is not valid UTF-8: never parsed or written")
     if isinstance(data, str) and len(data) > MAX_PART_BYTES:
         return BadRow(part_id, f"part data is {len(data) // 1048576} MiB, over the {MAX_PART_BYTES // 1048576} MiB "
                                "limit: not parsed, never written")
@@ -128,6 +145,7 @@ class OpencodeStore:
     def reader(self) -> sqlite3.Connection:
         if self._ro is None:
             self._ro = self._connect("ro")
+            self._ro.text_factory = lenient_text
         return self._ro
 
     def interrupt(self) -> None:
@@ -241,6 +259,10 @@ class OpencodeStore:
             for sid, directory, title, parent in self._read(
                 f"SELECT id, directory, title, parent_id FROM session WHERE id IN ({','.join('?' * len(chunk))})", chunk
             ):
+                if directory is not None and not is_utf8(directory):
+                    directory = None  # unknown: never ask a server about a mangled directory
+                if title is not None and not is_utf8(title):
+                    title = title.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
                 out[sid] = SessionInfo(sid, directory, title, parent)
         return out
 
