@@ -20,7 +20,6 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from watchdogd import __version__
-from watchdogd.commands.scan import candidate_record
 from watchdogd.config import ConfigError, Settings, load_config
 from watchdogd.durations import format_duration
 from watchdogd.journal import Journal, JournalError
@@ -29,34 +28,17 @@ from watchdogd.models import Decision
 from watchdogd.notify import Notifier
 from watchdogd.opencode.discovery import discover_databases
 from watchdogd.opencode.holders import find_holders
-from watchdogd.opencode.store import OpencodeStore, StoreError
-from watchdogd.opencode.tracker import CandidateTracker
-from watchdogd.reaper import Reaper, plan_route
+from watchdogd.opencode.store import StoreError
+from watchdogd.reaper import Reaper
 from watchdogd.restore import reconcile
-from watchdogd.statefile import write_status
+from watchdogd.statefile import status_document, status_line, write_status
 from watchdogd.survey import DBReport, survey_db
+from watchdogd.watched import WatchedDB, WatchedDBs
 from watchdogd.watcher import CLOSE, LIFECYCLE, DBWatcher
 
 PASS_JOB = "pass"
 HUNG_PASS_S = 120.0  # a pass this old means the loop is stuck: stop feeding systemd's watchdog
 CLOCK_JUMP_S = 2.0  # wall clock moved this much against the monotonic clock: a step (NTP, suspend/resume)
-
-
-@dataclass
-class WatchedDB:
-    path: Path
-    store: OpencodeStore | None = None
-    tracker: CandidateTracker | None = None
-    ident: tuple[int, int] | None = None  # (st_dev, st_ino): a new inode means a replaced file
-    signature: tuple = ()
-    report: DBReport | None = None
-    dirty: bool = True  # re-evaluate at the next pass even when the rows did not change
-    pending: tuple = ([], [])  # (candidates, bad rows) read this pass, waiting for evaluation
-
-    def close(self) -> None:
-        if self.store is not None:
-            self.store.close()
-        self.store = self.tracker = None
 
 
 @dataclass
@@ -78,7 +60,7 @@ class Daemon:
         self.overrides = overrides
         self.log = structlog.get_logger("watchdogd")
         self.counters = Counters()
-        self.dbs: dict[Path, WatchedDB] = {}
+        self.dbs = WatchedDBs()
         self._stop = threading.Event()
         self._wakeup = threading.Event()
         self._reload = False
@@ -91,7 +73,6 @@ class Daemon:
         self._armed_at: datetime | None = None  # the earliest pass already requested from the scheduler
         self._first_pass_done = threading.Event()
         self._live = None  # the live-server layer of the last evaluation (for status routes)
-        self._backed_up: set[Path] = set()  # one backup per DB per process lifetime, not per pass
 
     # -- serve ---------------------------------------------------------------------------------
     def serve(self) -> int:
@@ -149,16 +130,7 @@ class Daemon:
         """The scheduler sleeps on the monotonic clock toward wall-clock run times: after a step back it would
         wait out the step (no poll, no deadline), after a step forward (resume) up to a poll late. Re-arm now."""
         self.log.warning("wall clock jumped; passing now and re-arming the schedule", seconds=round(seconds, 1))
-        now = datetime.now(UTC)
-        with self._lock:
-            self._reasons.add("clock-jump")
-            if self._running_since is not None:
-                self._rerun_at = now  # the pass in flight re-arms when it ends
-                return
-            self._armed_at = now
-        job = self.scheduler.get_job(PASS_JOB)
-        if job is not None:
-            job.modify(next_run_time=now)
+        self.wake("clock-jump", force=True)
 
     def shutdown(self) -> int:
         self.notifier.stopping()
@@ -173,9 +145,8 @@ class Daemon:
                 if watched.store is not None:
                     watched.store.interrupt()
             finished = self._pass_lock.acquire(timeout=0.8)
-        for watched in self.dbs.values():
-            if finished:
-                watched.close()
+        if finished:
+            self.dbs.close()
         c = self.counters
         self.log.info(f"stopped after {c.passes} passes: {c.repaired} repaired, {c.failed} failed, {c.skipped} skipped, "
                       f"{c.reported} reported (up {format_duration(time.monotonic() - c.started)})",
@@ -204,22 +175,25 @@ class Daemon:
             watched.dirty = True  # a holder may have exited, or the file was replaced
         self.wake(kind, delay=self.settings.watch.debounce)
 
-    def wake(self, reason: str, delay: float = 0.0) -> None:
-        """Ask for a pass no later than `delay` from now; coalesces with anything already due."""
+    def wake(self, reason: str, delay: float = 0.0, force: bool = False) -> None:
+        """Ask for a pass no later than `delay` from now; coalesces with anything already due.
+
+        `force` re-arms the job even when its next run time looks earlier (after a wall-clock step
+        that time is meaningless)."""
         at = datetime.now(UTC) + timedelta(seconds=delay)
         with self._lock:
             self._reasons.add(reason)
             if self._running_since is not None:
                 self._rerun_at = min(self._rerun_at or at, at)
                 return
-            if self._armed_at is not None and at - timedelta(seconds=delay) <= self._armed_at <= at:
+            if not force and self._armed_at is not None and at - timedelta(seconds=delay) <= self._armed_at <= at:
                 return  # a pass is already due sooner: the common case while opencode streams
             self._armed_at = at
-        self._run_no_later_than(at)
+        self._run_no_later_than(at, force)
 
-    def _run_no_later_than(self, at: datetime) -> None:
+    def _run_no_later_than(self, at: datetime, force: bool = False) -> None:
         job = self.scheduler.get_job(PASS_JOB)
-        if job is not None and (job.next_run_time is None or at < job.next_run_time):
+        if job is not None and (force or job.next_run_time is None or at < job.next_run_time):
             job.modify(next_run_time=at)
 
     def _schedule_next(self) -> None:
@@ -262,29 +236,7 @@ class Daemon:
 
     # -- the pass ------------------------------------------------------------------------------
     def _sync_dbs(self) -> None:
-        """Attach new DBs, notice deleted or replaced files, watch their directories."""
-        paths = discover_databases(self.settings, self.db_args)
-        for path in list(self.dbs):
-            if path not in paths:
-                self.dbs.pop(path).close()
-        for path in paths:
-            watched = self.dbs.setdefault(path, WatchedDB(path))
-            try:
-                st = path.stat()
-                ident = (st.st_dev, st.st_ino)
-            except OSError:
-                ident = None
-            if ident != watched.ident:
-                if watched.ident is not None:
-                    self.log.warning("database replaced" if ident else "database gone; waiting for it", db=str(path))
-                elif ident is not None and watched.store is None and self.counters.passes:
-                    self.log.info("database appeared", db=str(path))
-                watched.close()
-                watched.ident, watched.dirty, watched.signature = ident, True, ()
-                self._backed_up.discard(path)  # a new file: back it up before its first write
-            if ident is not None and watched.store is None:
-                watched.store = OpencodeStore(path, allow_other_users=self.settings.allow_other_users)
-                watched.tracker = CandidateTracker(watched.store, self.settings.watch.full_rescan_interval)
+        self.dbs.sync(discover_databases(self.settings, self.db_args), self.settings, announce=bool(self.counters.passes))
         self.watcher.sync(list(self.dbs))
 
     def run_pass(self) -> None:
@@ -339,7 +291,7 @@ class Daemon:
             holders = find_holders([w.path for w in busy])
             live = self._live = build_live(settings, [w.path for w in busy]) if busy else None
             reconcile(self.journal, {w.path: w.store for w in due})
-            reaper = Reaper(settings, self.journal, stopping=self._stop.is_set, live=live, backed_up=self._backed_up)
+            reaper = Reaper(settings, self.journal, stopping=self._stop.is_set, live=live, backed_up=self.dbs.backed_up)
             for watched in due:
                 self._evaluate(watched, holders.get(watched.path, []), reaper, now, live)
         self._deadline = self._next_deadline()
@@ -377,47 +329,18 @@ class Daemon:
 
     # -- reporting -----------------------------------------------------------------------------
     def status_line(self) -> str:
-        reports = [w.report for w in self.dbs.values() if w.report]
-        items = [a for r in reports for a in r.assessments]
-        expired = sum(a.verdict.expired for a in items)
-        errors = sum(1 for r in reports if r.error and r.path.exists())
-        parts = [f"watching {len(self.dbs)} DB{'s' if len(self.dbs) != 1 else ''}",
-                 f"{len(items)} candidate{'s' if len(items) != 1 else ''} ({expired} expired)"]
-        if errors:
-            parts.append(f"{errors} DB error{'s' if errors != 1 else ''}")
-        if self._deadline:
-            parts.append(f"next deadline {self._deadline.astimezone().strftime('%H:%M:%S')}")
-        if self.counters.last_action:
-            parts.append(f"last: {self.counters.last_action}")
-        return "; ".join(parts)
+        return status_line(self.dbs.values(), self._deadline, self.counters.last_action)
 
     def _publish(self, reasons: set[str]) -> None:
         line = self.status_line()
-        if hasattr(self, "notifier"):
-            self.notifier.status(line)
+        self.notifier.status(line)
         c = self.counters
-        data = {
-            "pid": os.getpid(), "version": __version__, "config": str(self.config_path) if self.config_path else None,
-            "updated": datetime.now(UTC).isoformat(), "status_line": line, "passes": c.passes,
+        data = status_document(self.dbs.values(), self._live, line, self._deadline) | {
+            "config": str(self.config_path) if self.config_path else None, "passes": c.passes,
             "last_pass": {"at": datetime.now(UTC).isoformat(), "reasons": sorted(reasons)},
             "counts": {"repaired": c.repaired, "failed": c.failed, "skipped": c.skipped, "reported": c.reported},
-            "next_deadline": self._deadline.isoformat() if self._deadline else None,
-            "databases": [self._db_status(w) for w in self.dbs.values()],
-            "candidates": [candidate_record(a, w.report, plan_route(a, w.report, self._live))
-                           for w in self.dbs.values() if w.report for a in w.report.assessments],
         }
         try:
             write_status(self.settings.state_dir, data)
         except OSError as exc:
             self.log.warning("cannot write status file", error=str(exc))
-
-    @staticmethod
-    def _db_status(watched: WatchedDB) -> dict:
-        report = watched.report
-        return {"path": str(watched.path), "exists": watched.ident is not None,
-                "schema": report.schema.label if report and report.schema else None,
-                "schema_reason": report.schema.reason if report and report.schema else None,
-                "error": report.error if report else None,
-                "write_refusal": report.refusal if report else None,
-                "candidates": len(report.assessments) if report else 0,
-                "bad_rows": len(report.bad_rows) if report else 0}

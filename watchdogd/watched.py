@@ -1,0 +1,67 @@
+"""The DBs the daemon watches: attached when they appear, re-attached when replaced, read incrementally."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from watchdogd.config import Settings
+from watchdogd.opencode.store import OpencodeStore
+from watchdogd.opencode.tracker import CandidateTracker
+from watchdogd.survey import DBReport
+
+
+@dataclass
+class WatchedDB:
+    path: Path
+    store: OpencodeStore | None = None
+    tracker: CandidateTracker | None = None
+    ident: tuple[int, int] | None = None  # (st_dev, st_ino): a new inode means a replaced file
+    signature: tuple = ()
+    report: DBReport | None = None
+    dirty: bool = True  # re-evaluate at the next pass even when the rows did not change
+    pending: tuple = ([], [])  # (candidates, bad rows) read this pass, waiting for evaluation
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+        self.store = self.tracker = None
+
+
+class WatchedDBs(dict[Path, WatchedDB]):
+    """Path → WatchedDB, plus which files this process has backed up (one copy per file per lifetime)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backed_up: set[Path] = set()
+        self.log = structlog.get_logger("watchdogd")
+
+    def sync(self, paths: list[Path], settings: Settings, announce: bool = True) -> None:
+        """Attach new DBs and notice deleted or replaced files (a restored backup is a new inode)."""
+        for path in list(self):
+            if path not in paths:
+                self.pop(path).close()
+        for path in paths:
+            watched = self.setdefault(path, WatchedDB(path))
+            try:
+                st = path.stat()
+                ident = (st.st_dev, st.st_ino)
+            except OSError:
+                ident = None
+            if ident != watched.ident:
+                if watched.ident is not None:
+                    self.log.warning("database replaced" if ident else "database gone; waiting for it", db=str(path))
+                elif ident is not None and announce:
+                    self.log.info("database appeared", db=str(path))
+                watched.close()
+                watched.ident, watched.dirty, watched.signature = ident, True, ()
+                self.backed_up.discard(path)  # a new file: back it up before its first write
+            if ident is not None and watched.store is None:
+                watched.store = OpencodeStore(path, allow_other_users=settings.allow_other_users)
+                watched.tracker = CandidateTracker(watched.store, settings.watch.full_rescan_interval)
+
+    def close(self) -> None:
+        for watched in self.values():
+            watched.close()
