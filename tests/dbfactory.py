@@ -21,6 +21,8 @@ import itertools
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -392,12 +394,9 @@ sys.stdin.read()
 
 
 @contextlib.contextmanager
-def holder_process(db: Path | str, hold: str = "open", argv0: str | None = None) -> Iterator["subprocess.Popen[str]"]:
+def holder_process(db: Path | str, hold: str = "open", argv0: str | None = None) -> Iterator[subprocess.Popen[str]]:
     """Another process with the DB open, like an opencode server: `open` (a connection after one read),
     `read` (a read transaction left open) or `write` (the write lock held). Ends when the block exits."""
-    import subprocess
-    import sys
-
     args = [argv0 or sys.executable, "-c", _HOLDER_CODE, str(db), hold]
     proc = subprocess.Popen(args, executable=sys.executable, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:

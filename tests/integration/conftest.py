@@ -3,21 +3,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+from tests.isolation import private_env
+
 
 @pytest.fixture
 def hermetic_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
-    for name in list(os.environ):
-        if name.startswith("OPENCODE_WATCHDOGD_") or name in ("OPENCODE_DB", "NOTIFY_SOCKET"):
-            monkeypatch.delenv(name)
-    dirs = {}
-    for name in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
-        path = tmp_path / "xdg" / name.split("_")[1].lower()
-        path.mkdir(parents=True)
-        monkeypatch.setenv(name, str(path))
-        dirs[name] = path
-    return dirs
+    return private_env(tmp_path, monkeypatch)

@@ -23,6 +23,11 @@ from pathlib import Path
 import pytest
 import structlog
 
+from tests import dbfactory
+from tests.isolation import private_env
+from watchdogd.config import PolicyConfig, Settings
+from watchdogd.journal import Journal
+
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "reliability.md"
 BEGIN = "<!-- BEGIN GENERATED TABLE: edit the tests in tests/reliability, then run the command above -->"
@@ -189,17 +194,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 # -- shared fixtures -------------------------------------------------------------------------------
 
+@pytest.fixture
+def env(tmp_path: Path):
+    """(db, settings, journal): an empty opencode DB and a journal, orphans repaired at once."""
+    db = dbfactory.make_db(tmp_path / "opencode.db")
+    settings = Settings(state_dir=tmp_path / "state", policy=PolicyConfig(orphan_grace=0))
+    journal = Journal(settings.state_dir)
+    yield db, settings, journal
+    journal.close()
+
+
 @pytest.fixture(autouse=True)
 def hermetic_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Path]]:
     """Private XDG dirs, no OPENCODE_* settings from outside; structlog reset after in-process CLI runs."""
-    for name in list(os.environ):
-        if name.startswith("OPENCODE_") or name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
-            monkeypatch.delenv(name)
-    dirs = {}
-    for name in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
-        path = tmp_path / "xdg" / name.split("_")[1].lower()
-        path.mkdir(parents=True)
-        monkeypatch.setenv(name, str(path))
-        dirs[name] = path
+    dirs = private_env(tmp_path, monkeypatch, drop_prefix="OPENCODE_",
+                       drop=("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"))
     yield dirs
     structlog.reset_defaults()

@@ -6,13 +6,10 @@ import json
 import sqlite3
 from datetime import UTC, datetime
 
-import pytest
 
 from tests import dbfactory
 from tests.reliability.conftest import scenario
 from tests.reliability.helpers import is_completed_message, is_repaired_part
-from watchdogd.config import PolicyConfig, Settings
-from watchdogd.journal import Journal
 from watchdogd.opencode.store import OpencodeStore
 from watchdogd.reaper import Reaper
 from watchdogd.restore import undo_action
@@ -36,15 +33,6 @@ def opencode_writes(db, sql: str, *params) -> None:
         conn.commit()
     finally:
         conn.close()
-
-
-@pytest.fixture
-def env(tmp_path):
-    db = dbfactory.make_db(tmp_path / "opencode.db")
-    settings = Settings(state_dir=tmp_path / "state", policy=PolicyConfig(orphan_grace=0))
-    journal = Journal(settings.state_dir)
-    yield db, settings, journal
-    journal.close()
 
 
 def interfere_before_write(monkeypatch, action) -> list[int]:

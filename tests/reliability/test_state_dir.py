@@ -24,7 +24,6 @@ from tests.reliability.helpers import (
     remount,
     tmpfs,
 )
-from watchdogd.config import PolicyConfig, Settings
 from watchdogd.journal import Journal, JournalError
 from watchdogd.opencode.store import OpencodeStore
 from watchdogd.reaper import Reaper
@@ -39,15 +38,6 @@ def one_pass(db, journal, settings, **reaper):
         return Reaper(settings, journal, **reaper).reap(report, store)
     finally:
         store.close()
-
-
-@pytest.fixture
-def env(tmp_path):
-    db = dbfactory.make_db(tmp_path / "opencode.db")
-    settings = Settings(state_dir=tmp_path / "state", policy=PolicyConfig(orphan_grace=0))
-    journal = Journal(settings.state_dir)
-    yield db, settings, journal
-    journal.close()
 
 
 def failing(monkeypatch, method: str, after_calls: int = 0):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Iterator
 
@@ -10,20 +9,13 @@ import pytest
 import structlog
 
 from tests import dbfactory
+from tests.isolation import private_env
 from watchdogd.journal import Journal
 
 
 @pytest.fixture(autouse=True)
 def hermetic_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Path]]:
-    for name in list(os.environ):
-        if name.startswith("OPENCODE_WATCHDOGD_") or name in ("OPENCODE_DB", "NOTIFY_SOCKET"):
-            monkeypatch.delenv(name)
-    dirs = {}
-    for name in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
-        path = tmp_path / "xdg" / name.split("_")[1].lower()
-        path.mkdir(parents=True)
-        monkeypatch.setenv(name, str(path))
-        dirs[name] = path
+    dirs = private_env(tmp_path, monkeypatch)
     yield dirs
     # `cli.main` points structlog at the stream of the moment (capsys's, closed after the test)
     structlog.reset_defaults()

@@ -170,7 +170,7 @@ def test_without_a_listed_question_it_aborts_then_rejects_the_leaked_one(env, tm
 
 def test_still_busy_after_abort_is_a_failure_with_no_db_write(env, tmp_path):
     with FakeAPI(env.version, db=env.db) as api:
-        stuck = stuck_on(api, env, tool="bash")
+        stuck_on(api, env, tool="bash")
         api.abort_frees = False
         settings = make_settings(tmp_path)
         before = f.snapshot(env.db)
