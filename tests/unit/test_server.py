@@ -217,3 +217,38 @@ def test_loopback_listeners_finds_a_real_socket_of_this_process():
 ])
 def test_is_opencode(cmdline, exe, expected):
     assert is_opencode(cmdline, exe) is expected
+
+
+def test_an_answer_larger_than_the_cap_is_refused_not_buffered(monkeypatch):
+    """A lying server cannot fill the daemon's memory: the body is read only up to MAX_BODY."""
+    import http.server
+    import threading
+
+    from watchdogd.opencode import server as server_mod
+
+    monkeypatch.setattr(server_mod, "MAX_BODY", 64 * 1024)
+
+    class Huge(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            try:
+                self.wfile.write(b"[" + b'"x",' * 200_000 + b'"x"]')
+            except OSError:
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Huge)
+    httpd.handle_error = lambda *args: None  # the client hangs up mid-body: that is the point
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        client = server_mod.ServerClient(f"http://127.0.0.1:{httpd.server_address[1]}", timeout=5)
+        with pytest.raises(server_mod.ServerError) as caught:
+            client.questions("/tmp")
+        assert caught.value.kind == "bad-answer" and "larger than" in str(caught.value)
+    finally:
+        httpd.shutdown()

@@ -20,6 +20,7 @@ import httpx
 # Refusals of a busy-gated route: 1.15 `400 {"_tag":"BadRequest"}`, 1.18 `409 SessionBusyError`,
 # 1.14 `400 UnknownError` (reference §9). Any 400 or 409 there means "still busy".
 BUSY_STATUSES = (400, 409)
+MAX_BODY = 16 * 1024 * 1024  # far above any real answer (question lists, session maps)
 
 
 class ServerError(Exception):
@@ -115,7 +116,7 @@ class ServerClient:
         deadline.daemon = True
         deadline.start()
         try:
-            response = self._http.request(method, path, params=params, json=body, extensions={"trace": trace})
+            response = self._read_bounded(method, path, params, body, trace, what)
         except httpx.TimeoutException:
             raise ServerError("timeout", f"{what}: no answer within {self.timeout:g}s") from None
         except httpx.HTTPError as exc:
@@ -127,6 +128,17 @@ class ServerClient:
         if response.status_code == 401:
             raise ServerError("auth", f"{what}: 401, auth needed")
         return response
+
+    def _read_bounded(self, method: str, path: str, params, body, trace, what: str) -> httpx.Response:
+        """The response, its body read whole but never past MAX_BODY: a lying server cannot fill our memory."""
+        with self._http.stream(method, path, params=params, json=body, extensions={"trace": trace}) as streamed:
+            content = bytearray()
+            for chunk in streamed.iter_bytes():  # decoded, so a compressed bomb is bounded too
+                content += chunk
+                if len(content) > MAX_BODY:
+                    raise ServerError("bad-answer", f"{what}: answer larger than {MAX_BODY // 1048576} MiB")
+        headers = [(k, v) for k, v in streamed.headers.multi_items() if k.lower() != "content-encoding"]
+        return httpx.Response(streamed.status_code, headers=headers, content=bytes(content), request=streamed.request)
 
     def _json(self, response: httpx.Response, expect: type) -> Any:
         what = f"{response.request.method} {response.request.url.path}"
