@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from watchdogd import __version__
-from watchdogd.commands import config_cmd, history, reap, run as run_cmd, scan, service, status, undo
+from watchdogd.commands import config_cmd, history, reap, scan, service, status, undo
+from watchdogd.commands import run as run_cmd
 from watchdogd.config import ConfigError, load_config
 from watchdogd.journal import JournalError
 from watchdogd.log import effective_level, setup_logging

@@ -8,9 +8,23 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, SecretStr,
-                      ValidationError, field_validator)
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from watchdogd.durations import format_duration, parse_duration, parse_size
 
@@ -137,6 +151,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "console", "json"] = "auto"
     allow_other_users: bool = False
+    allow_fuse: bool = False
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     watch: WatchConfig = Field(default_factory=WatchConfig)
     backup: BackupConfig = Field(default_factory=BackupConfig)

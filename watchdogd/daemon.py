@@ -29,6 +29,7 @@ from watchdogd.notify import Notifier
 from watchdogd.opencode.discovery import discover_databases
 from watchdogd.opencode.holders import find_holders
 from watchdogd.opencode.store import StoreError
+from watchdogd.opencode.writegate import WriteRules
 from watchdogd.reaper import Reaper
 from watchdogd.restore import reconcile
 from watchdogd.statefile import status_document, status_line, write_status
@@ -228,7 +229,7 @@ class Daemon:
             for watched in self.dbs.values():
                 watched.dirty = True
                 if watched.store is not None:
-                    watched.store.allow_other_users = settings.allow_other_users
+                    watched.store.rules = WriteRules.from_settings(settings)
         self.scheduler.reschedule_job(PASS_JOB, trigger="interval", seconds=settings.watch.poll_interval)
         self.log.info("config reloaded", config=str(used) if used else None)
         self.wake("reload")

@@ -13,6 +13,7 @@ from watchdogd.journal import Journal
 from watchdogd.live import build_live
 from watchdogd.opencode.holders import find_holders
 from watchdogd.opencode.store import OpencodeStore
+from watchdogd.opencode.writegate import WriteRules
 from watchdogd.survey import DBReport, survey_db
 
 
@@ -25,7 +26,7 @@ class Surveyed:
 @contextmanager
 def surveyed(settings: Settings, dbs: list[Path], journal: Journal) -> Iterator[Surveyed]:
     """Reports for all DBs with their stores open; one broken DB never stops the others."""
-    stores = [OpencodeStore(path, allow_other_users=settings.allow_other_users) for path in dbs]
+    stores = [OpencodeStore(path, rules=WriteRules.from_settings(settings)) for path in dbs]
     try:
         holders = find_holders([s.path for s in stores])
         live = build_live(settings, dbs)

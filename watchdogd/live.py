@@ -19,13 +19,18 @@ from pathlib import Path
 from typing import Callable
 
 from watchdogd.config import Settings
-from watchdogd.models import Candidate, Holder, Ownership, OwnerKind
+from watchdogd.models import Candidate, Holder, OwnerKind, Ownership
 from watchdogd.opencode.discovery_net import loopback_listeners
 from watchdogd.opencode.endpoints import Endpoint, Endpoints
-from watchdogd.opencode.repair import abandoned_part, abandoned_text, finished_message, is_our_write
+from watchdogd.opencode.repair import (
+    abandoned_part,
+    abandoned_text,
+    finished_message,
+    is_our_write,
+)
 from watchdogd.opencode.server import ServerClient, ServerError, describe_error
 from watchdogd.opencode.store import OpencodeStore, StoreError
-from watchdogd.reaper import Outcome, REPORT_ONLY
+from watchdogd.reaper import REPORT_ONLY, Outcome
 from watchdogd.survey import Assessment
 
 REJECT = "reject-question"

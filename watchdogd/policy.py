@@ -6,7 +6,15 @@ from datetime import UTC, datetime, timedelta
 
 from watchdogd.config import PolicyConfig
 from watchdogd.durations import NEVER, format_duration
-from watchdogd.models import Candidate, ChildState, Decision, Ownership, OwnerKind, Sighting, Verdict
+from watchdogd.models import (
+    Candidate,
+    ChildState,
+    Decision,
+    OwnerKind,
+    Ownership,
+    Sighting,
+    Verdict,
+)
 
 _ORPHAN_WHY = {
     OwnerKind.NONE: "no process holds the DB",

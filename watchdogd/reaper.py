@@ -14,7 +14,12 @@ from watchdogd.backup import take_backup
 from watchdogd.config import Settings
 from watchdogd.journal import Journal, JournalError
 from watchdogd.models import OwnerKind
-from watchdogd.opencode.repair import abandoned_part, abandoned_text, finished_message, unexpected_shape
+from watchdogd.opencode.repair import (
+    abandoned_part,
+    abandoned_text,
+    finished_message,
+    unexpected_shape,
+)
 from watchdogd.opencode.store import OpencodeStore, RowChange, StoreError
 from watchdogd.opencode.writegate import write_refusal
 from watchdogd.survey import Assessment, DBReport
@@ -120,7 +125,7 @@ class Reaper:
         cand = item.candidate
         why = why or ("its opencode process is gone" if item.ownership.orphan else "expired by policy")
         text = abandoned_text(cand.tool, cand.status, item.verdict.age_s, why)
-        refusal = write_refusal(store.path, self.settings.allow_other_users)
+        refusal = write_refusal(store.path, store.rules)
         if refusal:  # before the backup and the journal: nothing is copied or planned for a DB never written
             return Outcome(item, DB_REPAIR, "reported", f"no DB write: {refusal}")
         try:

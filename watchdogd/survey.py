@@ -126,7 +126,7 @@ def survey_db(
     if not path.exists():
         report.error = "database does not exist (yet)"
         return report
-    report.refusal = write_refusal(path, settings.allow_other_users)
+    report.refusal = write_refusal(path, store.rules)
     try:
         report.schema = store.schema()
         found, report.bad_rows = candidates if candidates is not None else store.scan()

@@ -10,6 +10,7 @@ import structlog
 from watchdogd.config import Settings
 from watchdogd.opencode.store import OpencodeStore
 from watchdogd.opencode.tracker import CandidateTracker
+from watchdogd.opencode.writegate import WriteRules
 from watchdogd.survey import DBReport
 
 
@@ -59,7 +60,7 @@ class WatchedDBs(dict[Path, WatchedDB]):
                 watched.ident, watched.dirty, watched.signature = ident, True, ()
                 self.backed_up.discard(path)  # a new file: back it up before its first write
             if ident is not None and watched.store is None:
-                watched.store = OpencodeStore(path, allow_other_users=settings.allow_other_users)
+                watched.store = OpencodeStore(path, rules=WriteRules.from_settings(settings))
                 watched.tracker = CandidateTracker(watched.store, settings.watch.full_rescan_interval)
 
     def close(self) -> None:

@@ -11,8 +11,15 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from watchdog.events import (FileClosedEvent, FileCreatedEvent, FileDeletedEvent,
-                             FileModifiedEvent, FileMovedEvent, FileSystemEvent, FileSystemEventHandler)
+from watchdog.events import (
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 
 CHANGE, CLOSE, LIFECYCLE = "change", "close", "lifecycle"

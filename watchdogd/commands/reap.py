@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from watchdogd.commands.scan import db_problems
 from watchdogd.config import Settings
 from watchdogd.inspect import surveyed
 from watchdogd.journal import Journal
@@ -11,7 +12,6 @@ from watchdogd.opencode.discovery import discover_databases
 from watchdogd.output import safe
 from watchdogd.reaper import Reaper
 from watchdogd.restore import reconcile
-from watchdogd.commands.scan import db_problems
 
 
 def add_parser(subparsers, common) -> None:

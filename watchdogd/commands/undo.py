@@ -8,6 +8,7 @@ from pathlib import Path
 from watchdogd.config import Settings
 from watchdogd.journal import Journal
 from watchdogd.opencode.store import OpencodeStore
+from watchdogd.opencode.writegate import WriteRules
 from watchdogd.output import safe
 from watchdogd.restore import undo_action
 
@@ -41,7 +42,7 @@ def run(args, settings: Settings) -> int:
         failures = 0
         stores: dict[str, OpencodeStore] = {}
         for action in actions:
-            store = stores.setdefault(action.db, OpencodeStore(Path(action.db), allow_other_users=settings.allow_other_users))
+            store = stores.setdefault(action.db, OpencodeStore(Path(action.db), rules=WriteRules.from_settings(settings)))
             result = undo_action(journal, action, store)
             for row in result.restored:
                 print(f"#{action.id} restored {safe(row)}")

@@ -17,9 +17,20 @@ import structlog
 
 from watchdogd.config import ServerConfig, Settings
 from watchdogd.models import Holder
-from watchdogd.opencode.discovery_net import fds_readable, is_opencode, loopback_listeners, process_exe
-from watchdogd.opencode.server import (Credentials, ServerClient, ServerError, describe_error, insecure_reason,
-                                       is_loopback_host)
+from watchdogd.opencode.discovery_net import (
+    fds_readable,
+    is_opencode,
+    loopback_listeners,
+    process_exe,
+)
+from watchdogd.opencode.server import (
+    Credentials,
+    ServerClient,
+    ServerError,
+    describe_error,
+    insecure_reason,
+    is_loopback_host,
+)
 
 MAX_PORTS_PROBED = 4  # a holder's listening ports tried for /global/health
 

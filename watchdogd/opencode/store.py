@@ -13,7 +13,7 @@ from typing import Iterable, Iterator
 
 from watchdogd.models import Candidate
 from watchdogd.opencode.schema import SchemaVerdict, check_schema
-from watchdogd.opencode.writegate import write_refusal
+from watchdogd.opencode.writegate import WriteRules, write_refusal
 
 # SQLite filters before Python parses JSON: opencode writes compact JSON, so a live tool state
 # always contains one of these byte strings; the Python parse below confirms each hit.
@@ -124,10 +124,10 @@ def parse_candidate(db: Path, row: tuple) -> Candidate | BadRow | None:
 class OpencodeStore:
     """One opencode DB. Reads go through one read-only connection with no transaction left open."""
 
-    def __init__(self, path: Path, busy_timeout: float = 5.0, *, allow_other_users: bool = False):
+    def __init__(self, path: Path, busy_timeout: float = 5.0, *, rules: WriteRules = WriteRules()):
         self.path = path
         self.busy_timeout = max(busy_timeout, 5.0)
-        self.allow_other_users = allow_other_users  # see writegate.write_refusal
+        self.rules = rules  # see writegate.write_refusal
         self._ro: sqlite3.Connection | None = None
         self._rw: sqlite3.Connection | None = None
 
@@ -294,7 +294,7 @@ class OpencodeStore:
         Raises StoreError when the DB cannot be written (locked, read-only, gone), or must not be
         (network filesystem, another user's DB: writegate.write_refusal).
         """
-        refusal = write_refusal(self.path, self.allow_other_users)
+        refusal = write_refusal(self.path, self.rules)
         if refusal:
             raise StoreError(f"{self.path}: not written: {refusal}")
         conn = self._rw = self._connect("rw")

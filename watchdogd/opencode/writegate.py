@@ -9,7 +9,9 @@ A refusal turns every repair of that DB into a read-only report with the reason:
   have to create the -wal/-shm files);
 - owned by another user, unless `allow_other_users = true`: a root daemon must not edit a user's
   conversation history by accident (with the setting, SQLite gives the -wal/-shm files it creates the
-  DB owner's uid, so opencode can still open them).
+  DB owner's uid, so opencode can still open them);
+- on FUSE, unless `allow_fuse = true`: an encrypted home (gocryptfs, securefs) is local and may pass
+  SQLite's locks through, but only the user can know that.
 
 The DB path is the file itself: discovery resolves symlinks (watchdogd/opencode/discovery.py).
 """
@@ -20,6 +22,7 @@ import ctypes
 import os
 import pwd
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 # statfs(2) f_type values of filesystems whose locking SQLite cannot rely on (linux/magic.h and friends).
@@ -29,7 +32,21 @@ NETWORK_MAGIC = {
     0x564C: "ncp", 0x0BD00BD0: "lustre", 0x47504653: "gpfs", 0x20030528: "orangefs", 0x19830326: "beegfs",
 }
 
+FUSE_MAGIC = 0x65735546
+
 _libc = None
+
+
+@dataclass(frozen=True)
+class WriteRules:
+    """The settings that relax the gate; both off by default."""
+
+    allow_other_users: bool = False
+    allow_fuse: bool = False
+
+    @classmethod
+    def from_settings(cls, settings) -> "WriteRules":
+        return cls(settings.allow_other_users, settings.allow_fuse)
 
 
 def fs_magic(path: str) -> int | None:
@@ -65,10 +82,11 @@ def _mount_type(path: str, mountinfo: str = "/proc/self/mountinfo") -> str | Non
     return best[1] if best else None
 
 
-def network_fs(folder: str) -> str | None:
-    """The kind of network/FUSE filesystem `folder` is on, or None when it is local."""
-    kind = NETWORK_MAGIC.get(fs_magic(folder) or 0)
-    if kind is None:
+def network_fs(folder: str, allow_fuse: bool = False) -> str | None:
+    """The kind of network/FUSE filesystem `folder` is on, or None when it is local (or allowed FUSE)."""
+    magic = fs_magic(folder) or 0
+    kind = NETWORK_MAGIC.get(magic)
+    if kind is None or (allow_fuse and magic == FUSE_MAGIC):
         return None
     name = _mount_type(folder)
     return kind if not name or name == kind else f"{kind}: {name}"
@@ -81,7 +99,7 @@ def user_name(uid: int) -> str:
         return f"uid {uid}"
 
 
-def write_refusal(path: Path, allow_other_users: bool = False) -> str | None:
+def write_refusal(path: Path, rules: WriteRules = WriteRules()) -> str | None:
     """Why this process must not write the DB at `path`; None when it may (or the file does not exist)."""
     try:
         st = os.stat(path)
@@ -90,17 +108,18 @@ def write_refusal(path: Path, allow_other_users: bool = False) -> str | None:
     except OSError as exc:
         return f"cannot stat it: {exc.strerror or exc}"
     folder = os.path.dirname(os.path.realpath(path))
-    kind = network_fs(folder)
+    kind = network_fs(folder, rules.allow_fuse)
     if kind:
+        hint = "; set allow_fuse = true if this FUSE filesystem is local" if kind.startswith("fuse") else ""
         return (f"on a network filesystem ({kind}): SQLite's locking is not reliable there, so it is never "
-                "written (read-only report)")
+                f"written (read-only report){hint}")
     try:
         if os.statvfs(folder).f_flag & os.ST_RDONLY:
             return "on a read-only mount: nothing can be written there"
     except OSError:
         pass
     euid = os.geteuid()
-    if st.st_uid != euid and not allow_other_users:
+    if st.st_uid != euid and not rules.allow_other_users:
         return (f"owned by {user_name(st.st_uid)}, not by this process's user {user_name(euid)}: "
                 "set allow_other_users = true to let it write another user's DB")
     if not os.access(path, os.W_OK, effective_ids=os.access in os.supports_effective_ids):
