@@ -56,7 +56,6 @@ class LiveLayer:
         self._db_holders: dict[Path, dict[int, Endpoint]] = {}
         self._answers: dict[tuple[str, str, str], object] = {}  # (url, what, directory) -> value | ServerError
         self._routes: dict[tuple[Path, str], tuple[str, Endpoint]] = {}
-        self._child_busy: dict[tuple[Path, str], bool | None] = {}
         self._working_children: set[tuple[Path, str]] = set()  # (db, session) with a subagent at work
 
     # -- cached answers (one pass) -------------------------------------------------------------
@@ -156,7 +155,6 @@ class LiveLayer:
         busy = True if any(a is not None and child in a for a in answers) else None
         if busy is None and all(self._ask(e, "status", directory) is not None for e in endpoints.values()):
             busy = False
-        self._child_busy[(candidate.db, candidate.part_id)] = busy
         if busy is not False:
             self._working_children.add((candidate.db, candidate.session_id))
         return busy

@@ -74,6 +74,8 @@ def _open_files(entry: Path) -> set[str] | None:
 
 
 def _looks_like_opencode(cmdline: str) -> bool:
+    # Broader than discovery_net.is_opencode on purpose: with its fds unreadable, /proc/PID/exe is
+    # unreadable too, and `node …/opencode` must still count; erring here only withholds writes.
     return any("opencode" in os.path.basename(word) for word in cmdline.split()[:3]) and not is_watchdogd(cmdline)
 
 
@@ -98,7 +100,8 @@ def find_holders(dbs: list[Path], proc: Path = Path("/proc")) -> dict[Path, list
             cmdline = _cmdline(pid)
             if not _looks_like_opencode(cmdline):
                 continue
-            held = [path for path in dbs if owners[path] is not None and owners[path] == _owner(entry)]
+            uid = _owner(entry)
+            held = [path for path in dbs if owners[path] is not None and owners[path] == uid]
             cmdline += " [fds not readable]"
         else:
             held = [path for path, files in wanted.items() if targets & files]
