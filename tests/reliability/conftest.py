@@ -139,12 +139,20 @@ def _committed_rows(text: str) -> dict[str, str]:
     return rows
 
 
+def _committed_order(key: str, old: dict[str, str]) -> tuple:
+    """Where a row not collected this run goes: its group's place, its file, its committed position (a run of
+    a few files then rewrites only their rows, not the order of everyone else's)."""
+    group = old[key].split(" | ")[0].removeprefix("| ").strip()
+    rank = GROUP_ORDER.index(group) if group in GROUP_ORDER else len(GROUP_ORDER)
+    return (rank, key.split("::")[0], list(old).index(key), key)
+
+
 def render_table(committed: str) -> str:
     old = _committed_rows(committed)
     lines = []
     keys = set(_REGISTRY.collected) | {k for k in old if k.split("::")[0] not in _REGISTRY.files}
     ordered = sorted(keys, key=lambda k: (_REGISTRY.collected[k].order if k in _REGISTRY.collected
-                                          else (len(GROUP_ORDER) + 1, k)))
+                                          else _committed_order(k, old)))
     for key in ordered:
         row = _REGISTRY.collected.get(key)
         if row is not None and key in _REGISTRY.passed:

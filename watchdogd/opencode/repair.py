@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from watchdogd import __version__
@@ -18,7 +19,7 @@ def _dump(value: Any) -> str:
 
 def _is_number(value: Any) -> bool:
     # Rows come from a DB others write: a malformed time must not crash the repair.
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 
 
 def unexpected_shape(part_data: str, message_data: str | None) -> str | None:
@@ -45,6 +46,8 @@ def unexpected_shape(part_data: str, message_data: str | None) -> str | None:
             message = json.loads(message_data)
         except ValueError:
             return "its message row is not valid JSON"
+        except RecursionError:
+            return "its message row is JSON nested too deep to parse"
         if not isinstance(message, dict) or ("time" in message and not isinstance(message["time"], dict)):
             return "its message row is not a message object"
     return None
@@ -88,7 +91,7 @@ def finished_message(message_data: str, text: str, now_ms: int) -> str | None:
     """
     try:
         message = json.loads(message_data)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(message, dict) or message.get("role") != "assistant":
         return None
@@ -106,5 +109,5 @@ def is_our_write(part_data: str) -> bool:
     try:
         state = json.loads(part_data).get("state", {})
         return MARKER in (state.get("metadata") or {})
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import time
 import urllib.parse
@@ -25,6 +26,8 @@ _PART_COLUMNS = "rowid, id, message_id, session_id, time_created, data"
 ACTIVE_STATUSES = ("running", "pending")
 # A tool part's row is a few KB; one this big is not parsed (nor journaled twice over): reported instead.
 MAX_PART_BYTES = 8 * 1024 * 1024
+# Epoch milliseconds a datetime can hold (up to 9999-12-31): anything else in a time field is not a time.
+MAX_EPOCH_MS = 253_402_300_799_999
 
 
 class StoreError(Exception):
@@ -78,6 +81,20 @@ def is_utf8(text: str) -> bool:
     return True
 
 
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _epoch_ms_ok(value: float) -> bool:
+    """A finite time in epoch ms that a datetime can hold (NaN, 1e999, negatives and year 3e6 are not)."""
+    return math.isfinite(value) and 0 <= value <= MAX_EPOCH_MS
+
+
+def _shown_number(value: float) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def parse_candidate(db: Path, row: tuple) -> Candidate | BadRow | None:
     """A Candidate for a live tool part, None for any other part, BadRow for data we cannot read."""
     _rowid, part_id, message_id, session_id, time_created, data = row
@@ -91,6 +108,8 @@ def parse_candidate(db: Path, row: tuple) -> Candidate | BadRow | None:
         value = json.loads(data)
     except (TypeError, ValueError):
         return BadRow(part_id, "part data is not valid JSON")
+    except RecursionError:  # a row nested ~1000 deep must not fail the whole pass
+        return BadRow(part_id, "part data is JSON nested too deep to parse")
     if not isinstance(value, dict):
         return BadRow(part_id, "part data is not a JSON object")
     if value.get("type") != "tool":
@@ -103,6 +122,9 @@ def parse_candidate(db: Path, row: tuple) -> Candidate | BadRow | None:
         return None
     times = state.get("time") if isinstance(state.get("time"), dict) else {}
     start = times.get("start")
+    for name, when in (("state.time.start", start), ("time_created", time_created)):
+        if _number(when) and not _epoch_ms_ok(when):
+            return BadRow(part_id, f"{name} is {_shown_number(when)}, not a time: never parsed further or written")
     metadata = state.get("metadata") if isinstance(state.get("metadata"), dict) else {}
     child = metadata.get("sessionId")
     tool = value.get("tool")
@@ -282,7 +304,7 @@ class OpencodeStore:
             try:
                 if json.loads(data).get("role") == "user":
                     out.append((mid, created))
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):
                 continue
         return out
 
