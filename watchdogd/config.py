@@ -102,6 +102,8 @@ class WatchConfig(Strict):
     debounce: Duration = 0.5
     poll_interval: Duration = 60.0
     full_rescan_interval: Duration = 3600.0
+    # In a container's PID namespace, processes outside it cannot be seen: true says none can open the DB.
+    trust_pid_namespace: bool = False
 
     @field_validator("databases")
     @classmethod

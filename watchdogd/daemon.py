@@ -289,7 +289,7 @@ class Daemon:
                 watched.pending = (cands, bad)
         if due:
             busy = [w for w in due if w.pending[0]]
-            holders = find_holders([w.path for w in busy])
+            holders = find_holders([w.path for w in busy], trust_pid_namespace=settings.watch.trust_pid_namespace)
             live = self._live = build_live(settings, [w.path for w in busy]) if busy else None
             reconcile(self.journal, {w.path: w.store for w in due})
             reaper = Reaper(settings, self.journal, stopping=self._stop.is_set, live=live, backed_up=self.dbs.backed_up)

@@ -28,7 +28,7 @@ def surveyed(settings: Settings, dbs: list[Path], journal: Journal) -> Iterator[
     """Reports for all DBs with their stores open; one broken DB never stops the others."""
     stores = [OpencodeStore(path, rules=WriteRules.from_settings(settings)) for path in dbs]
     try:
-        holders = find_holders([s.path for s in stores])
+        holders = find_holders([s.path for s in stores], trust_pid_namespace=settings.watch.trust_pid_namespace)
         live = build_live(settings, dbs)
         now = datetime.now(UTC)
         yield Surveyed([(survey_db(s.path, s, holders[s.path], journal, settings, now, live), s) for s in stores], live)

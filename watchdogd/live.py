@@ -88,7 +88,8 @@ class LiveLayer:
     def ownership(self, candidate: Candidate, base: Ownership, holders: list[Holder]) -> Ownership:
         cand = candidate
         if cand.db not in self._db_holders:
-            self._db_holders[cand.db] = {h.pid: self._servers.for_holder(h) for h in holders}
+            owner = _owner_uid(cand.db)
+            self._db_holders[cand.db] = {h.pid: self._servers.for_holder(h, owner) for h in holders}
         endpoints = self._db_holders[cand.db]
         directory = cand.directory
         if not directory:
@@ -346,6 +347,13 @@ class LiveLayer:
             return Outcome(item, PATCH_PART, "failed", detail)
         steps = [detail] + self._finish_message(item, store, reaper, why)
         return Outcome(item, PATCH_PART, "done", "; ".join(steps), action_id)
+
+
+def _owner_uid(db: Path) -> int | None:
+    try:
+        return db.stat().st_uid
+    except OSError:
+        return None
 
 
 def _state(row: str) -> dict:

@@ -35,9 +35,10 @@ class Candidate:
 class Holder:
     """A process that has the DB file open."""
 
-    pid: int
-    started_at: float  # epoch seconds
+    pid: int  # 0 (or -1): seen only as a lock in /proc/locks, from another PID namespace
+    started_at: float  # epoch seconds; 0.0 when unknown (then it may own anything)
     cmdline: str
+    visible: bool = True  # False: seen only through /proc/locks; its fds and sockets cannot be read
 
 
 class OwnerKind(StrEnum):

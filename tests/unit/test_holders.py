@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 from tests import dbfactory as f
-from watchdogd.opencode.holders import db_files, find_holders, is_watchdogd
+from watchdogd.opencode.holders import (db_identities, find_holders, in_child_pid_namespace, is_watchdogd,
+                                        lock_holders)
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs Linux /proc")
 
@@ -64,7 +69,26 @@ def test_symlinked_db_path_is_resolved(db, tmp_path):
     link.symlink_to(db)
     with f.holder_process(db) as proc:
         assert proc.pid in [h.pid for h in find_holders([link])[link]]
-    assert db_files(link) == {str(db), f"{db}-wal"}
+        assert db_identities(link) == db_identities(db)
+
+
+def test_a_holder_through_a_hard_link_holds_the_same_file(db, tmp_path):
+    """Matched by (st_dev, st_ino): the path text of the holder's fd says nothing."""
+    other_dir = tmp_path / "elsewhere"
+    other_dir.mkdir()
+    alias = other_dir / "renamed.db"
+    os.link(db, alias)
+    with f.holder_process(alias) as proc:
+        [holder] = [h for h in find_holders([db])[db] if h.pid == proc.pid]
+    assert holder.visible and str(alias) in holder.cmdline
+
+
+def test_a_recreated_db_is_not_held_by_a_process_of_the_deleted_one(db, tmp_path):
+    with f.holder_process(db) as proc:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        fresh = f.make_db(db)
+        assert proc.pid not in [h.pid for h in find_holders([fresh])[fresh]]
 
 
 def test_no_holders(db):
@@ -89,3 +113,77 @@ def test_no_holders(db):
 ])
 def test_is_watchdogd(cmdline, ours):
     assert is_watchdogd(cmdline) is ours
+
+
+LOCKS = """1: POSIX  ADVISORY  READ 9003 fe:00:2154547 128 128
+2: POSIX  ADVISORY  READ 0 fe:00:2164005 128 128
+3: -> POSIX  ADVISORY  WRITE 77 08:11:99 0 EOF
+4: OFDLCK ADVISORY  READ -1 00:2b:5 0 EOF
+garbage line
+"""
+
+
+def test_lock_holders_reads_device_and_inode_of_each_lock():
+    fe00, sda = os.makedev(0xFE, 0), os.makedev(8, 0x11)
+    assert lock_holders({(fe00, 2164005)}, LOCKS) == {0}
+    assert lock_holders({(sda, 99), (fe00, 2154547)}, LOCKS) == {77, 9003}
+    assert lock_holders({(os.makedev(0, 0x2B), 5)}, LOCKS) == {-1}
+    assert lock_holders({(fe00, 1)}, LOCKS) == set()
+
+
+def test_a_wal_connection_locks_the_shm_in_proc_locks(db):
+    """What unseen-holder detection rests on: SQLite keeps a shared lock on the -shm while connected."""
+    with f.holder_process(db) as proc:
+        assert proc.pid in lock_holders(db_identities(db), Path("/proc/locks").read_text())
+
+
+_FINDER = "import os, sys; from pathlib import Path; from watchdogd.opencode.holders import find_holders; " \
+          "sys.argv[3:] and (os.setgid(65534), os.setuid(65534)); db = Path(sys.argv[1]); found = find_holders([db], trust_pid_namespace=sys.argv[2] == 'trust')[db]; " \
+          "print(repr([(h.pid, h.visible, h.cmdline) for h in found]))"
+
+
+def _find_elsewhere(prefix: list[str], db: Path, trust: bool = False, as_nobody: bool = False) -> list[tuple]:
+    """find_holders in another process: in a PID namespace, or as user nobody (after importing as root)."""
+    args = [*prefix, sys.executable, "-c", _FINDER, str(db), "trust" if trust else "-", *(["nobody"] * as_nobody)]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[2])
+    assert out.returncode == 0, out.stderr
+    return eval(out.stdout)  # noqa: S307  # our own repr of tuples
+
+
+@pytest.fixture
+def open_db(tmp_path_factory) -> Path:
+    """A DB another user may stat (pytest's own tmp dirs are 0700)."""
+    root = Path(tempfile.mkdtemp(prefix="watchdogd-holders-"))
+    root.chmod(0o755)
+    db = f.make_db(root / "opencode.db")
+    f.stuck_question(db)
+    yield db
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None and not os.environ.get("CI"), reason="needs unshare(1)")
+@pytest.mark.skipif(os.geteuid() != 0 and not os.environ.get("CI"), reason="needs root for a PID namespace")
+def test_inside_a_pid_namespace_no_holder_seen_is_not_proof(open_db):
+    """The daemon in a container cannot see the host's processes (not even their locks): it says so."""
+    unshare = ["unshare", "--pid", "--fork", "--mount-proc"]
+    with f.holder_process(open_db) as proc:
+        found = _find_elsewhere(unshare, open_db)
+        trusted = _find_elsewhere(unshare, open_db, trust=True)
+    assert proc.pid not in [pid for pid, _v, _c in found]
+    assert [(pid, visible) for pid, visible, _c in found] == [(0, False)]
+    assert "own PID namespace" in found[0][2] and "watch.trust_pid_namespace" in found[0][2]
+    assert trusted == []  # told that no process outside can open the DB
+
+
+def test_in_the_initial_pid_namespace_nothing_is_added(open_db):
+    if in_child_pid_namespace():
+        pytest.skip("this test machine itself runs in a container's PID namespace")
+    assert find_holders([open_db]) == {open_db: []}
+
+
+@pytest.mark.skipif(os.geteuid() != 0 and not os.environ.get("CI"), reason="needs root to run as another user")
+def test_a_holder_whose_fds_cannot_be_read_is_an_unseen_holder(open_db):
+    with f.holder_process(open_db) as proc:
+        found = _find_elsewhere([], open_db, as_nobody=True)
+    [(pid, visible, cmdline)] = found
+    assert pid == proc.pid and not visible and "cannot be read" in cmdline

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from watchdogd.config import Settings  # noqa: E402
 from watchdogd.journal import Journal  # noqa: E402
 from watchdogd.live import ABORT, PATCH_PART, REJECT, LiveLayer, build_live  # noqa: E402
 from watchdogd.models import Decision, Holder, OwnerKind  # noqa: E402
+from watchdogd.opencode.discovery_net import Listener  # noqa: E402
 from watchdogd.opencode.repair import MARKER  # noqa: E402
 from watchdogd.opencode.store import OpencodeStore  # noqa: E402
 from watchdogd.reaper import Reaper, plan_route  # noqa: E402
@@ -44,7 +46,7 @@ def holder(started_ago_s: float = 36000, cmdline: str = "/usr/local/bin/opencode
 
 
 def listeners_to(*apis: FakeAPI, pid: int = PID):
-    return lambda pids: {p: [("127.0.0.1", a.port) for a in apis] if p == pid else [] for p in pids}
+    return lambda pids: {p: [Listener("127.0.0.1", a.port, os.getuid()) for a in apis] if p == pid else [] for p in pids}
 
 
 class Env:
@@ -387,8 +389,8 @@ def test_configured_credentials_go_only_to_their_own_server(env, tmp_path, monke
         stuck = stuck_on(configured, env)
         configured.add_question(stuck.session_id, stuck.message_id, stuck.call_id)
         settings = make_settings(tmp_path, servers=[{"url": configured.url, "password_file": str(secret)}])
-        layer = LiveLayer(settings, listeners=lambda pids: {PID: [("127.0.0.1", configured.port)],
-                                                            PID - 1: [("127.0.0.1", discovered.port)]})
+        layer = LiveLayer(settings, listeners=lambda pids: {PID: [Listener("127.0.0.1", configured.port, os.getuid())],
+                                                            PID - 1: [Listener("127.0.0.1", discovered.port, os.getuid())]})
         _r, _routes, [outcome], _a = env.run(settings, [holder(), holder(pid=PID - 1)], layer)
         assert outcome.outcome == "done", outcome.detail
         assert _auth_of(configured) == {basic("filepass")}

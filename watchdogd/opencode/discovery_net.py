@@ -10,8 +10,21 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 _LISTEN = "0A"
+
+
+class Listener(NamedTuple):
+    """A LISTEN socket reachable over loopback, and the uid that owns it (the uid column of /proc/net/tcp)."""
+
+    host: str
+    port: int
+    uid: int
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
 
 
 def _decode_address(hex_addr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -32,9 +45,9 @@ def connect_host(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str 
     return None
 
 
-def parse_listeners(text: str) -> dict[int, tuple[str, int]]:
-    """Socket inode -> (host, port) for LISTEN entries reachable over loopback, from /proc/net/tcp{,6} text."""
-    out: dict[int, tuple[str, int]] = {}
+def parse_listeners(text: str) -> dict[int, Listener]:
+    """Socket inode -> Listener for LISTEN entries reachable over loopback, from /proc/net/tcp{,6} text."""
+    out: dict[int, Listener] = {}
     for line in text.splitlines()[1:]:
         fields = line.split()
         if len(fields) < 10 or fields[3] != _LISTEN:
@@ -44,10 +57,11 @@ def parse_listeners(text: str) -> dict[int, tuple[str, int]]:
             host = connect_host(_decode_address(hex_addr))
             inode = int(fields[9])
             port = int(hex_port, 16)
+            uid = int(fields[7])
         except ValueError:
             continue
         if host is not None and inode:
-            out[inode] = (host, port)
+            out[inode] = Listener(host, port, uid)
     return out
 
 
@@ -67,25 +81,15 @@ def socket_inodes(pid: int, proc: Path = Path("/proc")) -> set[int]:
     return inodes
 
 
-def loopback_listeners(pids: list[int], proc: Path = Path("/proc")) -> dict[int, list[tuple[str, int]]]:
-    """For each pid, the (host, port) pairs it listens on that this process can reach over loopback."""
-    table: dict[int, tuple[str, int]] = {}
+def loopback_listeners(pids: list[int], proc: Path = Path("/proc")) -> dict[int, list[Listener]]:
+    """For each pid, the sockets it listens on that this process can reach over loopback."""
+    table: dict[int, Listener] = {}
     for name in ("tcp", "tcp6"):
         try:
             table.update(parse_listeners((proc / "net" / name).read_text()))
         except OSError:
             continue
     return {pid: sorted({table[i] for i in socket_inodes(pid, proc) if i in table}, key=lambda hp: hp[1]) for pid in pids}
-
-
-def is_opencode(cmdline: str, exe: str | None = None) -> bool:
-    """The process runs opencode, judged by its program name (it is then probed before it is trusted)."""
-    names = [os.path.basename(cmdline.split()[0])] if cmdline.split() else []
-    if exe:
-        names.append(os.path.basename(exe))
-    # npm installs `opencode.exe`; the desktop app's sidecar is `opencode-cli`; a replaced binary reads "(deleted)".
-    names = [n.removesuffix(" (deleted)").removesuffix(".exe") for n in names]
-    return any(n == "opencode" or (n.startswith("opencode-") and n != "opencode-watchdogd") for n in names)
 
 
 def fds_readable(pid: int, proc: Path = Path("/proc")) -> bool | None:
@@ -98,9 +102,3 @@ def fds_readable(pid: int, proc: Path = Path("/proc")) -> bool | None:
         return None
     return True
 
-
-def process_exe(pid: int, proc: Path = Path("/proc")) -> str | None:
-    try:
-        return os.readlink(proc / str(pid) / "exe")
-    except OSError:
-        return None

@@ -1,9 +1,14 @@
 """Which opencode servers may own a DB's sessions: configured URLs, and local holders' loopback APIs.
 
+A local server is recognised by what it does, never by its file name (npm 1.14 runs `bin/.opencode`,
+npm 1.15+ `bin/opencode.exe`, package managers rename binaries): a process that holds the DB and
+listens on a loopback port answering `GET /global/health` like opencode is an opencode server.
+
 Credentials go only to the server they belong to: a configured entry's own password (or file),
 and for a discovered server the variables opencode itself reads (OPENCODE_SERVER_USERNAME /
-OPENCODE_SERVER_PASSWORD) from the daemon's environment. Every server is confirmed with
-`GET /global/health` (which also gives its version) before it is believed.
+OPENCODE_SERVER_PASSWORD) from the daemon's environment, sent only to a socket owned by the DB
+owner's uid whose process holds the DB. Every server is confirmed with `GET /global/health`
+(which also gives its version) before it is believed.
 """
 
 from __future__ import annotations
@@ -17,12 +22,8 @@ import structlog
 
 from watchdogd.config import ServerConfig, Settings
 from watchdogd.models import Holder
-from watchdogd.opencode.discovery_net import (
-    fds_readable,
-    is_opencode,
-    loopback_listeners,
-    process_exe,
-)
+from watchdogd.durations import format_duration
+from watchdogd.opencode.discovery_net import Listener, fds_readable, loopback_listeners
 from watchdogd.opencode.server import (
     Credentials,
     ServerClient,
@@ -98,7 +99,7 @@ class Endpoints:
         self.timeout = settings.live.timeout
         self._listeners = listeners
         self._configured = [self._configured_endpoint(s) for s in settings.servers]
-        self._by_pid: dict[int, Endpoint] = {}
+        self._by_pid: dict[tuple[int, int | None], Endpoint] = {}
 
     def _configured_endpoint(self, server: ServerConfig) -> Endpoint:
         reason = insecure_reason(server.url, self.settings.live.allow_insecure_remote)
@@ -122,42 +123,64 @@ class Endpoints:
                 _warn_once("opencode server not usable", url=endpoint.url, pid=endpoint.pid, why=endpoint.error)
         return endpoint.error is None
 
-    def for_holder(self, holder: Holder) -> Endpoint:
-        if holder.pid not in self._by_pid:
-            ports = self._listeners([holder.pid]).get(holder.pid, [])
-            self._by_pid[holder.pid] = self._match_configured(holder.pid, ports) or self._discover(holder, ports)
-        return self._by_pid[holder.pid]
+    def for_holder(self, holder: Holder, owner_uid: int | None) -> Endpoint:
+        """The API of a DB holder; `owner_uid` (the DB file's owner) decides who may get the password."""
+        key = (holder.pid, owner_uid)
+        if key not in self._by_pid:
+            ports = self._listeners([holder.pid]).get(holder.pid, []) if holder.visible else []
+            self._by_pid[key] = self._match_configured(holder.pid, ports) or self._discover(holder, ports, owner_uid)
+        return self._by_pid[key]
 
-    def _match_configured(self, pid: int, ports: list[tuple[str, int]]) -> Endpoint | None:
+    def _match_configured(self, pid: int, ports: list[Listener]) -> Endpoint | None:
         """A configured loopback URL on a port this holder listens on: that server, with its own credentials."""
         for endpoint in self._configured:
             host = urlsplit(endpoint.url).hostname or ""
-            if endpoint.pid is None and is_loopback_host(host) and _port(endpoint.url) in {p for _, p in ports}:
+            if endpoint.pid is None and is_loopback_host(host) and _port(endpoint.url) in {p.port for p in ports}:
                 endpoint.pid = pid
                 return endpoint
         return None
 
-    def _discover(self, holder: Holder, ports: list[tuple[str, int]]) -> Endpoint:
-        label = f"pid {holder.pid}"
+    def _discover(self, holder: Holder, ports: list[Listener], owner_uid: int | None) -> Endpoint:
+        pid, label = holder.pid, f"pid {holder.pid}"
         if not self.settings.live.discover:
-            return Endpoint(label, pid=holder.pid, error="live.discover = false and no [[servers]] url matches its port")
-        if not is_opencode(holder.cmdline, process_exe(holder.pid)):
-            return Endpoint(label, pid=holder.pid, error="holds the DB but is not an opencode process; no API to ask")
-        if not ports and fds_readable(holder.pid) is False:
-            return Endpoint(label, pid=holder.pid, error="its open files cannot be read (hardened, or another user's "
-                                                         "process), so its API port cannot be found")
+            return Endpoint(label, pid=pid, error="live.discover = false and no [[servers]] url matches its port")
+        if not holder.visible:
+            return Endpoint(label, pid=pid, error=holder.cmdline.strip("[]") + ", so its API cannot be found")
+        if not ports and fds_readable(pid) is False:
+            return Endpoint(label, pid=pid, error=f"pid {pid} holds the DB but its open files cannot be read "
+                                                  "(hardened, or another user's process), so its API port cannot be found")
         if not ports:
-            return Endpoint(label, pid=holder.pid, error="no API: not listening on loopback TCP (a TUI without --port?)")
+            return Endpoint(label, pid=pid, error=f"pid {pid} holds the DB and is not listening on loopback "
+                                                  "TCP: no API to ask (a TUI without --port, or not an opencode server)")
+        seen: list[str] = []
         first: Endpoint | None = None
-        for host, port in ports[:MAX_PORTS_PROBED]:
-            url = f"http://{host}:{port}"
-            endpoint = Endpoint(url, ServerClient(url, env_credentials(), self.timeout), pid=holder.pid)
+        for listener in ports[:MAX_PORTS_PROBED]:
+            url = f"http://{listener.address}"
+            # The password only goes to a socket of the DB owner's uid: another user's listener gets none.
+            credentials = env_credentials() if owner_uid is not None and listener.uid == owner_uid else None
+            endpoint = Endpoint(url, ServerClient(url, credentials, self.timeout), pid=pid)
             if self.ready(endpoint):
                 return endpoint
+            seen.append(self._observed(listener, endpoint, credentials is None and listener.uid != owner_uid,
+                                       owner_uid))
             first = first or endpoint
             if endpoint.error_kind == "timeout":
                 break  # a hung process: do not wait out the timeout on each of its ports
-        return first  # type: ignore[return-value]  # ports is not empty
+        assert first is not None  # ports is not empty
+        first.error = f"pid {pid} holds the DB and listens on " + "; ".join(seen)
+        return first
+
+    def _observed(self, listener: Listener, endpoint: Endpoint, withheld: bool, owner_uid: int | None) -> str:
+        """What a listener did when asked GET /global/health, in words (never a guess at what it is)."""
+        kind, where = endpoint.error_kind, listener.address
+        if kind == "timeout":
+            return f"{where}, which did not answer /global/health within {format_duration(self.timeout)}"
+        if kind == "auth" and withheld:
+            return (f"{where}, which asked for a password; its socket belongs to uid {listener.uid}, not to the "
+                    f"DB owner's uid {owner_uid}, so no password is sent to it")
+        if kind == "auth":
+            return f"{where}, which asked for a password: {endpoint.error}"
+        return f"{where}, which did not answer /global/health like opencode ({endpoint.error})"
 
     def remote(self) -> list[Endpoint]:
         """Configured servers not found behind a local holder: asked too, since they may own a session."""

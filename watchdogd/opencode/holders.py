@@ -1,4 +1,15 @@
-"""Which processes hold an opencode DB open (Linux /proc): the ownership evidence."""
+"""Which processes hold an opencode DB open (Linux /proc): the ownership evidence.
+
+A holder is matched by file identity, (st_dev, st_ino) of what each /proc/PID/fd points to, for the DB
+and its -wal/-shm: a bind mount (a container's view of the data dir) or a hard link is the same file.
+
+What the fd walk cannot see (processes with unreadable fds, /proc mounted with hidepid) is caught by
+/proc/locks: every SQLite connection in WAL mode keeps a shared lock on the DB's -shm for its
+lifetime, and the kernel lists every lock with its file's device and inode. A lock whose process the
+walk did not see becomes an unseen holder: "no holder seen" is then not proof, and nothing is written.
+Processes outside this PID namespace (the daemon in a container) are hidden even from /proc/locks:
+there, every DB gets an unseen holder unless `watch.trust_pid_namespace` says none can exist.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +17,19 @@ import os
 from pathlib import Path
 
 from watchdogd.models import Holder
+
+FileId = tuple[int, int]  # (st_dev, st_ino)
+INIT_PID_NS = 0xEFFFFFFC  # the kernel's fixed inode number of the initial PID namespace (PROC_PID_INIT_INO)
+OUTSIDE = ("[this daemon runs in its own PID namespace (a container): a process outside it may hold the DB "
+           "unseen; set watch.trust_pid_namespace = true if none can]")
+
+
+def in_child_pid_namespace(proc: Path = Path("/proc")) -> bool:
+    """Whether processes exist that /proc here cannot show (this process is in a container's PID namespace)."""
+    try:
+        return os.stat(proc / "self" / "ns" / "pid").st_ino != INIT_PID_NS
+    except OSError:
+        return False  # no namespace files (very old kernel, or no /proc): nothing to tell
 
 
 def _boot_time() -> float:
@@ -16,9 +40,9 @@ def _boot_time() -> float:
     return 0.0
 
 
-def _start_time(pid: int, boot: float, ticks: int) -> float | None:
+def _start_time(pid: int, boot: float, ticks: int, proc: Path = Path("/proc")) -> float | None:
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = (proc / str(pid) / "stat").read_text()
     except OSError:
         return None
     # The command name may contain spaces and parentheses: fields start after the last ')'.
@@ -26,9 +50,9 @@ def _start_time(pid: int, boot: float, ticks: int) -> float | None:
     return boot + int(fields[19]) / ticks
 
 
-def _cmdline(pid: int) -> str:
+def _cmdline(pid: int, proc: Path = Path("/proc")) -> str:
     try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        raw = (proc / str(pid) / "cmdline").read_bytes()
     except OSError:
         return ""
     return raw.replace(b"\0", b" ").decode("utf-8", "replace").strip()
@@ -51,73 +75,144 @@ def is_watchdogd(cmdline: str) -> bool:
     return bool(rest) and os.path.basename(rest[0]) == "opencode-watchdogd"
 
 
-def db_files(db: Path) -> set[str]:
-    base = os.path.realpath(db)
-    return {base, base + "-wal"}
+def db_identities(db: Path) -> set[FileId]:
+    """(st_dev, st_ino) of the DB and of its -wal/-shm that exist now."""
+    base = os.path.realpath(db)  # SQLite puts -wal/-shm next to the file a symlink points to
+    out = set()
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            st = os.stat(f"{base}{suffix}")
+        except OSError:
+            continue
+        out.add((st.st_dev, st.st_ino))
+    return out
 
 
-def _open_files(entry: Path) -> set[str] | None:
-    """Targets of a process's fds; None when they may not be read (hardening, setuid, another user)."""
+def _open_identities(entry: Path) -> set[FileId] | None:
+    """Identities of a process's open files; None when its fds may not be read (hardened, another user)."""
     try:
-        fds = list((entry / "fd").iterdir())
+        fds = os.listdir(entry / "fd")
     except PermissionError:
         return None
     except OSError:
         return set()  # the process is gone
-    targets = set()
+    out = set()
     for fd in fds:
         try:
-            targets.add(os.readlink(fd))
+            st = os.stat(f"{entry}/fd/{fd}")  # follows the link to the open file, wherever it is mounted
         except OSError:
             continue  # closed since the listing: opencode opens and closes files all the time
-    return targets
+        out.add((st.st_dev, st.st_ino))
+    return out
 
 
-def _looks_like_opencode(cmdline: str) -> bool:
-    # Broader than discovery_net.is_opencode on purpose: with its fds unreadable, /proc/PID/exe is
-    # unreadable too, and `node …/opencode` must still count; erring here only withholds writes.
-    return any("opencode" in os.path.basename(word) for word in cmdline.split()[:3]) and not is_watchdogd(cmdline)
+def lock_holders(wanted: set[FileId], text: str) -> set[int]:
+    """Pids holding a lock on one of `wanted` in /proc/locks text (0 or -1: a process not nameable here)."""
+    out = set()
+    for line in text.splitlines():
+        fields = line.replace("->", " ").split()
+        if len(fields) < 6:
+            continue
+        try:
+            pid = int(fields[4])
+            major, minor, ino = fields[5].split(":")
+            identity = (os.makedev(int(major, 16), int(minor, 16)), int(ino))
+        except ValueError:
+            continue
+        if identity in wanted:
+            out.add(pid)
+    return out
 
 
-def find_holders(dbs: list[Path], proc: Path = Path("/proc")) -> dict[Path, list[Holder]]:
-    """Map each DB to the processes (other than watchdogd itself) with the DB or its WAL open.
+def _read_locks(proc: Path) -> str | None:
+    try:
+        return (proc / "locks").read_text()
+    except OSError:
+        return None
 
-    An opencode process of the DB owner's uid whose fds cannot be read counts as a holder of that
-    DB: not knowing must never make a live session look orphaned.
+
+def _unseen_holder(pid: int, proc: Path, boot: float, ticks: int) -> Holder:
+    """A process that locks the DB but whose fds the walk could not read (or could not see at all)."""
+    if pid <= 0:
+        return Holder(pid, 0.0, "[holds a lock on the DB (/proc/locks) but is not visible here: another PID "
+                                "namespace, or an open file description lock]", visible=False)
+    started = _start_time(pid, boot, ticks, proc)
+    if started is None:
+        return Holder(pid, 0.0, f"[pid {pid} holds a lock on the DB (/proc/locks) but is not visible in /proc "
+                                "(hidepid, or it just exited)]", visible=False)
+    return Holder(pid, started, f"{_cmdline(pid, proc)} [holds a lock on the DB (/proc/locks); its open files "
+                                "cannot be read]".lstrip(), visible=False)
+
+
+def _could_write(uid: int | None, owner: os.stat_result | None) -> bool:
+    """Without /proc/locks: whether a process of `uid` may write the DB by its permission bits (root aside)."""
+    if owner is None or uid is None:
+        return False
+    return uid == owner.st_uid or bool(owner.st_mode & 0o022)
+
+
+def _uid(entry: Path) -> int | None:
+    try:
+        return entry.stat().st_uid
+    except OSError:
+        return None
+
+
+def find_holders(dbs: list[Path], proc: Path = Path("/proc"), *,
+                 trust_pid_namespace: bool = False) -> dict[Path, list[Holder]]:
+    """Map each DB to the processes (other than watchdogd itself) with the DB or its -wal/-shm open.
+
+    A process the walk cannot inspect that holds a lock on the DB is listed too (`visible=False`):
+    not knowing must never make a live session look orphaned.
     """
-    wanted = {path: db_files(path) for path in dbs}
-    owners = {path: _owner(path) for path in dbs}
-    result: dict[Path, list[Holder]] = {path: [] for path in dbs}
+    wanted = {path: db_identities(path) for path in dbs}
     me = os.getpid()
     boot = _boot_time()
     ticks = os.sysconf("SC_CLK_TCK")
+    result: dict[Path, list[Holder]] = {path: [] for path in dbs}
+    seen: dict[Path, set[int]] = {path: {me} for path in dbs}
+    unreadable: list[Path] = []
     for entry in proc.iterdir():
         if not entry.name.isdigit() or int(entry.name) == me:
             continue
         pid = int(entry.name)
-        targets = _open_files(entry)
-        if targets is None:
-            cmdline = _cmdline(pid)
-            if not _looks_like_opencode(cmdline):
-                continue
-            uid = _owner(entry)
-            held = [path for path in dbs if owners[path] is not None and owners[path] == uid]
-            cmdline += " [fds not readable]"
-        else:
-            held = [path for path, files in wanted.items() if targets & files]
-            cmdline = _cmdline(pid) if held else ""
-        if not held or is_watchdogd(cmdline):
+        identities = _open_identities(entry)
+        if identities is None:
+            unreadable.append(entry)
             continue
-        started = _start_time(pid, boot, ticks)
-        if started is None:
-            continue  # gone meanwhile
+        held = [path for path, ids in wanted.items() if identities & ids]
+        if not held:
+            continue
+        for path in held:
+            seen[path].add(pid)
+        cmdline = _cmdline(pid, proc)
+        started = _start_time(pid, boot, ticks, proc)
+        if is_watchdogd(cmdline) or started is None:
+            continue  # ours, or gone meanwhile
         for path in held:
             result[path].append(Holder(pid, started, cmdline))
+    _add_unseen(result, wanted, seen, unreadable, proc, boot, ticks)
+    if not trust_pid_namespace and in_child_pid_namespace(proc):
+        for path, ids in wanted.items():
+            if ids:
+                result[path].append(Holder(0, 0.0, OUTSIDE, visible=False))
     return result
 
 
-def _owner(path: Path) -> int | None:
+def _add_unseen(result: dict[Path, list[Holder]], wanted: dict[Path, set[FileId]], seen: dict[Path, set[int]],
+                unreadable: list[Path], proc: Path, boot: float, ticks: int) -> None:
+    locks = _read_locks(proc)
+    for path, ids in wanted.items():
+        if locks is not None:
+            pids = lock_holders(ids, locks) - seen[path] if ids else set()
+        else:  # no lock table: every unreadable process that may write the DB may hold it
+            st = _stat(path)
+            pids = {int(e.name) for e in unreadable if _could_write(_uid(e), st)}
+        result[path] += [_unseen_holder(pid, proc, boot, ticks) for pid in sorted(pids)]
+
+
+def _stat(path: Path) -> os.stat_result | None:
     try:
-        return path.stat().st_uid
+        return path.stat()
     except OSError:
         return None
