@@ -26,7 +26,7 @@ def common_options() -> argparse.ArgumentParser:
                         "$XDG_STATE_HOME/opencode-watchdogd)")
     common.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     common.add_argument("-q", "--quiet", action="count", default=0, help="less log output")
-    common.add_argument("--log-format", choices=["auto", "console", "json"], help="log format (default: console on a TTY, else json)")
+    common.add_argument("--log-format", choices=["auto", "console", "json"], help="log format: readable text (auto, console) or JSON lines (default: auto)")
     return common
 
 
@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"opencode-watchdogd: config error: {exc}", file=sys.stderr)
         return 2
     args.config_used = used
-    setup_logging(effective_level(settings.log_level, getattr(args, "verbose", 0), getattr(args, "quiet", 0)),
+    # One-shot verbs print their result on stdout; their log shows warnings and errors unless -v.
+    one_shot = 0 if args.verb == "run" else 1
+    setup_logging(effective_level(settings.log_level, getattr(args, "verbose", 0), getattr(args, "quiet", 0) + one_shot),
                   settings.log_format)
     try:
         return VERBS[args.verb].run(args, settings)

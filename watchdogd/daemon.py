@@ -54,9 +54,11 @@ class Counters:
 
 
 class Daemon:
-    def __init__(self, settings: Settings, config_path: Path | None, db_args: list[Path] | None, overrides: dict):
+    def __init__(self, settings: Settings, config_path: Path | None, db_args: list[Path] | None, overrides: dict,
+                 config_used: Path | None = None):
         self.settings = settings
-        self.config_path = config_path
+        self.config_path = config_path  # as given on the command line: reloads resolve it again
+        self.config_used = config_used  # the file in effect (from --config, $OPENCODE_WATCHDOGD_CONFIG or the default)
         self.db_args = db_args
         self.overrides = overrides
         self.log = structlog.get_logger("watchdogd")
@@ -102,12 +104,25 @@ class Daemon:
         self._reasons.add("start")
         self._sync_dbs()
         self.log.info("starting", version=__version__, pid=os.getpid(), databases=[str(p) for p in self.dbs],
-                      config=str(self.config_path) if self.config_path else None)
+                      config=str(self.config_used) if self.config_used else "none (defaults and environment)")
         self.scheduler.start()
         # READY=1 only after the first pass (or a stop request during it).
         while not self._first_pass_done.wait(timeout=0.2) and not self._stop.is_set():
             pass
         self.notifier.ready(self.status_line())
+        self._announce()
+
+    def _announce(self) -> None:
+        """Once, at info: what is watched, and what the daemon now waits for."""
+        present = [str(w.path) for w in self.dbs.values() if w.ident is not None]
+        missing = [str(w.path) for w in self.dbs.values() if w.ident is None]
+        parts = [f"watching {len(present)} DB(s)"]
+        if missing:
+            parts.append(f"waiting for {len(missing)} to appear")
+        deadline = self._deadline.isoformat(timespec="seconds") if self._deadline else "none"
+        parts.append(f"next deadline {deadline}; polling every {format_duration(self.settings.watch.poll_interval)}")
+        self.log.info("ready: " + ", ".join(parts), watching=present, waiting_for_db=missing or None,
+                      next_deadline=self._deadline)
 
     def main_loop(self) -> None:
         interval = self.notifier.watchdog_interval
@@ -231,6 +246,7 @@ class Daemon:
                 if watched.store is not None:
                     watched.store.rules = WriteRules.from_settings(settings)
         self.scheduler.reschedule_job(PASS_JOB, trigger="interval", seconds=settings.watch.poll_interval)
+        self.config_used = used
         self.log.info("config reloaded", config=str(used) if used else None)
         self.wake("reload")
         self.notifier.ready(self.status_line())
@@ -337,7 +353,7 @@ class Daemon:
         self.notifier.status(line)
         c = self.counters
         data = status_document(self.dbs.values(), self._live, line, self._deadline) | {
-            "config": str(self.config_path) if self.config_path else None, "passes": c.passes,
+            "config": str(self.config_used) if self.config_used else None, "passes": c.passes,
             "last_pass": {"at": datetime.now(UTC).isoformat(), "reasons": sorted(reasons)},
             "counts": {"repaired": c.repaired, "failed": c.failed, "skipped": c.skipped, "reported": c.reported},
         }

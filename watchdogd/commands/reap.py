@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from watchdogd.commands.scan import db_problems
 from watchdogd.config import Settings
@@ -32,7 +33,7 @@ def run(args, settings: Settings) -> int:
             reaper = Reaper(settings, journal, dry_run=args.dry_run, live=seen.live)
             for report, store in seen.reports:
                 for line in db_problems(report):
-                    print(f"opencode-watchdogd: {safe(line, 400)}")
+                    print(f"opencode-watchdogd: {safe(line, 400)}", file=sys.stderr)
                 failed |= bool(report.error and report.path.exists())
                 outcomes += reaper.reap(report, store)
     finally:

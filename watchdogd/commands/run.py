@@ -13,4 +13,4 @@ def run(args, settings: Settings) -> int:
     from watchdogd.cli import overrides
     from watchdogd.daemon import Daemon
 
-    return Daemon(settings, args.config, args.db, overrides(args)).serve()
+    return Daemon(settings, args.config, args.db, overrides(args), config_used=args.config_used).serve()
