@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -109,8 +110,12 @@ def terminal():
     stream = os.fdopen(slave, "w")
 
     def received() -> str:
+        """Everything up to the last line logged (a terminal hands output over in pieces)."""
         stream.flush()
-        return os.read(master, 65536).decode()
+        got = b""
+        while b"an error line" not in got and select.select([master], [], [], 30)[0]:
+            got += os.read(master, 65536)
+        return got.decode()
 
     yield stream, received
     stream.close()
