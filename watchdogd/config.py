@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import os
+import tempfile
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,6 +21,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -37,6 +41,30 @@ Size = Annotated[int, BeforeValidator(parse_size)]
 
 class ConfigError(Exception):
     """A user error in configuration: one line, no traceback."""
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    host: str  # as given to bind(): an IP address, or "localhost"
+    port: int
+
+    @property
+    def loopback(self) -> bool:
+        return self.host == "localhost" or ipaddress.ip_address(self.host).is_loopback
+
+
+def parse_listen(value: str) -> ListenAddress:
+    """"127.0.0.1:9464", "[::1]:9464", "localhost:9464" or "0.0.0.0:9464"; raise ValueError in one line."""
+    host, sep, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"listen {value!r}: expected HOST:PORT with a port from 1 to 65535")
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"listen {value!r}: the host must be an IP address or localhost") from None
+    return ListenAddress(host, int(port))
 
 
 def _xdg(name: str, fallback: str) -> Path:
@@ -140,6 +168,67 @@ class LiveConfig(Strict):
     timeout: Duration = 5.0
 
 
+def _auto_or_bool(value: Any) -> Any:
+    if isinstance(value, str) and value.lower() in ("auto", "true", "false"):  # TOML string or environment
+        return "auto" if value.lower() == "auto" else value.lower() == "true"
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f'expected "auto", true or false, not {value!r}')
+
+
+class NotifyConfig(Strict):
+    # "auto": on when the environment names a session bus (a desktop login), silent when not (servers).
+    desktop: Annotated[Literal["auto"] | bool, BeforeValidator(_auto_or_bool)] = "auto"
+    orphans: bool = False  # also tell about orphans repaired in the DB (the owning opencode was gone)
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Try it: permissions alone miss read-only mounts and root's view of them."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".opencode-watchdogd-probe-", dir=folder)
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(probe)
+    return True
+
+
+class MetricsConfig(Strict):
+    listen: str | None = None  # "127.0.0.1:9464": serve Prometheus text over HTTP
+    allow_remote: bool = False  # listen on a non-loopback address (anyone who reaches it reads the metrics)
+    textfile: Path | None = None  # node_exporter's textfile collector: rewritten atomically after each pass
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_listen(value)
+        return value
+
+    @field_validator("textfile")
+    @classmethod
+    def _textfile(cls, path: Path | None) -> Path | None:
+        if path is None:
+            return None
+        path = path.expanduser()
+        if path.suffix != ".prom":
+            raise ValueError(f"{path}: must end in .prom (node_exporter's textfile collector reads only *.prom)")
+        if not path.parent.is_dir():
+            raise ValueError(f"{path.parent}: directory does not exist")
+        if not _can_create_in(path.parent):
+            raise ValueError(f"{path.parent}: directory is not writable (the file is replaced atomically in it)")
+        return path
+
+    @model_validator(mode="after")
+    def _loopback_unless_allowed(self) -> "MetricsConfig":
+        if self.listen is not None and not self.allow_remote and not parse_listen(self.listen).loopback:
+            raise ValueError(f"listen {self.listen!r} is not a loopback address; set metrics.allow_remote = true "
+                             "to serve metrics to the network")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -159,6 +248,8 @@ class Settings(BaseSettings):
     backup: BackupConfig = Field(default_factory=BackupConfig)
     live: LiveConfig = Field(default_factory=LiveConfig)
     servers: list[ServerConfig] = Field(default_factory=list)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
     @field_validator("state_dir")
     @classmethod

@@ -25,6 +25,7 @@ from watchdogd.durations import format_duration
 from watchdogd.journal import Journal, JournalError
 from watchdogd.live import build_live
 from watchdogd.models import Decision
+from watchdogd.notifiers import PassResult, Publishers, ServerSeen
 from watchdogd.notify import Notifier
 from watchdogd.opencode.discovery import discover_databases
 from watchdogd.opencode.holders import find_holders
@@ -76,9 +77,19 @@ class Daemon:
         self._armed_at: datetime | None = None  # the earliest pass already requested from the scheduler
         self._first_pass_done = threading.Event()
         self._live = None  # the live-server layer of the last evaluation (for status routes)
+        self._outcomes: list = []  # of the pass in progress, for the publishers
+        self._evaluated = False
+        self._pass_ok = True
 
     # -- serve ---------------------------------------------------------------------------------
     def serve(self) -> int:
+        """Raises MetricsError (one line) when the metrics endpoint cannot be served."""
+        self.publishers = Publishers(self.settings)
+        try:
+            self.publishers.start()
+        except Exception:
+            self.publishers.close()
+            raise
         self.notifier = Notifier()
         self.journal = Journal(self.settings.state_dir)  # a JournalError here leaves nothing to clean up
         self.journal.start_run("run")
@@ -151,6 +162,7 @@ class Daemon:
     def shutdown(self) -> int:
         self.notifier.stopping()
         self.log.info("stopping")
+        self.publishers.close()
         self.watcher.stop()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
@@ -240,6 +252,7 @@ class Daemon:
                 self.journal = Journal(settings.state_dir)
                 self.journal.start_run("run")
             self.settings = settings
+            self.publishers.reconfigure(settings)
             self._sync_dbs()
             for watched in self.dbs.values():
                 watched.dirty = True
@@ -262,13 +275,18 @@ class Daemon:
                 reasons, self._reasons = self._reasons or {"poll"}, set()
                 self._running_since = time.monotonic()
                 self._armed_at = None
+            started = datetime.now(UTC)
+            self._outcomes, self._evaluated, self._pass_ok = [], False, True
             try:
                 self._pass(reasons)
             except Exception:  # a pass must never kill the daemon
+                self._pass_ok = False
                 self.log.exception("pass failed")
             finally:
                 with self._lock:
+                    duration = time.monotonic() - self._running_since
                     self._running_since = None
+                self._publish_result(started, duration)
                 self._first_pass_done.set()
                 self._schedule_next()
 
@@ -303,6 +321,7 @@ class Daemon:
                 watched.signature, watched.dirty = signature, False
                 due.append(watched)
                 watched.pending = (cands, bad)
+        self._evaluated = bool(due)
         if due:
             busy = [w for w in due if w.pending[0]]
             holders = find_holders([w.path for w in busy], trust_pid_namespace=settings.watch.trust_pid_namespace)
@@ -322,9 +341,11 @@ class Daemon:
                                candidates=watched.pending)
             watched.report = report
             for outcome in reaper.reap(report, watched.store):
+                self._outcomes.append(outcome)
                 self._count(outcome)
         except (JournalError, StoreError) as exc:
             watched.dirty = True
+            self._pass_ok = False
             self.log.error("pass incomplete", db=str(watched.path), error=str(exc))
 
     def _count(self, outcome) -> None:
@@ -345,6 +366,17 @@ class Daemon:
         return min(deadlines) + timedelta(milliseconds=50) if deadlines else None
 
     # -- reporting -----------------------------------------------------------------------------
+    def _publish_result(self, started: datetime, duration: float) -> None:
+        """Hand the pass to the desktop notifier and the metrics; they never fail a pass."""
+        reached = self._live.servers_reached() if self._evaluated and self._live is not None else []
+        result = PassResult(started, duration, self._pass_ok, self._evaluated,
+                            tuple(w.report for w in self.dbs.values() if w.report), tuple(self._outcomes),
+                            self._deadline, tuple(ServerSeen(url, version) for url, version in reached))
+        try:
+            self.publishers.publish(result)
+        except Exception:  # noqa: BLE001
+            self.log.exception("publishing the pass failed")
+
     def status_line(self) -> str:
         return status_line(self.dbs.values(), self._deadline, self.counters.last_action)
 

@@ -58,6 +58,10 @@ class LiveLayer:
         self._routes: dict[tuple[Path, str], tuple[str, Endpoint]] = {}
         self._working_children: set[tuple[Path, str]] = set()  # (db, session) with a subagent at work
 
+    def servers_reached(self) -> list[tuple[str, str]]:
+        """(url, opencode version) of the servers this pass reached."""
+        return [(e.url, e.version) for e in self._servers.reached() if e.version]
+
     # -- cached answers (one pass) -------------------------------------------------------------
     def _ask(self, endpoint: Endpoint | None, what: str, directory: str):
         """The server's answer (busy map, questions, permissions), or None when it gave none."""

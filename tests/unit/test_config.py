@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -312,3 +313,64 @@ def test_example_config_loads_and_equals_defaults(monkeypatch):
     settings, used = load_config(example)
     assert used == example
     assert settings.model_dump() == Settings().model_dump()
+
+
+# -- notify and metrics -----------------------------------------------------------------------------------
+
+def test_notify_and_metrics_defaults_are_off_or_auto():
+    settings = Settings()
+    assert settings.notify.desktop == "auto" and settings.notify.orphans is False
+    assert settings.metrics.listen is None and settings.metrics.textfile is None
+
+
+@pytest.mark.parametrize("value, expected", [("auto", "auto"), ("true", True), ("false", False)])
+def test_notify_desktop_from_env(monkeypatch, tmp_path, value, expected):
+    monkeypatch.setenv("OPENCODE_WATCHDOGD_NOTIFY__DESKTOP", value)
+    assert load_config(write(tmp_path / "c.toml", ""))[0].notify.desktop == expected
+
+
+def test_notify_desktop_rejects_other_words(tmp_path):
+    message = config_error(write(tmp_path / "c.toml", '[notify]\ndesktop = "sometimes"\n'))
+    assert message.startswith(f"{tmp_path / 'c.toml'}: notify.desktop:")
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:9464", "[::1]:9464", "localhost:9464", "127.0.0.2:1"])
+def test_metrics_listen_loopback_is_accepted(tmp_path, listen):
+    settings, _ = load_config(write(tmp_path / "c.toml", f'[metrics]\nlisten = "{listen}"\n'))
+    assert settings.metrics.listen == listen
+
+
+@pytest.mark.parametrize("listen, problem", [
+    ("0.0.0.0:9464", "not a loopback address; set metrics.allow_remote = true"),
+    ("192.0.2.7:9464", "not a loopback address"),
+    ("127.0.0.1", "expected HOST:PORT"),
+    ("127.0.0.1:0", "expected HOST:PORT"),
+    ("127.0.0.1:70000", "expected HOST:PORT"),
+    ("metrics.example:9464", "the host must be an IP address or localhost"),
+    ("127.0.0.1:http", "expected HOST:PORT"),
+])
+def test_metrics_listen_bad_addresses_are_one_line_errors(tmp_path, listen, problem):
+    path = write(tmp_path / "c.toml", f'[metrics]\nlisten = "{listen}"\n')
+    message = config_error(path)
+    assert message.startswith(f"{path}: metrics") and problem in message
+
+
+def test_metrics_listen_remote_needs_explicit_opt_in(tmp_path):
+    path = write(tmp_path / "c.toml", '[metrics]\nlisten = "0.0.0.0:9464"\nallow_remote = true\n')
+    assert load_config(path)[0].metrics.listen == "0.0.0.0:9464"
+
+
+def test_metrics_textfile_directory_must_exist_and_be_writable(tmp_path):
+    missing = tmp_path / "nowhere" / "w.prom"
+    message = config_error(write(tmp_path / "a.toml", f'[metrics]\ntextfile = "{missing}"\n'))
+    assert "metrics.textfile" in message and "directory does not exist" in message
+    # /proc/self refuses new files even to root; a 0500 directory refuses them to anyone else.
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    for folder in [Path("/proc/self")] + ([locked] if os.geteuid() != 0 else []):
+        message = config_error(write(tmp_path / "b.toml", f'[metrics]\ntextfile = "{folder / "w.prom"}"\n'))
+        assert "metrics.textfile" in message and "not writable" in message
+    locked.chmod(0o700)
+    assert not list(locked.iterdir())
+    message = config_error(write(tmp_path / "c.toml", f'[metrics]\ntextfile = "{tmp_path / "w.txt"}"\n'))
+    assert "must end in .prom" in message

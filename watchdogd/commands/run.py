@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from watchdogd.config import Settings
 
 
@@ -12,5 +14,10 @@ def add_parser(subparsers, common) -> None:
 def run(args, settings: Settings) -> int:
     from watchdogd.cli import overrides
     from watchdogd.daemon import Daemon
+    from watchdogd.notifiers import MetricsError
 
-    return Daemon(settings, args.config, args.db, overrides(args), config_used=args.config_used).serve()
+    try:
+        return Daemon(settings, args.config, args.db, overrides(args), config_used=args.config_used).serve()
+    except MetricsError as exc:
+        print(f"opencode-watchdogd: error: {exc}", file=sys.stderr)
+        return 2

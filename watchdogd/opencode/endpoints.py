@@ -186,5 +186,10 @@ class Endpoints:
         """Configured servers not found behind a local holder: asked too, since they may own a session."""
         return [e for e in self._configured if e.pid is None]
 
+    def reached(self) -> list[Endpoint]:
+        """The servers of this pass that answered `GET /global/health` (so their version is known)."""
+        every = {id(e): e for e in [*self._by_pid.values(), *self._configured]}
+        return [e for e in every.values() if e.version is not None and e.error is None]
+
     def by_url(self, url: str | None) -> Endpoint | None:
         return next((e for e in [*self._by_pid.values(), *self._configured] if e.url == url), None)

@@ -1,0 +1,57 @@
+"""What one daemon pass hands to the notifiers and the metrics: read-only facts, computed once by the pass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from watchdogd.models import OwnerKind
+from watchdogd.reaper import Outcome
+from watchdogd.survey import DBReport
+
+
+@dataclass(frozen=True)
+class ServerSeen:
+    """An opencode server the pass asked (its version answered `GET /global/health`)."""
+
+    url: str
+    version: str
+
+
+@dataclass(frozen=True)
+class PassResult:
+    started: datetime
+    duration_s: float
+    ok: bool  # the pass ran to the end (an unreadable DB is a fact it reports, not a failed pass)
+    evaluated: bool  # the pass judged the DBs again (else `reports` are the previous pass's)
+    reports: tuple[DBReport, ...] = ()
+    outcomes: tuple[Outcome, ...] = ()
+    next_deadline: datetime | None = None
+    servers: tuple[ServerSeen, ...] = field(default=())
+
+
+class RouteKind(StrEnum):
+    """A bounded name for a route (a metric label; `report: <why>` routes carry prose)."""
+
+    DB_REPAIR = "db-repair"
+    PATCH_PART = "patch-part"
+    REJECT = "reject-question"
+    ABORT = "abort"
+    REPORT = "report"
+    OTHER = "other"
+
+
+def route_kind(route: str) -> RouteKind:
+    if route.startswith("report"):
+        return RouteKind.REPORT
+    try:
+        return RouteKind(route)
+    except ValueError:
+        return RouteKind.OTHER
+
+
+LIVE_FREES = frozenset({RouteKind.REJECT, RouteKind.ABORT})
+ORPHAN_REPAIRS = frozenset({RouteKind.DB_REPAIR, RouteKind.PATCH_PART})
+# The owner may be running the part but cannot be asked: only the user can free it.
+NEEDS_USER_OWNERS = frozenset({OwnerKind.HELD, OwnerKind.UNREACHABLE})
