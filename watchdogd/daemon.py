@@ -162,7 +162,6 @@ class Daemon:
     def shutdown(self) -> int:
         self.notifier.stopping()
         self.log.info("stopping")
-        self.publishers.close()
         self.watcher.stop()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
@@ -179,6 +178,7 @@ class Daemon:
         self.log.info(f"stopped after {c.passes} passes: {c.repaired} repaired, {c.failed} failed, {c.skipped} skipped, "
                       f"{c.reported} reported (up {format_duration(time.monotonic() - c.started)})",
                       passes=c.passes, repaired=c.repaired, failed=c.failed, skipped=c.skipped, reported=c.reported)
+        self.publishers.close()
         if finished:
             self.journal.close()
             return 0

@@ -70,9 +70,12 @@ class DaemonProcess:
                  extra_args: list[str] | None = None):
         self.state_dir = tmp / "state"
         self.log_path = tmp / "daemon.log"
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENCODE_", "NOTIFY_SOCKET", "WATCHDOG_"))}
+        # No session bus from the machine running the tests: desktop notifications only on a test's own bus.
+        full_env = {k: v for k, v in os.environ.items()
+                    if not k.startswith(("OPENCODE_", "NOTIFY_SOCKET", "WATCHDOG_", "DBUS_SESSION_BUS_ADDRESS"))}
         full_env.update({"XDG_CONFIG_HOME": str(tmp / "config"), "XDG_DATA_HOME": str(tmp / "data"),
-                         "XDG_STATE_HOME": str(tmp / "xdgstate"), "PYTHONPATH": str(REPO)})
+                         "XDG_STATE_HOME": str(tmp / "xdgstate"), "XDG_RUNTIME_DIR": str(tmp / "runtime"),
+                         "PYTHONPATH": str(REPO)})
         if notify is not None:
             full_env["NOTIFY_SOCKET"] = str(notify.path)
         full_env.update(env or {})

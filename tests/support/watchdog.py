@@ -61,8 +61,8 @@ class Watchdog:
         self.home = tmp_path / "watchdog-home"
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCODE")}
-        for name in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME"):
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENCODE", "DBUS_SESSION_BUS_ADDRESS"))}
+        for name in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_RUNTIME_DIR"):
             env[name] = str(self.home / name.lower())
         env.update(extra or {}, PYTHONPATH=str(ROOT))
         return env

@@ -103,7 +103,7 @@ class DesktopNotifier:
                     self._dropped = True
                     self.log.warning("desktop notifications are not being delivered fast enough; dropping some")
 
-    def close(self, timeout: float = 1.0) -> None:
+    def close(self, timeout: float = 0.2) -> None:
         try:
             self._queue.put(None, timeout=timeout)
         except queue.Full:

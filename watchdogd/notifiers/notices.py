@@ -34,6 +34,7 @@ class NoticeKind(StrEnum):
 @dataclass(frozen=True)
 class Event:
     kind: NoticeKind
+    session_id: str
     part_id: str
     title: str
     directory: str
@@ -75,8 +76,9 @@ def _advice(outcome: Outcome) -> str:
         return (f"freeing it failed ({safe(outcome.detail, 160)}); it is tried again at the next pass. "
                 "See `opencode-watchdogd history`.")
     if owner.kind is OwnerKind.UNREACHABLE:
-        return (f"its opencode (pid {pids}) has no API the watchdog can reach (a TUI without --port?). "
-                "Answer or cancel it in that opencode, or quit it: the watchdog then repairs the rows.")
+        why = safe(owner.detail, 160) or f"pid {pids}: no reachable API"
+        return (f"the opencode that may run it cannot be asked ({why}). Answer or cancel it in that opencode "
+                "(a TUI without --port has no API), or quit it: the watchdog then repairs the rows.")
     if owner.kind is OwnerKind.HELD:
         return (f"an opencode process (pid {pids}) may still run it and cannot be asked. Answer or cancel it "
                 "there, or quit that process: the watchdog then repairs the rows.")
@@ -115,7 +117,7 @@ def events(result: PassResult, orphans: bool, told: set[tuple[str, str]]) -> lis
         if kind is NoticeKind.STUCK:
             told.add(key)
         advice = _advice(outcome) if kind is NoticeKind.STUCK else ""
-        out.append(Event(kind, cand.part_id, safe(cand.title or cand.session_id, 80),
+        out.append(Event(kind, cand.session_id, cand.part_id, safe(cand.title or cand.session_id, 80),
                          safe(cand.directory or "?", 120), safe(cand.tool, 60), _age(outcome), advice))
     return out
 
@@ -136,7 +138,7 @@ def render(kind: NoticeKind, batch: list[Event]) -> Rendered:
                                                            "running by an opencode that exited"),
         }[kind]
         return Rendered(summary, html.escape(line, quote=False), 2 if kind is NoticeKind.STUCK else 1)
-    sessions = list(dict.fromkeys(_where(e) for e in batch))
+    sessions = list({e.session_id: _where(e) for e in batch}.values())
     summary = {NoticeKind.FREED: f"opencode: {len(batch)} stuck tool calls freed",
                NoticeKind.STUCK: f"opencode: {len(batch)} stuck tool calls need you",
                NoticeKind.ORPHANS: f"opencode: {len(batch)} abandoned tool calls repaired"}[kind]
