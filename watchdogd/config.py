@@ -20,8 +20,8 @@ from pydantic import (
     PlainSerializer,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
-    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -196,15 +196,17 @@ def _can_create_in(folder: Path) -> bool:
 
 
 class MetricsConfig(Strict):
-    listen: str | None = None  # "127.0.0.1:9464": serve Prometheus text over HTTP
     allow_remote: bool = False  # listen on a non-loopback address (anyone who reaches it reads the metrics)
+    listen: str | None = None  # "127.0.0.1:9464": serve Prometheus text over HTTP
     textfile: Path | None = None  # node_exporter's textfile collector: rewritten atomically after each pass
 
     @field_validator("listen")
     @classmethod
-    def _listen(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_listen(value)
+    def _listen(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # allow_remote is declared first, so it is already validated here.
+        if value is not None and not parse_listen(value).loopback and not info.data.get("allow_remote"):
+            raise ValueError(f"{value!r} is not a loopback address; set metrics.allow_remote = true to serve "
+                             "metrics to the network")
         return value
 
     @field_validator("textfile")
@@ -220,13 +222,6 @@ class MetricsConfig(Strict):
         if not _can_create_in(path.parent):
             raise ValueError(f"{path.parent}: directory is not writable (the file is replaced atomically in it)")
         return path
-
-    @model_validator(mode="after")
-    def _loopback_unless_allowed(self) -> "MetricsConfig":
-        if self.listen is not None and not self.allow_remote and not parse_listen(self.listen).loopback:
-            raise ValueError(f"listen {self.listen!r} is not a loopback address; set metrics.allow_remote = true "
-                             "to serve metrics to the network")
-        return self
 
 
 class Settings(BaseSettings):
