@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -58,14 +59,32 @@ def main(argv: list[str] | None = None) -> int:
         print(f"opencode-watchdogd: config error: {exc}", file=sys.stderr)
         return 2
     args.config_used = used
+    args.flags_used = ["--" + key.replace("_", "-") for key in overrides(args)]
     # One-shot verbs print their result on stdout; their log shows warnings and errors unless -v.
     one_shot = 0 if args.verb == "run" else 1
     setup_logging(effective_level(settings.log_level, getattr(args, "verbose", 0), getattr(args, "quiet", 0) + one_shot),
                   settings.log_format)
     try:
-        return VERBS[args.verb].run(args, settings)
+        code = VERBS[args.verb].run(args, settings)
+        sys.stdout.flush()  # inside the try: a reader gone (`| head`) shows here, not as a traceback at exit
+        return code
+    except BrokenPipeError:
+        return closed_pipe()
     except JournalError as exc:
         print(f"opencode-watchdogd: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+CLOSED_PIPE = 141  # what a shell reports for a tool killed by SIGPIPE (`ls | head`): 128 + 13
+
+
+def closed_pipe() -> int:
+    """stdout's reader went away: end quietly, as other Unix tools do; nothing more is written to it."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail again
+    except (OSError, ValueError):
+        pass
+    return CLOSED_PIPE

@@ -15,6 +15,7 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
+    ByteSize,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -30,13 +31,14 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from watchdogd.durations import format_duration, parse_duration, parse_size
+from watchdogd.durations import check_size, duration_text, parse_duration, size_text
 
 ENV_PREFIX = "OPENCODE_WATCHDOGD_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
 
-Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(format_duration, when_used="json")]
-Size = Annotated[int, BeforeValidator(parse_size)]
+# Shown (config show, JSON) in the form a config file takes back, without loss: "2h15m10s", "256MiB".
+Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(duration_text, when_used="json")]
+Size = Annotated[ByteSize, BeforeValidator(check_size), PlainSerializer(size_text, when_used="json")]
 
 
 class ConfigError(Exception):
@@ -273,6 +275,25 @@ def resolve_config_path(explicit: Path | None) -> tuple[Path, bool]:
     if os.environ.get(CONFIG_ENV):
         return Path(os.environ[CONFIG_ENV]).expanduser(), True
     return default_config_path(), False
+
+
+def sources_in_effect(explicit: Path | None, used: Path | None, flags: list[str]) -> list[tuple[str, str]]:
+    """(kind, what) for every source the effective values come from: file, environment, flags."""
+    if used is None:
+        file = f"none (no file at {default_config_path()}; defaults apply)"
+    elif explicit is not None:
+        file = f"{used} (--config)"
+    elif os.environ.get(CONFIG_ENV):
+        file = f"{used} (${CONFIG_ENV})"
+    else:
+        file = f"{used} (default location)"
+    out = [("file", file)]
+    names = sorted(n for n in os.environ if n.upper().startswith(ENV_PREFIX) and n.upper() != CONFIG_ENV)
+    if names:
+        out.append(("environment", ", ".join(names)))
+    if flags:
+        out.append(("flags", ", ".join(flags)))
+    return out
 
 
 def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> tuple[Settings, Path | None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from datetime import datetime
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from tests import dbfactory as f
 from watchdogd import __version__
 from watchdogd.cli import main
+from watchdogd.config import load_config
 from watchdogd.opencode.repair import MARKER
 
 SCAN_FIELDS = {"db", "session_id", "message_id", "part_id", "tool", "status", "age_s", "owner", "verdict", "reason",
@@ -279,14 +281,32 @@ def test_history(capsys, db, monkeypatch):
 # -- config, version, errors ----------------------------------------------------------------------------------
 
 def test_config_check_defaults(capsys, hermetic_env):
-    assert run(capsys, "config", "check") == (0, "config ok: defaults (no config file)\n", "")
+    code, out, err = run(capsys, "config", "check")
+    default = hermetic_env["XDG_CONFIG_HOME"] / "opencode-watchdogd" / "config.toml"
+    assert (code, err) == (0, "")
+    assert out == f"config ok\n  file:        none (no file at {default}; defaults apply)\n"
 
 
 def test_config_check_file(capsys, tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('[policy]\norphan_grace = "1m"\n')
     code, out, _ = run(capsys, "config", "check", "-c", str(path))
-    assert (code, out.strip()) == (0, f"config ok: {path}")
+    assert (code, out) == (0, f"config ok\n  file:        {path} (--config)\n")
+
+
+def test_config_check_names_every_source(capsys, tmp_path, monkeypatch):
+    path = tmp_path / "c.toml"
+    path.write_text('[policy]\norphan_grace = "1m"\n')
+    monkeypatch.setenv("OPENCODE_WATCHDOGD_CONFIG", str(path))
+    monkeypatch.setenv("OPENCODE_WATCHDOGD_POLICY__PENDING", "5m")
+    monkeypatch.setenv("OPENCODE_WATCHDOGD_LIVE__TIMEOUT", "3s")
+    code, out, _ = run(capsys, "config", "check", "--state-dir", str(tmp_path / "s"), "--log-format", "json")
+    assert code == 0
+    assert out.splitlines()[1:] == [
+        f"  file:        {path} ($OPENCODE_WATCHDOGD_CONFIG)",
+        "  environment: OPENCODE_WATCHDOGD_LIVE__TIMEOUT, OPENCODE_WATCHDOGD_POLICY__PENDING",
+        "  flags:       --state-dir, --log-format",
+    ]
 
 
 def test_config_check_bad_key(capsys, tmp_path):
@@ -315,13 +335,50 @@ def test_config_show_redacts(capsys, tmp_path):
     assert data["servers"][0]["password"] == "********" and data["policy"]["orphan_grace"] == "30s"
 
 
-def test_config_show_output_loads_back(capsys, tmp_path):
+ODD_CONFIG = """
+[policy]
+orphan_grace = "2h15m10s"
+pending = "0.25s"
+default = "never"
+[policy.tools]
+"😀_*" = "5m"
+"gh_*" = "90061"
+[backup]
+max_db_size = "1GB"
+[watch]
+databases = ["/data/𝄞 music/opencode.db"]
+[[servers]]
+url = "http://127.0.0.1:4096"
+username = "ünï😀"
+"""
+
+
+def test_config_show_round_trips_through_config_check(capsys, tmp_path, monkeypatch):
     path = tmp_path / "c.toml"
-    path.write_text('[policy]\ndefault = "never"\n[policy.tools]\n"gh_*" = "5m"\n')
-    run(capsys, "config", "show", "-c", str(path))
+    path.write_text(ODD_CONFIG)
+    monkeypatch.setenv("OPENCODE_WATCHDOGD_LIVE__TIMEOUT", "2h15m10s")
+    code, shown, _ = run(capsys, "config", "show", "-c", str(path))
+    assert code == 0
+    assert 'orphan_grace = "2h15m10s"' in shown and 'max_db_size = "1GB"' in shown and 'timeout = "2h15m10s"' in shown
+    assert '"😀_*" = "5m"' in shown and '"gh_*" = "1d1h1m1s"' in shown and 'default = "never"' in shown
     again = tmp_path / "again.toml"
-    again.write_text(run(capsys, "config", "show", "-c", str(path))[1])
-    assert run(capsys, "config", "show", "-c", str(again))[1] == run(capsys, "config", "show", "-c", str(path))[1]
+    again.write_text(shown)
+    monkeypatch.delenv("OPENCODE_WATCHDOGD_LIVE__TIMEOUT")
+    assert run(capsys, "config", "check", "-c", str(again))[:2] == (0, f"config ok\n  file:        {again} (--config)\n")
+    monkeypatch.setenv("OPENCODE_WATCHDOGD_LIVE__TIMEOUT", "2h15m10s")
+    assert load_config(again)[0].model_dump() == load_config(path)[0].model_dump()
+
+
+def test_config_show_json_uses_the_same_forms(capsys, tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(ODD_CONFIG)
+    code, out, _ = run(capsys, "config", "show", "--json", "-c", str(path))
+    data = json.loads(out)
+    assert data["policy"]["orphan_grace"] == "2h15m10s" and data["backup"]["max_db_size"] == "1GB"
+    assert data["policy"]["tools"]["😀_*"] == "5m" and data["servers"][0]["username"] == "ünï😀"
+    code, toml_out, _ = run(capsys, "config", "show", "-c", str(path))
+    from_toml = tomllib.loads(toml_out)
+    assert data["policy"] == from_toml["policy"] and data["backup"] == from_toml["backup"]
 
 
 def test_version(capsys):

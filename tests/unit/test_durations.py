@@ -7,7 +7,7 @@ import math
 import pytest
 from hypothesis import given, strategies as st
 
-from watchdogd.durations import NEVER, format_duration, parse_duration, parse_size
+from watchdogd.durations import NEVER, check_size, duration_text, format_duration, parse_duration, size_text
 
 
 @pytest.mark.parametrize("text, seconds", [
@@ -71,15 +71,35 @@ def test_integer_with_unit(count, unit):
     assert parse_duration(f"{count}{unit}") == count * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
 
 
-@pytest.mark.parametrize("value, size", [
-    (0, 0), (1048576, 1048576), ("1048576", 1048576), ("256MiB", 256 * 1024**2), ("256 MiB", 256 * 1024**2),
-    ("1GiB", 1024**3), ("1GB", 10**9), ("1.5k", 1500), ("2KiB", 2048), ("10b", 10), ("3mb", 3 * 10**6),
+@pytest.mark.parametrize("seconds, text", [
+    (8110, "2h15m10s"), (0, "0s"), (0.5, "0.5s"), (90061, "1d1h1m1s"), (604800, "7d"), (NEVER, "never"),
+    (3600.25, "1h0.25s"), (59.999, "59.999s"),
 ])
-def test_parse_size(value, size):
-    assert parse_size(value) == size
+def test_duration_text_is_exact(seconds, text):
+    assert duration_text(seconds) == text
+    assert parse_duration(text) == seconds
+
+
+@given(st.floats(min_value=0, max_value=1e10, allow_nan=False, allow_infinity=False))
+def test_duration_text_never_loses_anything(seconds):
+    assert parse_duration(duration_text(seconds)) == seconds
+
+
+@pytest.mark.parametrize("size, text", [
+    (268435456, "256MiB"), (1024**3, "1GiB"), (2 * 10**6, "2MB"), (1000001, "1000001B"), (0, "0B"), (1536, "1536B"),
+    (3 * 1024**4, "3TiB"), (1500, "1500B"),
+])
+def test_size_text_is_exact_and_short(size, text):
+    assert size_text(size) == text
+
+
+@pytest.mark.parametrize("value", [0, 1048576, "1048576", "256MiB", "256 MiB", "1GiB", "1GB", "1.5k", "2KiB", "10b",
+                                   "3mb"])
+def test_check_size_keeps_every_accepted_form(value):
+    assert check_size(value) == value
 
 
 @pytest.mark.parametrize("bad", ["", "MiB", "-1MiB", "12 parsecs", "1e6", -1, 1.5, True, None])
-def test_parse_size_rejects(bad):
+def test_check_size_rejects(bad):
     with pytest.raises(ValueError, match="size"):
-        parse_size(bad)
+        check_size(bad)

@@ -1,10 +1,12 @@
-"""`config check` and `config show`."""
+"""`config check` and `config show`: validate, and print the effective values as a config file takes them."""
 
 from __future__ import annotations
 
 import json
 
-from watchdogd.config import Settings, redacted
+import tomli_w
+
+from watchdogd.config import Settings, redacted, sources_in_effect
 
 
 def add_parser(subparsers, common) -> None:
@@ -16,42 +18,35 @@ def add_parser(subparsers, common) -> None:
 
 
 def run(args, settings: Settings) -> int:
+    sources = sources_in_effect(getattr(args, "config", None), args.config_used, args.flags_used)
     if args.config_verb == "check":
-        where = args.config_used or "defaults (no config file)"
-        print(f"config ok: {where}")
+        print("config ok")
+        print("\n".join(f"  {name + ':':13}{value}" for name, value in sources))
         return 0
     data = redacted(settings)
     if args.json:
-        print(json.dumps(data, indent=2))
+        print(json.dumps(data, indent=2, ensure_ascii=False))
     else:
-        print(to_toml(data))
+        header = [f"# {name}: {value}" for name, value in sources]
+        print("\n".join(["# effective configuration (secrets redacted)", *header, "", to_toml(data)]))
     return 0
 
 
-def to_toml(data: dict, prefix: str = "") -> str:
-    """A TOML rendering good enough to paste back into a config file."""
-    scalars = {k: v for k, v in data.items() if not isinstance(v, dict) and not (isinstance(v, list) and v and isinstance(v[0], dict))}
-    tables = {k: v for k, v in data.items() if isinstance(v, dict)}
-    arrays = {k: v for k, v in data.items() if isinstance(v, list) and v and isinstance(v[0], dict)}
-    lines = [f"{_key(k)} = {_value(v)}" for k, v in scalars.items() if v is not None]
-    for key, value in tables.items():
-        name = f"{prefix}{_key(key)}"
-        lines += ["", f"[{name}]", to_toml(value, name + ".")]
-    for key, items in arrays.items():
-        for item in items:
-            lines += ["", f"[[{prefix}{_key(key)}]]", to_toml(item)]
-    return "\n".join(line for line in lines).strip("\n")
+def _without_none(value):
+    """TOML has no null: an unset optional key is left out, which loads back as unset."""
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
 
 
-def _key(key: str) -> str:
-    return key if key.replace("_", "").isalnum() else json.dumps(key)
-
-
-def _value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value == float("inf"):
-        return '"never"'
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return json.dumps(value)
+def to_toml(data: dict) -> str:
+    """Valid TOML (tomli-w) that `config check` accepts and that loads back to the same values."""
+    data = _without_none(data)
+    servers = data.pop("servers", [])
+    text = tomli_w.dumps(data)
+    # [[servers]] tables, as a person writes them, rather than one inline array.
+    for server in servers:
+        text += "\n[[servers]]\n" + tomli_w.dumps(server)
+    return text.rstrip("\n")
