@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from watchdogd.config import Settings
-from watchdogd.journal import secure_dir
+from watchdogd.journal import Journal
+from watchdogd.statedir import private_dir, private_file
 
 
 def backup_dir(settings: Settings, db: Path) -> Path:
@@ -21,12 +22,14 @@ def db_size(db: Path) -> int:
     return sum(os.path.getsize(p) for p in (db, Path(f"{db}-wal")) if p.exists())
 
 
-def take_backup(settings: Settings, db: Path, source: sqlite3.Connection) -> tuple[Path | None, str]:
+def take_backup(settings: Settings, db: Path, source: sqlite3.Connection,
+                journal: Journal | None = None) -> tuple[Path | None, str]:
     """(path, why): the copy made, or None and the reason none was made.
 
     The SQLite online backup API copies a consistent snapshot page by page, so a copy never
     contains a torn page even while opencode writes. Multi-GB DBs are not copied: the journal's
-    before-images are the row-level backup that undo uses.
+    before-images are the row-level backup that undo uses. Each copy is recorded in the journal, and
+    rotation deletes only recorded copies: a file someone else put in the folder is never removed.
     """
     size = db_size(db)
     limit = settings.backup.max_db_size
@@ -35,8 +38,8 @@ def take_backup(settings: Settings, db: Path, source: sqlite3.Connection) -> tup
     if size > limit:
         return None, f"DB is {size // 1048576} MiB, over backup.max_db_size ({limit // 1048576} MiB): row before-images only"
     folder = backup_dir(settings, db)
-    secure_dir(folder.parent)  # state_dir/backups: created 0700 too, not with the umask's mode
-    secure_dir(folder)
+    private_dir(folder.parent, "backup dir")  # state_dir/backups: 0700, ours, never a symlink
+    private_dir(folder, "backup dir")
     _remove_dead_partials(folder)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     target = folder / f"{db.stem}-{stamp}.db"
@@ -44,6 +47,7 @@ def take_backup(settings: Settings, db: Path, source: sqlite3.Connection) -> tup
     partial = folder / f"{db.stem}-{stamp}.{os.getpid()}.partial"
     old_umask = os.umask(0o077)
     try:
+        private_file(partial, "backup copy")  # O_EXCL|O_NOFOLLOW: SQLite writes into the file we made
         dest = sqlite3.connect(partial)
         try:
             source.backup(dest)
@@ -58,9 +62,23 @@ def take_backup(settings: Settings, db: Path, source: sqlite3.Connection) -> tup
     finally:
         os.umask(old_umask)
         partial.unlink(missing_ok=True)
-    for stale in sorted(folder.glob("*.db"))[: -settings.backup.keep]:
-        stale.unlink(missing_ok=True)
+    if journal is not None:
+        journal.record_backup(str(db), str(target))
+        _rotate(journal, str(db), settings.backup.keep)
     return target, "ok"
+
+
+def _rotate(journal: Journal, db: str, keep: int) -> None:
+    """Delete the oldest copies the journal records as ours beyond `keep`; nothing else in the folder."""
+    for stale in journal.backups(db)[:-keep]:
+        path = Path(stale)
+        try:
+            if path.is_symlink() or not path.is_file():
+                continue  # not the regular file we wrote: leave it
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        journal.forget_backup(stale)
 
 
 def _remove_dead_partials(folder: Path) -> None:

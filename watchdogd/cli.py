@@ -18,12 +18,18 @@ VERBS = {"run": run_cmd, "scan": scan, "reap": reap, "undo": undo, "history": hi
          "config": config_cmd, "service": service}
 
 
+def _state_dir_flag(text: str) -> Path | str:
+    """A flag's relative path is the shell's: resolved against the current directory. "" stays "" (refused by
+    the config check) instead of becoming "." (Path("") is "."): that would be the current directory, $HOME."""
+    return Path(os.path.abspath(Path(text).expanduser())) if text.strip() else text
+
+
 def common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-c", "--config", type=Path, help="config file (default: $OPENCODE_WATCHDOGD_CONFIG, "
                         "else $XDG_CONFIG_HOME/opencode-watchdogd/config.toml)")
     common.add_argument("--db", type=Path, action="append", help="an opencode DB to use (repeatable; replaces discovery)")
-    common.add_argument("--state-dir", type=Path, help="journal, backups and status file (default: "
+    common.add_argument("--state-dir", type=_state_dir_flag, help="journal, backups and status file (default: "
                         "$XDG_STATE_HOME/opencode-watchdogd)")
     common.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     common.add_argument("-q", "--quiet", action="count", default=0, help="less log output")
@@ -44,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def overrides(args: argparse.Namespace) -> dict:
     out: dict = {}
-    if getattr(args, "state_dir", None):
+    if getattr(args, "state_dir", None) is not None:
         out["state_dir"] = args.state_dir
     if getattr(args, "log_format", None):
         out["log_format"] = args.log_format

@@ -248,10 +248,22 @@ class Settings(BaseSettings):
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
+    @field_validator("state_dir", mode="before")
+    @classmethod
+    def _not_empty(cls, value: Any) -> Any:
+        # Path("") is ".": an empty value would silently mean the current directory (under the user unit, $HOME).
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must not be empty: give an absolute path (e.g. ~/.local/state/opencode-watchdogd)")
+        return value
+
     @field_validator("state_dir")
     @classmethod
     def _expand(cls, path: Path) -> Path:
-        return path.expanduser()
+        path = path.expanduser()
+        if not path.is_absolute():
+            raise ValueError(f"must be an absolute path, not {str(path)!r} (relative paths depend on the "
+                             "directory the command starts in)")
+        return path
 
     @classmethod
     def settings_customise_sources(
@@ -318,10 +330,10 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
     try:
         return settings_cls(**(overrides or {})), used_path
     except ValidationError as exc:
-        raise ConfigError(_one_line(exc, toml_data, used_path)) from None
+        raise ConfigError(_one_line(exc, toml_data, used_path, set(overrides or ()))) from None
 
 
-def _one_line(exc: ValidationError, toml_data: dict[str, Any], path: Path | None) -> str:
+def _one_line(exc: ValidationError, toml_data: dict[str, Any], path: Path | None, flags: set[str] = frozenset()) -> str:
     error = exc.errors()[0]
     loc = [str(part) for part in error["loc"]]
     key = ".".join(loc)
@@ -330,8 +342,10 @@ def _one_line(exc: ValidationError, toml_data: dict[str, Any], path: Path | None
         node = node.get(part) if isinstance(node, dict) else None
     env_name = ENV_PREFIX + "__".join(p for p in loc if not p.isdigit()).upper()
     env_set = bool(loc) and any(name.upper() == env_name for name in os.environ)
-    # The environment overrides the file: a bad value set in both came from the environment.
-    if env_set or (path is None and loc):
+    # Flags override the environment, which overrides the file: name the source that won.
+    if loc and loc[0] in flags:
+        where = "--" + loc[0].replace("_", "-")
+    elif env_set or (path is None and loc):
         where = "env " + env_name
     elif path is not None:
         where = str(path)

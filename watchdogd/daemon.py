@@ -33,6 +33,7 @@ from watchdogd.opencode.store import StoreError
 from watchdogd.opencode.writegate import WriteRules
 from watchdogd.reaper import Reaper
 from watchdogd.restore import reconcile
+from watchdogd.statedir import StateDirError, StateLock
 from watchdogd.statefile import status_document, status_line, write_status
 from watchdogd.survey import DBReport, survey_db
 from watchdogd.watched import WatchedDB, WatchedDBs
@@ -52,6 +53,15 @@ class Counters:
     reported: int = 0
     last_action: str = ""
     started: float = field(default_factory=time.monotonic)
+
+
+def _lock_state_dir(state_dir: Path) -> StateLock:
+    lock = StateLock(state_dir)
+    try:
+        lock.acquire()
+    except StateDirError as exc:
+        raise JournalError(str(exc)) from None
+    return lock
 
 
 class Daemon:
@@ -92,6 +102,7 @@ class Daemon:
             raise
         self.notifier = Notifier()
         self.journal = Journal(self.settings.state_dir)  # a JournalError here leaves nothing to clean up
+        self.lock = _lock_state_dir(self.settings.state_dir)  # one daemon per state dir: else exit 2 at once
         self.journal.start_run("run")
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(1)},
@@ -181,6 +192,7 @@ class Daemon:
         self.publishers.close()
         if finished:
             self.journal.close()
+            self.lock.release()
             return 0
         sys.stdout.flush()
         sys.stderr.flush()
@@ -248,9 +260,12 @@ class Daemon:
             return
         with self._pass_lock:
             if settings.state_dir != self.settings.state_dir:
-                self.journal.close()
-                self.journal = Journal(settings.state_dir)
-                self.journal.start_run("run")
+                try:
+                    self._move_state_dir(settings.state_dir)
+                except JournalError as exc:  # an unusable new state dir: the old config keeps running
+                    self.log.error("reload failed, keeping the previous config", error=str(exc))
+                    self.notifier.ready(f"config reload failed: {exc}; running with the previous config")
+                    return
             self.settings = settings
             self.publishers.reconfigure(settings)
             self._sync_dbs()
@@ -263,6 +278,19 @@ class Daemon:
         self.log.info("config reloaded", config=str(used) if used else None)
         self.wake("reload")
         self.notifier.ready(self.status_line())
+
+    def _move_state_dir(self, state_dir: Path) -> None:
+        """Lock and open the new state dir first; only then let go of the old one."""
+        journal = Journal(state_dir)
+        try:
+            lock = _lock_state_dir(state_dir)
+        except JournalError:
+            journal.close()
+            raise
+        journal.start_run("run")
+        self.journal.close()
+        self.lock.release()
+        self.journal, self.lock = journal, lock
 
     # -- the pass ------------------------------------------------------------------------------
     def _sync_dbs(self) -> None:

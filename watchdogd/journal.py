@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import stat
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+from watchdogd.statedir import (
+    JOURNAL_FILE,
+    StateDirError,
+    prepare_state_dir,
+    private_file,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -32,6 +38,8 @@ CREATE TABLE IF NOT EXISTS actions (
     server_version TEXT,
     undo_of INTEGER REFERENCES actions(id));
 CREATE INDEX IF NOT EXISTS actions_run ON actions(run_id);
+CREATE TABLE IF NOT EXISTS backups (
+    path TEXT PRIMARY KEY, db TEXT NOT NULL, time REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS sightings (
     db TEXT NOT NULL, part_id TEXT NOT NULL, first_seen REAL NOT NULL, orphan_since REAL,
     PRIMARY KEY (db, part_id));
@@ -70,41 +78,15 @@ class Action:
         return datetime.fromtimestamp(self.time, UTC)
 
 
-def secure_dir(path: Path) -> None:
-    """Create the state dir 0700; tighten it if it is looser (it holds conversation content)."""
-    try:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if path.stat().st_mode & 0o077:
-            path.chmod(0o700)
-    except OSError as exc:
-        raise JournalError(f"state dir {path}: {exc.strerror or exc}") from None
-
-
 def secure_state_dir(path: Path) -> None:
-    """The state dir at every start: ours (else refused), 0700, and nothing in it readable by others.
+    """The state dir at every start: ours (else refused), never a symlink, our own files in it private.
 
-    Whatever is in it (journal, backups, status file) holds conversation content or ids; a looser
-    mode left by an older version, a copy or a umask is tightened, never followed through a symlink.
+    See watchdogd/statedir.py: nothing the daemon did not create has its mode changed.
     """
     try:
-        owner = path.stat().st_uid
-    except FileNotFoundError:
-        owner = os.geteuid()  # created below, ours
-    except OSError as exc:
-        raise JournalError(f"state dir {path}: {exc.strerror or exc}") from None
-    if owner != os.geteuid():
-        raise JournalError(f"state dir {path} is owned by uid {owner}, not by this process (uid {os.geteuid()}): "
-                           "refusing to keep another user's journal there; use --state-dir")
-    secure_dir(path)
-    for root, dirs, files in os.walk(path):
-        for name in [*dirs, *files]:
-            entry = os.path.join(root, name)
-            try:
-                st = os.lstat(entry)
-                if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o077:
-                    os.chmod(entry, 0o700 if stat.S_ISDIR(st.st_mode) else stat.S_IMODE(st.st_mode) & 0o700)
-            except OSError as exc:
-                raise JournalError(f"state dir {path}: cannot tighten {entry}: {exc.strerror or exc}") from None
+        prepare_state_dir(path)
+    except StateDirError as exc:
+        raise JournalError(str(exc)) from None
 
 
 def _why_unwritable(folder: Path) -> str:
@@ -125,7 +107,11 @@ def _why_unwritable(folder: Path) -> str:
 class Journal:
     def __init__(self, state_dir: Path):
         secure_state_dir(state_dir)
-        self.path = state_dir / "journal.db"
+        self.path = state_dir / JOURNAL_FILE
+        try:  # created here with O_NOFOLLOW|O_EXCL, 0600: SQLite then opens the file we made, never a link
+            private_file(self.path, "journal")
+        except StateDirError as exc:
+            raise JournalError(str(exc)) from None
         old_umask = os.umask(0o077)
         try:
             self.conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
@@ -136,14 +122,20 @@ class Journal:
             raise JournalError(f"journal {self.path}: {exc}{_why_unwritable(state_dir)}") from None
         finally:
             os.umask(old_umask)
-        for suffix in ("", "-wal", "-shm"):
-            file = Path(str(self.path) + suffix)
-            if file.exists() and file.stat().st_mode & 0o077:
-                file.chmod(0o600)
+        self._private_backups()
         self.run_id: int | None = None
 
     def close(self) -> None:
         self.conn.close()
+
+    def _private_backups(self) -> None:
+        """The backup copies this journal recorded are ours: 0600 (a copy someone else put there is not)."""
+        try:
+            paths = [Path(row[0]) for row in self.conn.execute("SELECT path FROM backups")]
+            for path in paths:
+                private_file(path, "backup copy", create=False)
+        except StateDirError as exc:
+            raise JournalError(str(exc)) from None
 
     def _write(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
         try:
@@ -205,6 +197,17 @@ class Journal:
             "SELECT run_id FROM actions WHERE outcome IN ('done','undone') AND undo_of IS NULL ORDER BY id DESC LIMIT 1"
         ).fetchone()
         return self._select("run_id = ? AND undo_of IS NULL AND outcome IN ('done','undone')", (row[0],)) if row else []
+
+    # -- backup copies this journal's owner wrote (rotation deletes only these) ---------------------
+    def record_backup(self, db: str, path: str) -> None:
+        self._write("INSERT OR REPLACE INTO backups(path, db, time) VALUES (?,?,?)", (path, db, time.time()))
+
+    def backups(self, db: str) -> list[str]:
+        """Recorded copies of `db`, oldest first."""
+        return [row[0] for row in self.conn.execute("SELECT path FROM backups WHERE db=? ORDER BY time, path", (db,))]
+
+    def forget_backup(self, path: str) -> None:
+        self._write("DELETE FROM backups WHERE path=?", (path,))
 
     # -- sightings -----------------------------------------------------------------------------
     def sightings(self, db: str) -> dict[str, tuple[float, float | None]]:

@@ -114,7 +114,7 @@ class Reaper:
     def ensure_backup(self, store: OpencodeStore) -> None:
         if store.path in self._backed_up:
             return
-        path, why = take_backup(self.settings, store.path, store.reader)
+        path, why = take_backup(self.settings, store.path, store.reader, self.journal)
         self._backed_up.add(store.path)
         self.log.info("backup taken" if path else "backup skipped", db=str(store.path), backup=str(path) if path else None,
                       why=why)

@@ -166,22 +166,24 @@ def test_read_only_state_dir(tmp_path, observe):
             "is on a read-only mount)'", "DB untouched")
 
 
-@scenario("state_dir", "the state dir and its files were left group/world-readable (0755 dir, 0644 journal, "
-          "status file and backups)",
-          "checked at start and fixed: dirs 0700, files 0600")
+@scenario("state_dir", "the daemon's files in the state dir were left group/world-readable (0755 backup "
+          "folders, 0644 journal, status file and backups)",
+          "checked at start and fixed: its folders 0700, its files 0600 (the state dir itself keeps the mode it has: "
+          "see test_state_paths.py)")
 def test_loose_modes_are_tightened_at_start(tmp_path, observe):
     db = dbfactory.make_db(tmp_path / "opencode.db")
     add_orphans(db, 1)
     state = tmp_path / "state"
     assert cli(tmp_path, "reap", "--db", str(db), env=GRACE0).returncode == 0
     (state / "status.json").write_text("{}")
-    for path in [state, *state.rglob("*")]:
+    for path in state.rglob("*"):
         path.chmod(0o755 if path.is_dir() else 0o644)
     result = cli(tmp_path, "history")
     assert result.returncode == 0, result.stderr
-    modes = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode) for p in [state, *state.rglob("*")]}
-    assert all(mode == (0o700 if (tmp_path / p).is_dir() else 0o600) for p, mode in modes.items()), modes
-    observe("every dir back to 0700 and every file to 0600 by the next command's start")
+    modes = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode) for p in state.rglob("*")}
+    assert all(mode == (0o700 if (tmp_path / p).is_dir() else 0o600) for p, mode in modes.items()), str(modes)
+    observe(f"{len(modes)} of its files and folders: every folder back to 0700 and every file to 0600 by the next "
+            "command's start")
 
 
 @needs_root

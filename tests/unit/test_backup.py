@@ -56,12 +56,24 @@ def test_backup_dir_is_per_db(tmp_path):
     assert a.name.startswith("opencode-")
 
 
-def test_retention_keeps_the_newest(tmp_path, db, store):
+def test_retention_keeps_the_newest(tmp_path, db, store, journal):
     settings = make_settings(tmp_path, backup={"keep": 2})
-    made = [take_backup(settings, db, store.reader)[0] for _ in range(4)]
+    made = [take_backup(settings, db, store.reader, journal)[0] for _ in range(4)]
     left = sorted(backup_dir(settings, db).glob("*.db"))
     assert left == sorted(made[-2:])
     assert len(set(made)) == 4  # every copy had its own name
+    assert journal.backups(str(db)) == [str(p) for p in made[-2:]]
+
+
+def test_retention_deletes_only_recorded_copies(tmp_path, db, store, journal):
+    settings = make_settings(tmp_path, backup={"keep": 1})
+    folder = backup_dir(settings, db)
+    folder.mkdir(parents=True, mode=0o700)
+    mine = folder / "opencode-00000000T000000.000000Z.db"  # the user's own copy, named like ours and older
+    mine.write_bytes(b"keep me")
+    made = [take_backup(settings, db, store.reader, journal)[0] for _ in range(3)]
+    assert sorted(folder.glob("*.db")) == sorted([mine, made[-1]])
+    assert mine.read_bytes() == b"keep me"
 
 
 def test_keep_zero_disables_backups(tmp_path, db, store):

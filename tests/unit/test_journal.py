@@ -35,12 +35,22 @@ def test_state_dir_and_files_are_private(tmp_path):
         journal.close()
 
 
-def test_loose_state_dir_is_tightened(tmp_path):
+def test_state_dir_is_created_private(tmp_path):
     state = tmp_path / "state"
-    state.mkdir(mode=0o755)
-    state.chmod(0o755)
     Journal(state).close()
     assert mode(state) == 0o700
+
+
+def test_a_directory_we_did_not_create_keeps_its_mode(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    home.chmod(0o2755)  # setgid, group-readable: someone else's choice
+    (home / "notes.txt").write_text("x")
+    (home / "notes.txt").chmod(0o644)
+    Journal(home).close()
+    Journal(home).close()  # the second start too: holding our journal does not make the directory ours
+    assert mode(home) == 0o2755 and mode(home / "notes.txt") == 0o644
+    assert mode(home / "journal.db") == 0o600
 
 
 def test_loose_journal_file_is_tightened(tmp_path):
