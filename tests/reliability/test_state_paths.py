@@ -70,7 +70,8 @@ def test_empty_or_relative_state_dir(tmp_path, way, observe):
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and "state_dir: must" in lines[0], result.stderr
     assert sorted(p.name for p in work.iterdir()) == before and mode(work) == 0o2775
-    observe(f"reap and run: exit 2, '{lines[0].split(': ', 1)[1].split(' (')[0]}'", "current directory unchanged")
+    said = lines[0].split(": ", 1)[1].split(" (")[0].replace(str(tmp_path), "…")
+    observe(f"reap and run: exit 2, '{said}'", "current directory unchanged")
 
 
 @scenario("state_dir", "the state dir is a directory used for other things (like `$HOME` under the user unit): "
