@@ -34,6 +34,7 @@ for p in (str(ROOT), str(HERE)):
         sys.path.insert(0, p)
 
 import builddb  # noqa: E402
+import fleet  # noqa: E402
 from tests.dbfactory import compact, make_id  # noqa: E402
 from watchdogd.opencode.store import OpencodeStore  # noqa: E402
 from watchdogd.opencode.tracker import CandidateTracker  # noqa: E402
@@ -62,6 +63,18 @@ def say(*parts) -> None:
 def cpu_ticks(pid: int) -> int:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])  # utime + stime (all threads)
+
+
+def cpu_ns(pid: int) -> int:
+    """CPU time of the live threads in nanoseconds (/proc/<pid>/task/*/schedstat): finer than the 10 ms ticks
+    of /proc/<pid>/stat, which matters for idle figures of a few ms a minute."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass  # the thread ended meanwhile
+    return total
 
 
 def mem_kb(pid: int) -> dict[str, int]:
@@ -215,19 +228,60 @@ def insert_orphan(db: Path) -> tuple[str, float]:
     return pid, committed
 
 
+def run_writer(db: Path, args, pid: int | None = None) -> dict:
+    """benchmarks/writer.py for --writer-seconds: its commit latencies, the WAL's largest size (sampled every
+    0.25 s) and, with `pid`, that process's CPU (% of a core) and RSS meanwhile."""
+    wal = Path(f"{db}-wal")
+    writer = subprocess.Popen([sys.executable, str(HERE / "writer.py"), "--db", str(db), "--rate", str(args.rate),
+                               "--seconds", str(args.writer_seconds)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    t0, c0 = time.monotonic(), cpu_ticks(pid) if pid else 0
+    rss, wal_max = [], 0
+    while writer.poll() is None:
+        if pid:
+            rss.append(mem_kb(pid)["VmRSS"])
+        wal_max = max(wal_max, wal.stat().st_size if wal.exists() else 0)
+        time.sleep(0.25)
+    wall = time.monotonic() - t0
+    out = {"writer": json.loads(writer.stdout.read().strip().splitlines()[-1]), "wal_max": wal_max}
+    if pid:
+        out["cpu"] = 100 * (cpu_ticks(pid) - c0) / TICKS / wall
+        out["rss_max_kb"] = max(rss) if rss else mem_kb(pid)["VmRSS"]
+    return out
+
+
+def orphans_under_writer(db: Path, args, log: DaemonLog, proc: subprocess.Popen) -> list[float]:
+    """Commit → `action done` of --orphan-trials orphans, one every 3 s, while the writer runs."""
+    writer = subprocess.Popen([sys.executable, str(HERE / "writer.py"), "--db", str(db), "--rate", str(args.rate),
+                               "--seconds", str(3 * args.orphan_trials + 2), "--seed", "2"], cwd=ROOT,
+                              stdout=subprocess.DEVNULL)
+    latencies = []
+    try:
+        for _ in range(args.orphan_trials):
+            time.sleep(1.0)
+            pid, committed = insert_orphan(db)
+            event = log.wait(lambda e, pid=pid: e.get("event") == "action done" and e.get("part") == pid, 60, proc)
+            latencies.append(stamp(event) - committed)
+            time.sleep(max(0.0, committed + 3 - time.time()))
+    finally:
+        writer.wait()
+    return latencies
+
+
 def daemon_bench(db: Path, seeded: list[dict], args, workdir: Path) -> dict:
     state = Path(tempfile.mkdtemp(prefix="state-", dir=workdir))
     xdg = state / "xdg"
     xdg.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCODE_WATCHDOGD_")}
     env.update(OPENCODE_WATCHDOGD_POLICY__ORPHAN_GRACE=f"{args.grace}s", XDG_CONFIG_HOME=str(xdg / "config"),
-               XDG_STATE_HOME=str(xdg / "state"), PYTHONUNBUFFERED="1")
+               XDG_STATE_HOME=str(xdg / "state"), PYTHONUNBUFFERED="1", PYTHONPATH=str(args.daemon_src))
     log_path = state / "daemon.log"
     out: dict = {}
+    # 0. opencode's side without the daemon: the same writer, nothing else has the DB open
+    out["alone"] = run_writer(db, args)
     with open(log_path, "wb") as log_file:
         started = time.time()
         proc = subprocess.Popen([sys.executable, "-m", "watchdogd", "run", "--db", str(db), "--state-dir", str(state),
-                                 "--log-format", "json"], cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+                                 "--log-format", "json"], cwd=args.daemon_src, env=env, stdout=log_file, stderr=subprocess.STDOUT)
         log = DaemonLog(log_path)
         try:
             # 1. start-up: full scan, then the seeded historic orphans are repaired after the grace
@@ -252,22 +306,17 @@ def daemon_bench(db: Path, seeded: list[dict], args, workdir: Path) -> dict:
             time.sleep(1.0)
             # 3. idle, then CPU while a separate process commits `rate` part updates a second
             out["rss_before_kb"] = mem_kb(proc.pid)["VmRSS"]
-            t0, c0 = time.monotonic(), cpu_ticks(proc.pid)
+            t0, c0 = time.monotonic(), cpu_ns(proc.pid)
             time.sleep(args.idle_seconds)
-            out["cpu_idle"] = 100 * (cpu_ticks(proc.pid) - c0) / TICKS / (time.monotonic() - t0)
-            writer = subprocess.Popen([sys.executable, str(HERE / "writer.py"), "--db", str(db), "--rate", str(args.rate),
-                                       "--seconds", str(args.writer_seconds)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-            t0, c0 = time.monotonic(), cpu_ticks(proc.pid)
-            rss = []
-            while writer.poll() is None:
-                rss.append(mem_kb(proc.pid)["VmRSS"])
-                time.sleep(0.5)
-            wall = time.monotonic() - t0
-            out["cpu_writer"] = 100 * (cpu_ticks(proc.pid) - c0) / TICKS / wall
-            out["writer"] = json.loads(writer.stdout.read().strip().splitlines()[-1])
+            out["cpu_idle_ms_min"] = (cpu_ns(proc.pid) - c0) / 1e6 / (time.monotonic() - t0) * 60
+            # the same writer as in step 0, now with the daemon running
+            out["with"] = run_writer(db, args, proc.pid)
+            out["cpu_writer"], out["writer"] = out["with"]["cpu"], out["with"]["writer"]
             mem = mem_kb(proc.pid)
-            out["rss_during_max_kb"] = max(rss) if rss else mem["VmRSS"]
+            out["rss_during_max_kb"] = out["with"]["rss_max_kb"]
             out["rss_after_kb"], out["hwm_kb"] = mem["VmRSS"], mem["VmHWM"]
+            # 4. orphans committed while the writer streams into another session
+            out["orphan_loaded"] = orphans_under_writer(db, args, log, proc)
             out["passes"] = None
             status = state / "status.json"
             if status.exists():
@@ -304,6 +353,10 @@ def machine() -> str:
             f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}")
 
 
+def pct(value: float, base: float) -> str:
+    return f"{100 * (value - base) / base:+.0f} %" if base else "n/a"
+
+
 def report(results: dict[int, dict], args) -> str:
     sizes = list(results)
     rows: list[tuple[str, list[str]]] = []
@@ -331,9 +384,20 @@ def report(results: dict[int, dict], args) -> str:
     row("orphan -> repaired (grace %gs)" % args.grace,
         lambda r: f"median {statistics.median(r['d']['orphan']):.2f} s, max {max(r['d']['orphan']):.2f} s "
                   f"(n={len(r['d']['orphan'])})")
-    row(f"daemon CPU idle ({args.idle_seconds:g} s)", lambda r: f"{r['d']['cpu_idle']:.2f} %")
+    row("orphan -> repaired, writer running (grace %gs)" % args.grace,
+        lambda r: f"median {statistics.median(r['d']['orphan_loaded']):.2f} s, "
+                  f"max {max(r['d']['orphan_loaded']):.2f} s (n={len(r['d']['orphan_loaded'])})")
+    row(f"daemon CPU idle ({args.idle_seconds:g} s)", lambda r: f"{r['d']['cpu_idle_ms_min']:.1f} ms per minute")
     row(f"daemon CPU, writer {args.rate:g} commits/s x {args.writer_seconds:g} s",
         lambda r: f"{r['d']['cpu_writer']:.2f} % of a core ({r['d']['writer']['rate']}/s achieved)")
+    row("writer commit p50 / p99, no daemon",
+        lambda r: f"{r['d']['alone']['writer']['p50_ms']:.3f} / {r['d']['alone']['writer']['p99_ms']:.3f} ms")
+    row("writer commit p50 / p99, daemon running",
+        lambda r: f"{r['d']['with']['writer']['p50_ms']:.3f} / {r['d']['with']['writer']['p99_ms']:.3f} ms "
+                  f"({pct(r['d']['with']['writer']['p50_ms'], r['d']['alone']['writer']['p50_ms'])} / "
+                  f"{pct(r['d']['with']['writer']['p99_ms'], r['d']['alone']['writer']['p99_ms'])})")
+    row("largest -wal during the writer: no daemon / daemon",
+        lambda r: f"{r['d']['alone']['wal_max'] / 2**20:.1f} / {r['d']['with']['wal_max'] / 2**20:.1f} MiB")
     row("daemon RSS before writer / max during / after",
         lambda r: f"{r['d']['rss_before_kb'] / 1024:.1f} / {r['d']['rss_during_max_kb'] / 1024:.1f} / "
                   f"{r['d']['rss_after_kb'] / 1024:.1f} MiB")
@@ -349,7 +413,8 @@ def report(results: dict[int, dict], args) -> str:
         lines.append("  ".join(c.ljust(w) for c, w in zip([label, *cells], widths)))
     errors = [f"{s:,} parts: {r['error']}" for s, r in results.items() if r.get("error")]
     head = [f"opencode-watchdogd scale benchmark, {datetime.now().isoformat(timespec='seconds')}", f"machine: {machine()}",
-            "daemon: real `python -m watchdogd run` subprocess; query timings warm (page cache hot), median", ""]
+            f"daemon: real `python -m watchdogd run` subprocess from {args.daemon_src}; query timings warm "
+            "(page cache hot), median", f"load average at the end: {os.getloadavg()[0]:.1f}", ""]
     return "\n".join(head + lines + ([""] + errors if errors else []))
 
 
@@ -358,8 +423,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="100000,1000000", help="part counts, comma separated (100k, 1M allowed)")
     parser.add_argument("--writer-seconds", type=float, default=60.0, help="how long the 50/s writer runs")
     parser.add_argument("--rate", type=float, default=50.0, help="writer commits per second")
-    parser.add_argument("--idle-seconds", type=float, default=5.0, help="idle CPU sample before the writer")
+    parser.add_argument("--idle-seconds", type=float, default=60.0,
+                        help="idle CPU samples (60 s include one poll pass)")
     parser.add_argument("--orphan-trials", type=int, default=3)
+    parser.add_argument("--fleet", type=int, default=300, help="DBs watched in the many-DB phase (0: skip it)")
     parser.add_argument("--grace", type=float, default=1.0, help="policy.orphan_grace for the daemon, seconds")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "watchdogd-bench",
                         help="where the DBs are built and kept for the next run")
@@ -367,6 +434,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clean", action="store_true", help="delete the built DBs at the end")
     parser.add_argument("--keep", action="store_true", help="keep the daemon state dirs (logs) in the workdir")
     parser.add_argument("--no-daemon", action="store_true", help="query timings only")
+    parser.add_argument("--no-queries", action="store_true", help="daemon figures only")
+    parser.add_argument("--daemon-src", type=Path, default=ROOT,
+                        help="run the daemon from this checkout (e.g. a `git worktree` of an older commit) to compare")
     parser.add_argument("--version", default="1.18.33", choices=["1.15.3", "1.18.33"], help="opencode layout")
     args = parser.parse_args(argv)
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
@@ -396,8 +466,9 @@ def main(argv: list[str] | None = None) -> int:
         r["parts"] = conn.execute("SELECT count(*) FROM part").fetchone()[0]
         conn.close()  # no fd on the DB left in this process: it would count as a live holder
         r["bytes"] = sum(Path(f"{db}{s}").stat().st_size for s in ("", "-wal") if Path(f"{db}{s}").exists())
-        say(f"[{size:,}] query timings ...")
-        r["q"] = query_bench(db)
+        if not args.no_queries:
+            say(f"[{size:,}] query timings ...")
+            r["q"] = query_bench(db)
         if not args.no_daemon:
             say(f"[{size:,}] daemon: start-up, {args.orphan_trials} orphans, {args.writer_seconds:g} s writer ...")
             try:
@@ -407,7 +478,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.clean:
             for suffix in ("", "-wal", "-shm", ".seeded.json"):
                 Path(f"{db}{suffix}").unlink(missing_ok=True)
-    print(report(results, args))
+    text = report(results, args)
+    if args.fleet and not args.no_daemon:
+        say(f"idle and {args.fleet} DBs ...")
+        try:
+            text += "\n\n" + "\n".join(fleet.fleet_report(fleet.fleet_bench(args, args.workdir, cpu_ns, run_writer),
+                                                        args))
+        except (RuntimeError, AssertionError, OSError) as exc:
+            text += f"\n\nidle / many-DB phase failed: {exc}"
+    print(text)
     return 0
 
 

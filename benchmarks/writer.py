@@ -3,7 +3,8 @@
 Works in its own session (unrelated to any candidate): mostly upserts of the part being streamed
 (`INSERT … ON CONFLICT(id) DO UPDATE SET data=…`, same rowid, text growing), sometimes a new part
 (step-start, text, a completed tool part). One commit per write, paced to the requested rate.
-Prints one JSON line: {"commits": …, "seconds": …, "rate": …}.
+Prints one JSON line: {"commits": …, "seconds": …, "rate": …, "p50_ms": …, "p99_ms": …}, the
+percentiles of the commit latency (BEGIN IMMEDIATE → COMMIT returned).
 
     python benchmarks/writer.py --db /tmp/x/opencode.db --rate 50 --seconds 60
 """
@@ -28,6 +29,13 @@ UPSERT = ("INSERT INTO part (id, message_id, session_id, time_created, time_upda
           "ON CONFLICT(id) DO UPDATE SET data = excluded.data, time_updated = excluded.time_updated")
 
 
+def percentile(sorted_values: list[float], pct: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    if not sorted_values:
+        return 0.0
+    return sorted_values[min(len(sorted_values) - 1, max(0, round(pct / 100 * len(sorted_values)) - 1))]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", type=Path, required=True)
@@ -49,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                  (mid, sid, now + 1, now + 1, compact({"role": "assistant", "time": {"created": now + 1}})))
     conn.execute("COMMIT")
 
-    text_id, text, commits = None, "", 0
+    text_id, text, commits, latencies = None, "", 0, []
     start = time.monotonic()
     interval = 1.0 / args.rate
     while True:
@@ -78,13 +86,18 @@ def main(argv: list[str] | None = None) -> int:
             if len(text) > 4000:
                 text_id = None
             row = (text_id, mid, sid, ms, ms, compact({"type": "text", "text": text, "time": {"start": ms}}))
+        t = time.perf_counter()
         conn.execute("BEGIN IMMEDIATE")
         conn.execute(UPSERT, row)
         conn.execute("COMMIT")
+        latencies.append(time.perf_counter() - t)
         commits += 1
     elapsed = time.monotonic() - start
     conn.close()
-    print(json.dumps({"commits": commits, "seconds": round(elapsed, 2), "rate": round(commits / elapsed, 1)}))
+    latencies.sort()
+    print(json.dumps({"commits": commits, "seconds": round(elapsed, 2), "rate": round(commits / elapsed, 1),
+                      "p50_ms": round(1000 * percentile(latencies, 50), 3),
+                      "p99_ms": round(1000 * percentile(latencies, 99), 3)}))
     return 0
 
 

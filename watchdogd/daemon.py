@@ -81,6 +81,7 @@ class Daemon:
         self._lock = threading.Lock()  # guards the trigger bookkeeping below
         self._pass_lock = threading.Lock()  # held for the whole of a pass
         self._reasons: set[str] = set()
+        self._changed: set[Path] = set()  # DBs with commits since the last pass
         self._running_since: float | None = None
         self._deadline: datetime | None = None
         self._rerun_at: datetime | None = None
@@ -213,6 +214,8 @@ class Daemon:
         watched = self.dbs.get(db)
         if watched is not None and kind in (CLOSE, LIFECYCLE):
             watched.dirty = True  # a holder may have exited, or the file was replaced
+        with self._lock:
+            self._changed.add(db)
         self.wake(kind, delay=self.settings.watch.debounce)
 
     def wake(self, reason: str, delay: float = 0.0, force: bool = False) -> None:
@@ -301,12 +304,13 @@ class Daemon:
         with self._pass_lock:
             with self._lock:
                 reasons, self._reasons = self._reasons or {"poll"}, set()
+                changed, self._changed = self._changed, set()
                 self._running_since = time.monotonic()
                 self._armed_at = None
             started = datetime.now(UTC)
             self._outcomes, self._evaluated, self._pass_ok = [], False, True
             try:
-                self._pass(reasons)
+                self._pass(reasons, changed)
             except Exception:  # a pass must never kill the daemon
                 self._pass_ok = False
                 self.log.exception("pass failed")
@@ -318,16 +322,19 @@ class Daemon:
                 self._first_pass_done.set()
                 self._schedule_next()
 
-    def _pass(self, reasons: set[str]) -> None:
+    def _pass(self, reasons: set[str], changed: set[Path]) -> None:
         self.counters.passes += 1
         settings = self.settings
         now = datetime.now(UTC)
         if self._deadline and now >= self._deadline:
             reasons.add("deadline")
-        self._sync_dbs()
         force = bool(reasons - {"change"})  # only plain commits may skip evaluation
+        if force:
+            self._sync_dbs()
+        # A pass for commits reads only the DBs that had them: its cost does not grow with the DBs watched.
+        looked_at = self.dbs.values() if force else [w for p, w in self.dbs.items() if p in changed or w.dirty]
         due: list[WatchedDB] = []
-        for watched in self.dbs.values():
+        for watched in looked_at:
             if watched.tracker is None:
                 watched.report = DBReport(watched.path, error="database does not exist (yet)")
                 continue
@@ -345,7 +352,9 @@ class Daemon:
                 self.log.warning("database unreadable", db=str(watched.path), error=error)
                 continue
             signature = tuple((c.part_id, c.data) for c in cands)
-            if force or watched.dirty or signature != watched.signature:
+            # A DB with nothing running and nothing new has nothing to evaluate, whatever woke the pass.
+            settled = not cands and not bad and watched.report is not None and watched.report.error is None
+            if watched.dirty or signature != watched.signature or (force and not settled):
                 watched.signature, watched.dirty = signature, False
                 due.append(watched)
                 watched.pending = (cands, bad)

@@ -41,8 +41,9 @@ class WatchedDBs(dict[Path, WatchedDB]):
 
     def sync(self, paths: list[Path], settings: Settings, announce: bool = True) -> None:
         """Attach new DBs and notice deleted or replaced files (a restored backup is a new inode)."""
+        wanted = set(paths)  # hundreds of DBs: no list membership in this loop
         for path in list(self):
-            if path not in paths:
+            if path not in wanted:
                 self.pop(path).close()
         for path in paths:
             watched = self.setdefault(path, WatchedDB(path))

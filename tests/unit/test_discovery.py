@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,19 @@ def test_xdg_data_home_must_be_absolute(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_DATA_HOME", "relative/dir")
     monkeypatch.setenv("HOME", str(tmp_path))
     assert discover_databases(Settings()) == [tmp_path / ".local" / "share" / "opencode" / "opencode.db"]
+
+
+def test_paths_resolve_like_realpath(data_dir, monkeypatch, tmp_path):
+    """Folders are resolved once per folder: the result must still be what os.path.realpath gives."""
+    real = tmp_path / "real"
+    (real / "sub").mkdir(parents=True)
+    touch(real / "opencode.db")
+    (tmp_path / "linkdir").symlink_to(real)
+    (tmp_path / "linkfile.db").symlink_to(real / "opencode.db")
+    (real / "sub" / "up").symlink_to(tmp_path)  # `..` after a symlink climbs from where it points
+    monkeypatch.chdir(real)
+    given = [tmp_path / "linkdir" / "opencode.db", tmp_path / "linkfile.db", real / "sub" / "up" / ".." / "x.db",
+             Path("sub/../opencode.db"), tmp_path / "linkdir" / "sub" / "..", Path("new.db")]
+    expected = list(dict.fromkeys(Path(os.path.realpath(p)) for p in given))
+    assert discover_databases(Settings(), given) == expected
+    assert expected[0] == real / "opencode.db" and len(expected) < len(given)

@@ -27,9 +27,16 @@ def discover_databases(settings: Settings, explicit: list[Path] | None = None) -
 
 def _unique(paths) -> list[Path]:
     """Absolute, symlinks resolved: the daemon watches, writes and journals the file itself (re-resolved each pass)."""
-    out: list[Path] = []
+    out: dict[Path, None] = {}  # ordered, O(1) per path: hundreds of DBs are re-resolved at every full pass
+    folders: dict[str, str] = {}  # each folder resolved once, then one lstat per file
     for path in paths:
-        path = Path(os.path.realpath(path))
-        if path not in out:
-            out.append(path)
-    return out
+        full = os.fspath(path)
+        head, name = os.path.split(full if os.path.isabs(full) else os.path.join(os.getcwd(), full))
+        if name in ("", ".", ".."):
+            resolved = os.path.realpath(path)
+        else:
+            resolved = os.path.join(folders.get(head) or folders.setdefault(head, os.path.realpath(head)), name)
+            if os.path.islink(resolved):
+                resolved = os.path.realpath(resolved)
+        out.setdefault(Path(resolved))
+    return list(out)
