@@ -24,7 +24,7 @@ from watchdogd.config import ConfigError, Settings, load_config
 from watchdogd.durations import format_duration
 from watchdogd.journal import Journal, JournalError
 from watchdogd.live import build_live
-from watchdogd.models import Decision
+from watchdogd.models import DBReport, Decision, Outcome
 from watchdogd.notifiers import PassResult, Publishers, ServerSeen
 from watchdogd.notify import Notifier
 from watchdogd.opencode.discovery import discover_databases
@@ -35,7 +35,7 @@ from watchdogd.reaper import Reaper
 from watchdogd.restore import reconcile
 from watchdogd.statedir import StateDirError, StateLock
 from watchdogd.statefile import status_document, status_line, write_status
-from watchdogd.survey import DBReport, survey_db
+from watchdogd.survey import survey_db
 from watchdogd.watched import WatchedDB, WatchedDBs
 from watchdogd.watcher import CLOSE, LIFECYCLE, DBWatcher
 
@@ -387,12 +387,13 @@ class Daemon:
 
     def _count(self, outcome) -> None:
         c = self.counters
-        name = {"done": "repaired", "failed": "failed", "skipped": "skipped", "reported": "reported"}.get(outcome.outcome)
+        name = {Outcome.DONE: "repaired", Outcome.FAILED: "failed", Outcome.SKIPPED: "skipped",
+                Outcome.REPORTED: "reported"}.get(outcome.outcome)
         if name:
             setattr(c, name, getattr(c, name) + 1)
-        if outcome.outcome == "done":
-            c.last_action = f"{outcome.route} {outcome.item.candidate.part_id} at {datetime.now().strftime('%H:%M:%S')}"
-        if outcome.outcome in ("done", "skipped", "failed"):
+        if outcome.outcome is Outcome.DONE:
+            c.last_action = f"{outcome.route.value} {outcome.item.candidate.part_id} at {datetime.now().strftime('%H:%M:%S')}"
+        if outcome.outcome in (Outcome.DONE, Outcome.SKIPPED, Outcome.FAILED):
             # A write (or a miss) changes what we know: look again soon rather than at the next poll.
             self.wake("after-action", delay=self.settings.watch.debounce)
 

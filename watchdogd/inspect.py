@@ -14,7 +14,8 @@ from watchdogd.live import build_live
 from watchdogd.opencode.holders import find_holders
 from watchdogd.opencode.store import OpencodeStore
 from watchdogd.opencode.writegate import WriteRules
-from watchdogd.survey import DBReport, survey_db
+from watchdogd.models import DBReport
+from watchdogd.survey import survey_db
 
 
 @dataclass

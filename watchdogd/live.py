@@ -19,25 +19,28 @@ from pathlib import Path
 from typing import Callable
 
 from watchdogd.config import Settings
-from watchdogd.models import Candidate, Holder, OwnerKind, Ownership
+from watchdogd.models import (
+    ActionResult,
+    Assessment,
+    Candidate,
+    Holder,
+    Outcome,
+    OwnerKind,
+    Ownership,
+    Plan,
+    Route,
+)
 from watchdogd.opencode.discovery_net import loopback_listeners
 from watchdogd.opencode.endpoints import Endpoint, Endpoints
-from watchdogd.opencode.repair import (
-    abandoned_part,
-    abandoned_text,
-    finished_message,
-    is_our_write,
-)
+from watchdogd.opencode.repair import abandoned_part, abandoned_text, finished_message
+from watchdogd.opencode.rows import parse_tool_part
 from watchdogd.opencode.server import ServerClient, ServerError, describe_error
 from watchdogd.opencode.store import OpencodeStore, StoreError
-from watchdogd.reaper import REPORT_ONLY, Outcome
-from watchdogd.survey import Assessment
 
-REJECT = "reject-question"
-ABORT = "abort"
-PATCH_PART = "patch-part"
+REJECT = Route.REJECT_QUESTION
+ABORT = Route.ABORT
+PATCH_PART = Route.PATCH_PART
 SETTLE_S = 2.0  # how long the server may take to write the part after the session went idle
-DISMISSED = "The user dismissed this question"  # what opencode writes for a rejected question
 
 
 def _now_ms() -> int:
@@ -55,7 +58,6 @@ class LiveLayer:
         self._servers = Endpoints(settings, listeners)
         self._db_holders: dict[Path, dict[int, Endpoint]] = {}
         self._answers: dict[tuple[str, str, str], object] = {}  # (url, what, directory) -> value | ServerError
-        self._routes: dict[tuple[Path, str], tuple[str, Endpoint]] = {}
         self._working_children: set[tuple[Path, str]] = set()  # (db, session) with a subagent at work
 
     def servers_reached(self) -> list[tuple[str, str]]:
@@ -120,17 +122,16 @@ class LiveLayer:
         newer = endpoint.pid is not None and (base.kind is OwnerKind.RESTARTED or
                                               (base.kind is OwnerKind.HELD and endpoint.pid not in base.pids))
         if newer:
-            route = (f"{REPORT_ONLY}: the session is busy with a newer run on {endpoint.url}; this part is older than "
-                     "that server, repaired once the session is idle")
+            plan = Plan(Route.REPORT, f"the session is busy with a newer run on {endpoint.url}; this part is older "
+                                      "than that server, repaired once the session is idle")
         elif cand.tool == "question" and self._listed_question(endpoint, cand) is not None:
-            route = REJECT
+            plan = Plan(REJECT)
         else:
-            route = ABORT
+            plan = Plan(ABORT)
         asks = [p for p in self._ask(endpoint, "permissions", cand.directory) or [] if p.get("sessionID") == cand.session_id]
         if asks:
             detail += "; pending permission asks: " + ", ".join(f"{p.get('id')} ({p.get('permission')})" for p in asks)
-        self._routes[(cand.db, cand.part_id)] = (route, endpoint)
-        return Ownership(OwnerKind.LIVE, (endpoint.pid,) if endpoint.pid else (), endpoint.url, detail)
+        return Ownership(OwnerKind.LIVE, (endpoint.pid,) if endpoint.pid else (), endpoint.url, detail, plan)
 
     def _listed_question(self, endpoint: Endpoint, cand: Candidate, fresh: bool = False) -> dict | None:
         """The pending request of this very call (`tool.callID`, `tool.messageID`), if listed."""
@@ -165,52 +166,50 @@ class LiveLayer:
         return busy
 
     # -- LiveRecovery --------------------------------------------------------------------------
-    def route(self, item: Assessment) -> str | None:
+    def route(self, item: Assessment) -> Plan | None:
         cand, owner = item.candidate, item.ownership
         if owner.kind is OwnerKind.LIVE_IDLE:
-            return PATCH_PART
+            return Plan(PATCH_PART)
         if owner.kind is not OwnerKind.LIVE:
             return None
-        route, _endpoint = self._routes.get((cand.db, cand.part_id), (None, None))
-        if route is None:
-            return f"{REPORT_ONLY}: live owner {owner.label}; not asked in this pass"
-        if route == ABORT and (cand.db, cand.session_id) in self._working_children:
-            return (f"{REPORT_ONLY}: an abort would cancel a subagent of this session that is busy or in an unknown "
-                    "state; free the child instead")
-        return route
+        plan = owner.live_plan
+        if plan is None:
+            return Plan(Route.REPORT, f"live owner {owner.label}; not asked in this pass")
+        if plan.route is ABORT and (cand.db, cand.session_id) in self._working_children:
+            return Plan(Route.REPORT, "an abort would cancel a subagent of this session that is busy or in an "
+                                      "unknown state; free the child instead")
+        return plan
 
-    def free(self, item: Assessment, store: OpencodeStore, reaper) -> Outcome:
-        route = self.route(item)
+    def free(self, item: Assessment, store: OpencodeStore, reaper) -> ActionResult:
+        plan = self.route(item)
         try:
-            if route == PATCH_PART:
+            if plan is not None and plan.route is PATCH_PART:
                 return self._repair_orphan(item, store, reaper)
-            if route in (REJECT, ABORT):
-                return self._free_busy(item, store, reaper, route)
+            if plan is not None and plan.route in (REJECT, ABORT):
+                return self._free_busy(item, store, reaper, plan.route)
         except StoreError as exc:
-            return Outcome(item, route or "", "failed", str(exc))
-        return Outcome(item, route or REPORT_ONLY, "reported", route or "no live route")
+            return ActionResult(item, plan or Plan(Route.REPORT), Outcome.FAILED, str(exc))
+        plan = plan or Plan(Route.REPORT, "no live route")
+        return ActionResult(item, plan, Outcome.REPORTED, plan.label)
 
     def _endpoint(self, item: Assessment) -> Endpoint | None:
-        found = self._routes.get((item.candidate.db, item.candidate.part_id))
-        if found:
-            return found[1]
         return self._servers.by_url(item.ownership.url)
 
-    def _free_busy(self, item: Assessment, store: OpencodeStore, reaper, route: str) -> Outcome:
+    def _free_busy(self, item: Assessment, store: OpencodeStore, reaper, route: Route) -> ActionResult:
         cand, journal = item.candidate, reaper.journal
         endpoint = self._endpoint(item)
         if endpoint is None or endpoint.client is None or not cand.directory:
-            return Outcome(item, route, "failed", "its server is no longer known")
+            return ActionResult(item, Plan(route), Outcome.FAILED, "its server is no longer known")
         client, directory, sid = endpoint.client, cand.directory, cand.session_id
         log = reaper.log.bind(session=sid, part=cand.part_id, server=endpoint.url, version=endpoint.version)
         # A fresh look first: the pass's answers may be seconds old, and nothing is done yet.
         try:
             if sid not in client.busy_sessions(directory):
-                return Outcome(item, route, "skipped", f"no longer busy on {endpoint.url}; re-checked next pass")
+                return ActionResult(item, Plan(route), Outcome.SKIPPED, f"no longer busy on {endpoint.url}; re-checked next pass")
             request = self._listed_question(endpoint, cand, fresh=True) if route == REJECT else None
             asks = [p for p in client.permissions(directory) if p.get("sessionID") == sid]
         except ServerError as exc:
-            return Outcome(item, route, "failed", describe_error(exc, endpoint.url))
+            return ActionResult(item, Plan(route), Outcome.FAILED, describe_error(exc, endpoint.url))
         route = REJECT if request is not None else ABORT
         queued = store.queued_user_messages(sid, cand.start_ms or 0)
         action_id = journal.plan(db=str(cand.db), session_id=sid, message_id=cand.message_id, part_id=cand.part_id,
@@ -236,21 +235,21 @@ class LiveLayer:
                 free, how = self._verify(client, sid, directory)
         except ServerError as exc:
             detail = "; ".join(steps + [describe_error(exc, endpoint.url), "no DB write"])
-            journal.settle(action_id, "failed", detail, endpoint.version)
-            return Outcome(item, route, "failed", detail, action_id)
+            journal.settle(action_id, Outcome.FAILED, detail, endpoint.version)
+            return ActionResult(item, Plan(route), Outcome.FAILED, detail, action_id)
         if not free:
             hint = "" if self.settings.live.allow_dispose else " (POST /instance/dispose is off: live.allow_dispose)"
             detail = "; ".join(steps + [f"still busy: {how}{hint}", "no DB write"])
-            journal.settle(action_id, "failed", detail, endpoint.version)
-            return Outcome(item, route, "failed", detail, action_id)
+            journal.settle(action_id, Outcome.FAILED, detail, endpoint.version)
+            return ActionResult(item, Plan(route), Outcome.FAILED, detail, action_id)
         steps.append(f"verified: {how}")
         if queued:
             prompts = ", ".join(f"{mid} ({time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(ms / 1000))})" for mid, ms in queued)
             steps.append(f"prompts sent while stuck, which opencode drops, re-send them: {prompts}")
             log.warning("prompts queued while stuck; opencode drops them, re-send them", messages=[m for m, _ in queued])
-        journal.settle(action_id, "done", "; ".join(steps), endpoint.version)
+        journal.settle(action_id, Outcome.DONE, "; ".join(steps), endpoint.version)
         steps += self._finish_rows(item, store, reaper, endpoint, f"freed through its opencode server ({route})")
-        return Outcome(item, route, "done", "; ".join(steps), action_id)
+        return ActionResult(item, Plan(route), Outcome.DONE, "; ".join(steps), action_id)
 
     @staticmethod
     def _reject_leaked(client: ServerClient, sid: str, directory: str) -> list[str]:
@@ -277,7 +276,7 @@ class LiveLayer:
         row = store.row_data("part", cand.part_id)
         deadline = time.monotonic() + SETTLE_S
         # Abort's cleanup may still be writing "Tool execution aborted": let it land first.
-        while row is not None and _state(row).get("status") in ("running", "pending") and time.monotonic() < deadline:
+        while row is not None and _still_live(row) and time.monotonic() < deadline:
             self._sleep(0.1)
             row = store.row_data("part", cand.part_id)
         if row is None:
@@ -300,15 +299,15 @@ class LiveLayer:
             endpoint.client.patch_part(cand.session_id, cand.message_id, cand.part_id, part, cand.directory)
         except ServerError as exc:
             detail = f"PATCH of the part failed: {describe_error(exc, endpoint.url)}"
-            journal.settle(action_id, "failed", detail, endpoint.version)
+            journal.settle(action_id, Outcome.FAILED, detail, endpoint.version)
             return None, detail, exc
         stored = store.row_data("part", cand.part_id)
-        if stored is None or not is_our_write(stored):
+        if stored is None or not _ours(stored):
             detail = "PATCH of the part answered, but the row does not hold it"
-            journal.settle(action_id, "failed", detail, endpoint.version)
+            journal.settle(action_id, Outcome.FAILED, detail, endpoint.version)
             return None, detail, None
         journal.update_rows(action_id, part_after=stored)
-        journal.settle(action_id, "done", "part marked abandoned through the server", endpoint.version)
+        journal.settle(action_id, Outcome.DONE, "part marked abandoned through the server", endpoint.version)
         return action_id, f"part marked abandoned through the server (#{action_id})", None
 
     def _finish_message(self, item: Assessment, store: OpencodeStore, reaper, why: str) -> list[str]:
@@ -323,34 +322,34 @@ class LiveLayer:
         current = store.row_data("part", cand.part_id) or cand.data
         outcome = reaper.repair_in_db(replace(item, candidate=replace(cand, data=current)), store, why, part_change=False)
         tag = f" (#{outcome.action_id})" if outcome.action_id else ""
-        return [f"message completed in the DB{tag}" if outcome.outcome == "done" else
+        return [f"message completed in the DB{tag}" if outcome.outcome is Outcome.DONE else
                 f"message not completed: {outcome.outcome}{tag}: {outcome.detail}"]
 
-    def _repair_orphan(self, item: Assessment, store: OpencodeStore, reaper) -> Outcome:
+    def _repair_orphan(self, item: Assessment, store: OpencodeStore, reaper) -> ActionResult:
         """Idle on a reachable server, `running` in the DB: PATCH the part, complete the message."""
         cand = item.candidate
         endpoint = self._endpoint(item)
         if endpoint is None or endpoint.client is None or not cand.directory:
-            return Outcome(item, PATCH_PART, "failed", "its server is no longer known")
+            return ActionResult(item, Plan(PATCH_PART), Outcome.FAILED, "its server is no longer known")
         why = "its server reports the session idle (the run that owned it is gone)"
         try:
             free, how = _check_free(endpoint.client, cand.session_id, cand.directory)
             if not free:
-                return Outcome(item, PATCH_PART, "skipped", f"not idle on {endpoint.url} ({how}); re-checked next pass")
+                return ActionResult(item, Plan(PATCH_PART), Outcome.SKIPPED, f"not idle on {endpoint.url} ({how}); re-checked next pass")
         except ServerError as exc:
-            return Outcome(item, PATCH_PART, "failed", describe_error(exc, endpoint.url))
+            return ActionResult(item, Plan(PATCH_PART), Outcome.FAILED, describe_error(exc, endpoint.url))
         current = store.row_data("part", cand.part_id)
         if current != cand.data:
-            return Outcome(item, PATCH_PART, "skipped", "the part changed since it was read (opencode moved on)")
+            return ActionResult(item, Plan(PATCH_PART), Outcome.SKIPPED, "the part changed since it was read (opencode moved on)")
         action_id, detail, error = self._patch(item, store, reaper, endpoint, current, why)
         if action_id is None:
             if error is not None and error.kind in ("route-missing", "http"):
                 # The server answered (so it is alive and says idle) but will not take the PATCH.
                 fallback = reaper.repair_in_db(item, store, why)
                 return replace(fallback, detail=f"{detail}; repaired in the DB instead: {fallback.detail}")
-            return Outcome(item, PATCH_PART, "failed", detail)
+            return ActionResult(item, Plan(PATCH_PART), Outcome.FAILED, detail)
         steps = [detail] + self._finish_message(item, store, reaper, why)
-        return Outcome(item, PATCH_PART, "done", "; ".join(steps), action_id)
+        return ActionResult(item, Plan(PATCH_PART), Outcome.DONE, "; ".join(steps), action_id)
 
 
 def _owner_uid(db: Path) -> int | None:
@@ -360,21 +359,20 @@ def _owner_uid(db: Path) -> int | None:
         return None
 
 
-def _state(row: str) -> dict:
-    try:
-        state = json.loads(row).get("state")
-    except (ValueError, AttributeError):
-        return {}
-    return state if isinstance(state, dict) else {}
+def _still_live(row: str) -> bool:
+    part = parse_tool_part(row)
+    return not isinstance(part, str) and part.live
+
+
+def _ours(row: str) -> bool:
+    part = parse_tool_part(row)
+    return not isinstance(part, str) and part.ours
 
 
 def _left_by_the_free(row: str) -> bool:
     """Still live, or ended by the reject/abort itself: ours to mark. Never a result someone gave meanwhile."""
-    state = _state(row)
-    if state.get("status") in ("running", "pending"):
-        return True
-    metadata = state.get("metadata") if isinstance(state.get("metadata"), dict) else {}
-    return state.get("status") == "error" and (state.get("error") == DISMISSED or metadata.get("interrupted") is True)
+    part = parse_tool_part(row)
+    return not isinstance(part, str) and (part.live or part.ended_by_a_free)
 
 
 def _check_free(client: ServerClient, sid: str, directory: str) -> tuple[bool, str]:

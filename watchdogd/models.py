@@ -1,4 +1,9 @@
-"""Plain data passed between the layers: candidates, ownership evidence, verdicts."""
+"""The application's vocabulary: evidence, verdicts, plans, outcomes and the reports that carry them.
+
+One object flows one way through a pass (watchdogd/pipeline.py): a `Candidate` (made by the store,
+watchdogd/opencode/rows.py) gains its `Ownership` evidence, its `Verdict` and its `Plan` on one
+`Assessment`; acting on the plan gives an `ActionResult`. Decisions are enums; prose lives in
+`why`/`detail` fields and is never parsed."""
 
 from __future__ import annotations
 
@@ -7,38 +12,8 @@ from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 
-
-@dataclass(frozen=True)
-class Candidate:
-    """A tool part still `running` or `pending`, as read from one opencode DB."""
-
-    db: Path
-    part_id: str
-    message_id: str
-    session_id: str
-    tool: str
-    status: str
-    call_id: str | None
-    started_ms: int | None  # state.time.start
-    created_ms: int | None  # part.time_created column
-    data: str = field(repr=False)  # the row exactly as read: the compare-and-set key
-    child_session_id: str | None = None  # a `task` part's subagent session
-    directory: str | None = None
-    title: str | None = None
-
-    @property
-    def start_ms(self) -> int | None:
-        return self.started_ms if self.started_ms is not None else self.created_ms
-
-
-@dataclass(frozen=True)
-class Holder:
-    """A process that has the DB file open."""
-
-    pid: int  # 0 (or -1): seen only as a lock in /proc/locks, from another PID namespace
-    started_at: float  # epoch seconds; 0.0 when unknown (then it may own anything)
-    cmdline: str
-    visible: bool = True  # False: seen only through /proc/locks; its fds and sockets cannot be read
+from watchdogd.opencode.rows import BadRow, Candidate, Holder, SessionInfo
+from watchdogd.opencode.schema import SchemaVerdict
 
 
 class OwnerKind(StrEnum):
@@ -59,6 +34,7 @@ class Ownership:
     pids: tuple[int, ...] = ()
     url: str | None = None
     detail: str = ""
+    live_plan: Plan | None = None  # LIVE: how its server can free it (reject, abort, or report why not)
 
     @property
     def orphan(self) -> bool:
@@ -103,3 +79,103 @@ class Verdict:
     @property
     def expired(self) -> bool:
         return self.decision is Decision.EXPIRED
+
+
+class Route(StrEnum):
+    """How an expired candidate is freed (the journal's `route` column holds the value)."""
+
+    DB_REPAIR = "db-repair"  # compare-and-set in the DB: an orphan
+    REJECT_QUESTION = "reject-question"  # through its live server: reject the pending question
+    ABORT = "abort"  # through its live server: abort the session
+    PATCH_PART = "patch-part"  # idle on a reachable server: PATCH the part through it
+    REPORT = "report"  # nothing may be written: reported, with why
+    UNDO = "undo"  # journal rows of `undo`, never planned for a candidate
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `reap` does with a candidate, decided once per pass (pipeline: judge and plan)."""
+
+    route: Route
+    why: str = ""  # for REPORT: why nothing is written
+
+    @property
+    def label(self) -> str:
+        """The route as `scan`, `status` and `reap --json` show it: `report: <why>` for a report."""
+        return f"{self.route.value}: {self.why}" if self.route is Route.REPORT and self.why else self.route.value
+
+
+class Outcome(StrEnum):
+    """How a journaled action (or a planned one) ended; the journal's `outcome` column holds the value."""
+
+    PLANNED = "planned"  # journaled, not settled yet (a crash in between: settled by reconcile)
+    DONE = "done"
+    SKIPPED = "skipped"  # nothing written: the row changed, or the session is no longer busy
+    FAILED = "failed"
+    REPORTED = "reported"  # expired, but nothing may be written
+    UNDONE = "undone"
+    DRY_RUN = "dry-run"  # `reap --dry-run`: never journaled
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """One candidate with everything the pass learned about it, carried forward to the actors."""
+
+    candidate: Candidate
+    ownership: Ownership
+    verdict: Verdict
+    sighting: Sighting
+    session: SessionInfo | None = None
+    queued: tuple[tuple[str, int], ...] = ()  # (message id, ms) of prompts sent while a live run holds it
+    plan: Plan | None = None  # None: not due (kept, or never)
+
+
+@dataclass
+class DBReport:
+    """One DB as one pass saw it: its write gate, its schema, its candidates' assessments."""
+
+    path: Path
+    schema: SchemaVerdict | None = None
+    error: str | None = None
+    holders: list[Holder] = field(default_factory=list)
+    assessments: list[Assessment] = field(default_factory=list)
+    bad_rows: list[BadRow] = field(default_factory=list)
+    refusal: str | None = None  # why this process must not write the DB (writegate), even if it can read it
+
+    @property
+    def ok(self) -> bool:
+        """Writable: readable, a known layout, and the write gate allows it."""
+        return self.error is None and self.schema is not None and self.schema.writable and self.refusal is None
+
+    @property
+    def not_writable(self) -> str:
+        """Why `ok` is false, in one line."""
+        if self.error:
+            return self.error
+        if self.schema is not None and not self.schema.writable:
+            return self.schema.reason
+        return self.refusal or "schema not read"
+
+    @property
+    def failed(self) -> bool:
+        """Could not be read although the file exists (a missing DB is waited for, not an error)."""
+        return bool(self.error) and self.path.exists()
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """What acting on one assessment did: the plan actually taken, how it ended, the journal row."""
+
+    item: Assessment
+    plan: Plan
+    outcome: Outcome
+    detail: str = ""
+    action_id: int | None = None
+
+    @property
+    def route(self) -> Route:
+        return self.plan.route
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in (Outcome.DONE, Outcome.DRY_RUN)

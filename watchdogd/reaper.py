@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -13,7 +12,7 @@ import structlog
 from watchdogd.backup import take_backup
 from watchdogd.config import Settings
 from watchdogd.journal import Journal, JournalError
-from watchdogd.models import OwnerKind
+from watchdogd.models import ActionResult, Assessment, DBReport, Outcome, OwnerKind, Plan, Route
 from watchdogd.opencode.repair import (
     abandoned_part,
     abandoned_text,
@@ -22,49 +21,35 @@ from watchdogd.opencode.repair import (
 )
 from watchdogd.opencode.store import OpencodeStore, RowChange, StoreError
 from watchdogd.opencode.writegate import write_refusal
-from watchdogd.survey import Assessment, DBReport
 
-DB_REPAIR = "db-repair"
-REPORT_ONLY = "report"
+DB_REPAIR = Route.DB_REPAIR
+REPAIR = Plan(Route.DB_REPAIR)
 
 
 class LiveRecovery(Protocol):
     """Frees sessions through their owning server (the live layer)."""
 
-    def route(self, item: Assessment) -> str | None: ...
+    def route(self, item: Assessment) -> Plan | None: ...
 
-    def free(self, item: Assessment, store: OpencodeStore, reaper: "Reaper") -> "Outcome": ...
-
-
-@dataclass(frozen=True)
-class Outcome:
-    item: Assessment
-    route: str
-    outcome: str  # done | skipped | failed | reported | dry-run
-    detail: str = ""
-    action_id: int | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome in ("done", "dry-run")
+    def free(self, item: Assessment, store: OpencodeStore, reaper: "Reaper") -> ActionResult: ...
 
 
-def plan_route(item: Assessment, report: DBReport, live: LiveRecovery | None = None) -> str:
-    """The route `reap` would take for this candidate now ("" when it is not due)."""
+def plan_route(item: Assessment, report: DBReport, live: LiveRecovery | None = None) -> Plan | None:
+    """The route `reap` would take for this candidate now (None when it is not due)."""
     if not item.verdict.expired:
-        return ""
+        return None
     if live is not None:
         route = live.route(item)
         if route:
             return route
-    kind = item.ownership.kind
+    kind, pids = item.ownership.kind, ",".join(map(str, item.ownership.pids))
     if kind in (OwnerKind.NONE, OwnerKind.RESTARTED, OwnerKind.LIVE_IDLE):
-        return DB_REPAIR if report.ok else f"{REPORT_ONLY}: DB not writable ({report.not_writable})"
+        return Plan(Route.DB_REPAIR) if report.ok else Plan(Route.REPORT, f"DB not writable ({report.not_writable})")
     if kind is OwnerKind.HELD:
-        return f"{REPORT_ONLY}: live owner may hold it (pid {','.join(map(str, item.ownership.pids))}); needs live recovery, no DB write"
+        return Plan(Route.REPORT, f"live owner may hold it (pid {pids}); needs live recovery, no DB write")
     if kind is OwnerKind.UNREACHABLE:
-        return f"{REPORT_ONLY}: live owner has no reachable API (pid {','.join(map(str, item.ownership.pids))}); no DB write"
-    return f"{REPORT_ONLY}: live owner {item.ownership.label}"
+        return Plan(Route.REPORT, f"live owner has no reachable API (pid {pids}); no DB write")
+    return Plan(Route.REPORT, f"live owner {item.ownership.label}")
 
 
 class Reaper:
@@ -79,25 +64,26 @@ class Reaper:
         # DBs already copied in this process: the daemon passes one set for its whole lifetime.
         self._backed_up: set[Path] = set() if backed_up is None else backed_up
 
-    def reap(self, report: DBReport, store: OpencodeStore) -> list[Outcome]:
+    def reap(self, report: DBReport, store: OpencodeStore) -> list[ActionResult]:
         outcomes = []
         for item in report.assessments:
-            route = plan_route(item, report, self.live)
-            if route and not self.stopping():
-                outcomes.append(self.act(item, route, report, store))
+            plan = plan_route(item, report, self.live)
+            if plan and not self.stopping():
+                outcomes.append(self.act(item, plan, report, store))
         return outcomes
 
-    def act(self, item: Assessment, route: str, report: DBReport, store: OpencodeStore) -> Outcome:
+    def act(self, item: Assessment, plan: Plan, report: DBReport, store: OpencodeStore) -> ActionResult:
         cand = item.candidate
-        log = self.log.bind(db=str(cand.db), session=cand.session_id, part=cand.part_id, tool=cand.tool, route=route)
+        log = self.log.bind(db=str(cand.db), session=cand.session_id, part=cand.part_id, tool=cand.tool,
+                            route=plan.label)
         if self.dry_run:
             log.info("would act", reason=item.verdict.reason)
-            return Outcome(item, route, "dry-run", item.verdict.reason)
-        if route.startswith(REPORT_ONLY):
-            log.warning("expired, not written", reason=item.verdict.reason, why=route)
-            return Outcome(item, route, "reported", route)
+            return ActionResult(item, plan, Outcome.DRY_RUN, item.verdict.reason)
+        if plan.route is Route.REPORT:
+            log.warning("expired, not written", reason=item.verdict.reason, why=plan.label)
+            return ActionResult(item, plan, Outcome.REPORTED, plan.label)
         try:
-            if route == DB_REPAIR:
+            if plan.route is Route.DB_REPAIR:
                 outcome = self.repair_in_db(item, store)
             else:
                 assert self.live is not None
@@ -105,7 +91,7 @@ class Reaper:
         except JournalError as exc:
             # No journal row, no write: the DB is left exactly as it was.
             log.error("journal unavailable, nothing written", error=str(exc))
-            return Outcome(item, route, "failed", f"journal unavailable: {exc}")
+            return ActionResult(item, plan, Outcome.FAILED, f"journal unavailable: {exc}")
         level = "info" if outcome.ok else "warning"
         getattr(log, level)(f"action {outcome.outcome}", action=outcome.action_id, detail=outcome.detail,
                              reason=item.verdict.reason)
@@ -120,26 +106,26 @@ class Reaper:
                       why=why)
 
     def repair_in_db(self, item: Assessment, store: OpencodeStore, why: str | None = None,
-                     part_change: bool = True) -> Outcome:
+                     part_change: bool = True) -> ActionResult:
         """Part → error "abandoned", its assistant message completed; one transaction, compare-and-set."""
         cand = item.candidate
         why = why or ("its opencode process is gone" if item.ownership.orphan else "expired by policy")
         text = abandoned_text(cand.tool, cand.status, item.verdict.age_s, why)
         refusal = write_refusal(store.path, store.rules)
         if refusal:  # before the backup and the journal: nothing is copied or planned for a DB never written
-            return Outcome(item, DB_REPAIR, "reported", f"no DB write: {refusal}")
+            return ActionResult(item, REPAIR, Outcome.REPORTED, f"no DB write: {refusal}")
         try:
             self.ensure_backup(store)
             message_before = store.row_data("message", cand.message_id)
         except (StoreError, OSError, sqlite3.Error) as exc:  # sqlite3.Error: the backup copy failed
-            return Outcome(item, DB_REPAIR, "failed", f"cannot prepare repair: {exc}")
+            return ActionResult(item, REPAIR, Outcome.FAILED, f"cannot prepare repair: {exc}")
         now_ms = int(time.time() * 1000)
         shape = unexpected_shape(cand.data, message_before)
         if shape:  # rows others write: never guess at one we do not understand
-            return Outcome(item, DB_REPAIR, "skipped", f"unexpected row shape ({shape}): nothing written")
+            return ActionResult(item, REPAIR, Outcome.SKIPPED, f"unexpected row shape ({shape}): nothing written")
         message_after = finished_message(message_before, text, now_ms) if message_before else None
         if not part_change and message_after is None:
-            return Outcome(item, DB_REPAIR, "skipped", "nothing to repair: the message is already completed")
+            return ActionResult(item, REPAIR, Outcome.SKIPPED, "nothing to repair: the message is already completed")
         action_id = self.journal.plan(db=str(cand.db), session_id=cand.session_id, message_id=cand.message_id,
                                       part_id=cand.part_id, tool=cand.tool, route=DB_REPAIR, reason=item.verdict.reason,
                                       part_before=cand.data, message_before=message_before)
@@ -153,17 +139,17 @@ class Reaper:
         try:
             missed = store.compare_and_set(changes)
         except StoreError as exc:
-            self.journal.settle(action_id, "failed", str(exc))
-            return Outcome(item, DB_REPAIR, "failed", str(exc), action_id)
+            self.journal.settle(action_id, Outcome.FAILED, str(exc))
+            return ActionResult(item, REPAIR, Outcome.FAILED, str(exc), action_id)
         if missed:
             detail = f"{missed} changed since it was read (opencode moved on); nothing written, re-checked next pass"
-            self.journal.settle(action_id, "skipped", detail)
-            return Outcome(item, DB_REPAIR, "skipped", detail, action_id)
+            self.journal.settle(action_id, Outcome.SKIPPED, detail)
+            return ActionResult(item, REPAIR, Outcome.SKIPPED, detail, action_id)
         written = (["part error"] if part_after else []) + (["message completed"] if message_after else [])
         try:
-            self.journal.settle(action_id, "done", "; ".join(written))
+            self.journal.settle(action_id, Outcome.DONE, "; ".join(written))
         except JournalError as exc:
             # Written, and its `planned` row already holds the before/after rows: the next reconcile settles it.
-            return Outcome(item, DB_REPAIR, "done", f"{text} (written, but the journal could not record the outcome: "
+            return ActionResult(item, REPAIR, Outcome.DONE, f"{text} (written, but the journal could not record the outcome: "
                            f"{exc}; its planned row is settled at the next pass)", action_id)
-        return Outcome(item, DB_REPAIR, "done", text, action_id)
+        return ActionResult(item, REPAIR, Outcome.DONE, text, action_id)

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
 from watchdogd.config import Settings
 from watchdogd.journal import Journal
-from watchdogd.models import Candidate, ChildState, Holder, Ownership, Sighting, Verdict
-from watchdogd.opencode.schema import SchemaVerdict
-from watchdogd.opencode.store import BadRow, OpencodeStore, SessionInfo, StoreError
+from watchdogd.models import (
+    Assessment,
+    Candidate,
+    ChildState,
+    DBReport,
+    Holder,
+    Ownership,
+    Sighting,
+    Verdict,
+)
+from watchdogd.opencode.rows import BadRow, SessionInfo
+from watchdogd.opencode.store import OpencodeStore, StoreError
 from watchdogd.opencode.writegate import write_refusal
 from watchdogd.policy import classify_child, evaluate, ownership_from_holders
 
@@ -24,40 +33,6 @@ class LiveEvidence(Protocol):
     def child_busy(self, candidate: Candidate) -> bool | None:
         """Whether a `task` part's child session is busy on its server; None when unknown."""
         ...
-
-
-@dataclass(frozen=True)
-class Assessment:
-    candidate: Candidate
-    ownership: Ownership
-    verdict: Verdict
-    sighting: Sighting
-    session: SessionInfo | None = None
-    queued: tuple[tuple[str, int], ...] = ()  # (message id, ms) of prompts sent while a live run holds it
-
-
-@dataclass
-class DBReport:
-    path: Path
-    schema: SchemaVerdict | None = None
-    error: str | None = None
-    holders: list[Holder] = field(default_factory=list)
-    assessments: list[Assessment] = field(default_factory=list)
-    bad_rows: list[BadRow] = field(default_factory=list)
-    refusal: str | None = None  # why this process must not write the DB (writegate), even if it can read it
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.schema is not None and self.schema.writable and self.refusal is None
-
-    @property
-    def not_writable(self) -> str:
-        """Why `ok` is false, in one line."""
-        if self.error:
-            return self.error
-        if self.schema is not None and not self.schema.writable:
-            return self.schema.reason
-        return self.refusal or "schema not read"
 
 
 def _epoch(value: float | None) -> datetime | None:

@@ -8,10 +8,10 @@ from pathlib import Path
 import structlog
 
 from watchdogd.config import Settings
+from watchdogd.models import DBReport
 from watchdogd.opencode.store import OpencodeStore
 from watchdogd.opencode.tracker import CandidateTracker
 from watchdogd.opencode.writegate import WriteRules
-from watchdogd.survey import DBReport
 
 
 @dataclass

@@ -60,7 +60,8 @@ class Env:
         store = OpencodeStore(self.db)
         try:
             report = survey_db(self.db, store, holders, journal, settings, live=layer)
-            routes = {a.candidate.part_id: plan_route(a, report, layer) for a in report.assessments}
+            plans = {a.candidate.part_id: plan_route(a, report, layer) for a in report.assessments}
+            routes = {part_id: plan.label if plan else "" for part_id, plan in plans.items()}
             outcomes = Reaper(settings, journal, live=layer).reap(report, store) if reap else []
             actions = list(reversed(journal.recent(50)))
         finally:

@@ -73,7 +73,7 @@ def test_owned_session_is_reported_not_written(tmp_path, db, journal):
     before = f.snapshot(db)
     [outcome] = repair_all(db, journal, settings, holders=[old_holder()])
     assert outcome.outcome == "reported" and not outcome.ok
-    assert "live owner may hold it (pid 4242)" in outcome.route and "no DB write" in outcome.route
+    assert "live owner may hold it (pid 4242)" in outcome.plan.label and "no DB write" in outcome.plan.label
     assert f.snapshot(db) == before
     assert journal.recent() == []  # nothing planned, nothing to undo
 
@@ -111,7 +111,7 @@ def test_unsupported_schema_is_report_only(tmp_path, journal):
         assert not report.ok
         [item] = report.assessments
         assert item.verdict.expired
-        assert plan_route(item, report).startswith("report: DB not writable (newer opencode layout")
+        assert plan_route(item, report).label.startswith("report: DB not writable (newer opencode layout")
         [outcome] = Reaper(settings, journal).reap(report, store)
     finally:
         store.close()

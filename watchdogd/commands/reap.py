@@ -40,7 +40,7 @@ def run(args, settings: Settings) -> int:
         journal.close()
     if args.json:
         print(json.dumps([{"db": str(o.item.candidate.db), "session_id": o.item.candidate.session_id,
-                           "part_id": o.item.candidate.part_id, "tool": o.item.candidate.tool, "route": o.route,
+                           "part_id": o.item.candidate.part_id, "tool": o.item.candidate.tool, "route": o.plan.label,
                            "outcome": o.outcome, "detail": o.detail, "action_id": o.action_id} for o in outcomes], indent=2))
     else:
         for o in outcomes:

@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 from watchdogd.config import Settings
 from watchdogd.inspect import surveyed
 from watchdogd.journal import Journal
+from watchdogd.models import Assessment, DBReport, Plan
 from watchdogd.opencode.discovery import discover_databases
 from watchdogd.output import safe, table, when
 from watchdogd.reaper import plan_route
-from watchdogd.survey import Assessment, DBReport
 
 
 def add_parser(subparsers, common) -> None:
@@ -20,7 +20,7 @@ def add_parser(subparsers, common) -> None:
     parser.add_argument("--json", action="store_true", help="print a JSON array, one object per candidate")
 
 
-def candidate_record(item: Assessment, report: DBReport, route: str) -> dict:
+def candidate_record(item: Assessment, report: DBReport, plan: Plan | None) -> dict:
     cand, verdict = item.candidate, item.verdict
     return {
         "db": str(cand.db),
@@ -37,7 +37,7 @@ def candidate_record(item: Assessment, report: DBReport, route: str) -> dict:
         "verdict": verdict.decision.value,
         "reason": verdict.reason,
         "expires_at": verdict.expires_at.isoformat() if verdict.expires_at else None,
-        "route": route or None,
+        "route": plan.label if plan else None,
         "child_session_id": cand.child_session_id,
         "directory": cand.directory,
         "title": cand.title,

@@ -20,7 +20,7 @@ from watchdogd.notifiers.result import (
     route_kind,
 )
 from watchdogd.output import safe
-from watchdogd.reaper import Outcome
+from watchdogd.models import ActionResult
 
 LISTED = 3  # sessions named in a coalesced notification; the rest are counted
 
@@ -60,7 +60,7 @@ def rough_age(seconds: float) -> str:
     return "".join(f"{n}{u}" for n, u in units if n) or "1m"
 
 
-def _age(outcome: Outcome) -> str:
+def _age(outcome: ActionResult) -> str:
     cand, age = outcome.item.candidate, rough_age(outcome.item.verdict.age_s)
     if cand.status == "pending":
         return f"{safe(cand.tool, 60)} pending for {age}"
@@ -69,7 +69,7 @@ def _age(outcome: Outcome) -> str:
     return f"{safe(cand.tool, 60)} running for {age} without a result"
 
 
-def _advice(outcome: Outcome) -> str:
+def _advice(outcome: ActionResult) -> str:
     owner = outcome.item.ownership
     pids = ", ".join(map(str, owner.pids)) or "?"
     if outcome.outcome == "failed":
@@ -82,11 +82,11 @@ def _advice(outcome: Outcome) -> str:
     if owner.kind is OwnerKind.HELD:
         return (f"an opencode process (pid {pids}) may still run it and cannot be asked. Answer or cancel it "
                 "there, or quit that process: the watchdog then repairs the rows.")
-    return (f"the watchdog may not write this DB ({safe(outcome.route.removeprefix('report: '), 160)}). "
+    return (f"the watchdog may not write this DB ({safe(outcome.plan.why or outcome.plan.label, 160)}). "
             "Run `opencode-watchdogd scan` for details.")
 
 
-def _kind(outcome: Outcome, orphans: bool) -> NoticeKind | None:
+def _kind(outcome: ActionResult, orphans: bool) -> NoticeKind | None:
     route = route_kind(outcome.route)
     if outcome.outcome == "done" and route in LIVE_FREES:
         return NoticeKind.FREED

@@ -6,9 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from watchdogd.models import OwnerKind
-from watchdogd.reaper import Outcome
-from watchdogd.survey import DBReport
+from watchdogd.models import ActionResult, DBReport, OwnerKind
 
 
 @dataclass(frozen=True)
@@ -26,7 +24,7 @@ class PassResult:
     ok: bool  # the pass ran to the end (an unreadable DB is a fact it reports, not a failed pass)
     evaluated: bool  # the pass judged the DBs again (else `reports` are the previous pass's)
     reports: tuple[DBReport, ...] = ()
-    outcomes: tuple[Outcome, ...] = ()
+    outcomes: tuple[ActionResult, ...] = ()
     next_deadline: datetime | None = None
     servers: tuple[ServerSeen, ...] = field(default=())
 

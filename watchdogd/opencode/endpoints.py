@@ -21,9 +21,9 @@ from urllib.parse import urlsplit
 import structlog
 
 from watchdogd.config import ServerConfig, Settings
-from watchdogd.models import Holder
 from watchdogd.durations import format_duration
 from watchdogd.opencode.discovery_net import Listener, fds_readable, loopback_listeners
+from watchdogd.opencode.rows import Holder
 from watchdogd.opencode.server import (
     Credentials,
     ServerClient,

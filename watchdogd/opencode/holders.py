@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from watchdogd.models import Holder
+from watchdogd.opencode.rows import Holder
 
 FileId = tuple[int, int]  # (st_dev, st_ino)
 INIT_PID_NS = 0xEFFFFFFC  # the kernel's fixed inode number of the initial PID namespace (PROC_PID_INIT_INO)

@@ -8,8 +8,7 @@ from typing import Any
 
 from watchdogd import __version__
 from watchdogd.durations import format_duration
-
-MARKER = "opencode_watchdogd"
+from watchdogd.opencode.rows import MARKER, parse_tool_part
 
 
 def _dump(value: Any) -> str:
@@ -28,15 +27,10 @@ def unexpected_shape(part_data: str, message_data: str | None) -> str | None:
     A candidate only needs `type`, `state` and `state.status` to be listed; a repair rewrites the
     rows, so it insists on the shapes it rewrites: it never guesses at a row it does not understand.
     """
-    part = json.loads(part_data)
-    state = part.get("state") if isinstance(part, dict) else None
-    if not isinstance(state, dict):
-        return "the part has no state object"
-    if not isinstance(part.get("tool"), str):
-        return f"the part's tool name is a {type(part.get('tool')).__name__}, not a string"
-    for key in ("time", "metadata", "input"):
-        if key in state and not isinstance(state[key], dict):
-            return f"the part's state.{key} is a {type(state[key]).__name__}, not an object"
+    part = parse_tool_part(part_data)
+    problem = part if isinstance(part, str) else part.shape_problem()
+    if problem:
+        return problem
     if message_data is not None:
         try:
             message_data.encode("utf-8")
@@ -106,8 +100,5 @@ def finished_message(message_data: str, text: str, now_ms: int) -> str | None:
 
 
 def is_our_write(part_data: str) -> bool:
-    try:
-        state = json.loads(part_data).get("state", {})
-        return MARKER in (state.get("metadata") or {})
-    except (ValueError, AttributeError, RecursionError):
-        return False
+    part = parse_tool_part(part_data)
+    return not isinstance(part, str) and part.ours

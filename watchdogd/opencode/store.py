@@ -12,18 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from watchdogd.models import Candidate
+from watchdogd.opencode.rows import BadRow, Candidate, SessionInfo, parse_tool_part
 from watchdogd.opencode.schema import SchemaVerdict, check_schema
 from watchdogd.opencode.writegate import WriteRules, write_refusal
 
-# SQLite filters before Python parses JSON: opencode writes compact JSON, so a live tool state
-# always contains one of these byte strings; the Python parse below confirms each hit.
 # SQLite filters before Python parses JSON: opencode writes compact JSON, so a live tool state
 # always contains one of these byte strings; the Python parse confirms each hit. GLOB is about
 # 2.5x faster than instr() here (benchmarks/README.md).
 _PREFILTER = "(data GLOB '*\"status\":\"running\"*' OR data GLOB '*\"status\":\"pending\"*')"
 _PART_COLUMNS = "rowid, id, message_id, session_id, time_created, data"
-ACTIVE_STATUSES = ("running", "pending")
 # A tool part's row is a few KB; one this big is not parsed (nor journaled twice over): reported instead.
 MAX_PART_BYTES = 8 * 1024 * 1024
 # Epoch milliseconds a datetime can hold (up to 9999-12-31): anything else in a time field is not a time.
@@ -32,20 +29,6 @@ MAX_EPOCH_MS = 253_402_300_799_999
 
 class StoreError(Exception):
     """The DB cannot be read or written right now; the message says why, in one line."""
-
-
-@dataclass(frozen=True)
-class BadRow:
-    part_id: str
-    problem: str
-
-
-@dataclass(frozen=True)
-class SessionInfo:
-    id: str
-    directory: str | None
-    title: str | None
-    parent_id: str | None
 
 
 @dataclass(frozen=True)
@@ -104,42 +87,30 @@ def parse_candidate(db: Path, row: tuple) -> Candidate | BadRow | None:
     if isinstance(data, str) and len(data) > MAX_PART_BYTES:
         return BadRow(part_id, f"part data is {len(data) // 1048576} MiB, over the {MAX_PART_BYTES // 1048576} MiB "
                                "limit: not parsed, never written")
-    try:
-        value = json.loads(data)
-    except (TypeError, ValueError):
-        return BadRow(part_id, "part data is not valid JSON")
-    except RecursionError:  # a row nested ~1000 deep must not fail the whole pass
-        return BadRow(part_id, "part data is JSON nested too deep to parse")
-    if not isinstance(value, dict):
-        return BadRow(part_id, "part data is not a JSON object")
-    if value.get("type") != "tool":
+    part = parse_tool_part(data)
+    if isinstance(part, str):
+        return BadRow(part_id, part)
+    if not part.is_tool:
         return None
-    state = value.get("state")
-    if not isinstance(state, dict):
+    if not part.has_state:
         return BadRow(part_id, "tool part without a state object")
-    status = state.get("status")
-    if status not in ACTIVE_STATUSES:
+    if not part.live:
         return None
-    times = state.get("time") if isinstance(state.get("time"), dict) else {}
-    start = times.get("start")
-    for name, when in (("state.time.start", start), ("time_created", time_created)):
+    for name, when in (("state.time.start", part.start_value), ("time_created", time_created)):
         if _number(when) and not _epoch_ms_ok(when):
             return BadRow(part_id, f"{name} is {_shown_number(when)}, not a time: never parsed further or written")
-    metadata = state.get("metadata") if isinstance(state.get("metadata"), dict) else {}
-    child = metadata.get("sessionId")
-    tool = value.get("tool")
     return Candidate(
         db=db,
         part_id=part_id,
         message_id=message_id,
         session_id=session_id,
-        tool=tool if isinstance(tool, str) else "?",
-        status=status,
-        call_id=value.get("callID") if isinstance(value.get("callID"), str) else None,
-        started_ms=int(start) if isinstance(start, (int, float)) and not isinstance(start, bool) else None,
+        tool=part.tool or "?",
+        status=part.status,
+        call_id=part.call_id,
+        started_ms=part.started_ms,
         created_ms=time_created if isinstance(time_created, int) else None,
         data=data,
-        child_session_id=child if isinstance(child, str) else None,
+        child_session_id=part.child_session_id,
     )
 
 

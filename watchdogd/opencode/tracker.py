@@ -44,8 +44,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from watchdogd.models import Candidate
-from watchdogd.opencode.store import BadRow, OpencodeStore
+from watchdogd.opencode.rows import BadRow, Candidate
+from watchdogd.opencode.store import OpencodeStore
 
 FULL, INCREMENTAL, UNCHANGED = "full", "incremental", "unchanged"
 

@@ -1,0 +1,166 @@
+"""What opencode's rows and processes hold, typed: made here in the adapter, read by every layer above.
+
+`parse_tool_part` is the one parse of a part row's JSON: the store lists candidates with it, the
+repair checks the shape it rewrites with it, and the live layer reads a part's state with it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ACTIVE_STATUSES = ("running", "pending")
+MARKER = "opencode_watchdogd"  # the key in `state.metadata` that marks the daemon's own writes
+DISMISSED = "The user dismissed this question"  # what opencode writes for a rejected question
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A tool part still `running` or `pending`, as read from one opencode DB."""
+
+    db: Path
+    part_id: str
+    message_id: str
+    session_id: str
+    tool: str
+    status: str
+    call_id: str | None
+    started_ms: int | None  # state.time.start
+    created_ms: int | None  # part.time_created column
+    data: str = field(repr=False)  # the row exactly as read: the compare-and-set key
+    child_session_id: str | None = None  # a `task` part's subagent session
+    directory: str | None = None
+    title: str | None = None
+
+    @property
+    def start_ms(self) -> int | None:
+        return self.started_ms if self.started_ms is not None else self.created_ms
+
+
+@dataclass(frozen=True)
+class Holder:
+    """A process that has the DB file open."""
+
+    pid: int  # 0 (or -1): seen only as a lock in /proc/locks, from another PID namespace
+    started_at: float  # epoch seconds; 0.0 when unknown (then it may own anything)
+    cmdline: str
+    visible: bool = True  # False: seen only through /proc/locks; its fds and sockets cannot be read
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A part row that looks live but cannot be read: listed, never parsed further or written."""
+
+    part_id: str
+    problem: str
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    id: str
+    directory: str | None
+    title: str | None
+    parent_id: str | None
+
+
+def _obj(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: Any) -> bool:
+    # Rows come from a DB others write: a malformed time must not crash anything.
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class ToolPart:
+    """A part row's JSON as the daemon reads it; lenient everywhere, `shape_problem` says what a rewrite needs."""
+
+    value: dict = field(repr=False)  # the whole row, for rewrites that keep every other field
+
+    @property
+    def is_tool(self) -> bool:
+        return self.value.get("type") == "tool"
+
+    @property
+    def state(self) -> dict:
+        return _obj(self.value.get("state"))
+
+    @property
+    def has_state(self) -> bool:
+        return isinstance(self.value.get("state"), dict)
+
+    @property
+    def status(self) -> Any:
+        return self.state.get("status")
+
+    @property
+    def live(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+    @property
+    def tool(self) -> str | None:
+        tool = self.value.get("tool")
+        return tool if isinstance(tool, str) else None
+
+    @property
+    def call_id(self) -> str | None:
+        call = self.value.get("callID")
+        return call if isinstance(call, str) else None
+
+    @property
+    def metadata(self) -> dict:
+        return _obj(self.state.get("metadata"))
+
+    @property
+    def start_value(self) -> Any:
+        """`state.time.start` as stored (any JSON value)."""
+        return _obj(self.state.get("time")).get("start")
+
+    @property
+    def started_ms(self) -> int | None:
+        start = self.start_value
+        return int(start) if _number(start) else None
+
+    @property
+    def child_session_id(self) -> str | None:
+        child = self.metadata.get("sessionId")
+        return child if isinstance(child, str) else None
+
+    @property
+    def ours(self) -> bool:
+        """Written by this daemon (the repair marks its rows)."""
+        return MARKER in self.metadata
+
+    @property
+    def ended_by_a_free(self) -> bool:
+        """Ended by a reject/abort (opencode's dismissed text, or its `interrupted` flag)."""
+        state = self.state
+        return state.get("status") == "error" and (state.get("error") == DISMISSED
+                                                   or self.metadata.get("interrupted") is True)
+
+    def shape_problem(self) -> str | None:
+        """Why a rewrite must not touch this part (the shapes it rewrites are not as opencode writes them)."""
+        if not self.has_state:
+            return "the part has no state object"
+        if self.tool is None:
+            return f"the part's tool name is a {type(self.value.get('tool')).__name__}, not a string"
+        for key in ("time", "metadata", "input"):
+            if key in self.state and not isinstance(self.state[key], dict):
+                return f"the part's state.{key} is a {type(self.state[key]).__name__}, not an object"
+        return None
+
+
+def parse_tool_part(data: Any) -> ToolPart | str:
+    """The part row's JSON as a ToolPart, or one line saying why it cannot be read."""
+    try:
+        value = json.loads(data)
+    except (TypeError, ValueError):
+        return "part data is not valid JSON"
+    except RecursionError:  # a row nested ~1000 deep must not fail the whole pass
+        return "part data is JSON nested too deep to parse"
+    if not isinstance(value, dict):
+        return "part data is not a JSON object"
+    return ToolPart(value)
