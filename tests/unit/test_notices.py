@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from tests import dbfactory
 from tests.unit.helpers import make_settings, survey
-from watchdogd.models import Holder, OwnerKind
+from watchdogd.models import Holder, Outcome, OwnerKind, Plan, Route
 from watchdogd.notifiers.notices import Event, NoticeKind, events, render, rough_age
 from watchdogd.notifiers.result import PassResult
 from watchdogd.reaper import Reaper
@@ -61,7 +61,7 @@ def test_a_freed_live_session_reads_like_the_issue_says(tmp_path, journal):
     db = dbfactory.make_db(tmp_path / "opencode.db")
     dbfactory.stuck_question(db, age_s=7200)
     result = one_pass(db, journal, make_settings(tmp_path))
-    freed = replace(result, outcomes=tuple(replace(o, route="reject-question") for o in result.outcomes))
+    freed = replace(result, outcomes=tuple(replace(o, plan=Plan(Route.REJECT_QUESTION)) for o in result.outcomes))
     [event] = events(freed, orphans=False, told=set())
     rendered = render(event.kind, [event])
     assert rendered.summary == "opencode session freed" and rendered.urgency == 1
@@ -74,8 +74,8 @@ def test_a_busy_with_a_newer_run_report_is_not_told(tmp_path, journal):
     result = one_pass(db, journal, make_settings(tmp_path))
     [done] = result.outcomes
     live = replace(done.item, ownership=replace(done.item.ownership, kind=OwnerKind.LIVE))
-    newer = replace(result, outcomes=(replace(done, item=live, route="report: the session is busy with a newer run",
-                                              outcome="reported"),))
+    newer = replace(result, outcomes=(replace(done, item=live, plan=Plan(Route.REPORT, "the session is busy with a newer run"),
+                                              outcome=Outcome.REPORTED),))
     assert events(newer, orphans=True, told=set()) == []
 
 
