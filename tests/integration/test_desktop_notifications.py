@@ -175,3 +175,19 @@ def test_without_a_session_bus(tmp_path, started, desktop, warned):
     daemon.wait_status(lambda s: s["counts"]["repaired"] == 1, what="the repair published")
     mentions = [line for line in daemon.log_lines() if "desktop" in str(line.get("event", ""))]
     assert len(mentions) == (1 if warned else 0), mentions
+
+
+def test_a_later_burst_of_the_same_kind_updates_the_notification_in_place(tmp_path, started):
+    bus = started.bus()
+    db = dbfactory.make_db(tmp_path / "opencode.db")
+    first = [dbfactory.stuck_question(db, age_s=7200).part_id for _ in range(2)]
+    started.daemon([db], FAST | {"DBUS_SESSION_BUS_ADDRESS": bus.address, "OPENCODE_WATCHDOGD_NOTIFY__ORPHANS": "true"})
+    wait_until(lambda: repaired(db, first), timeout=20, what="first repairs")
+    [shown] = wait_until(bus.calls, timeout=10, what="the first notification")
+    later = [dbfactory.stuck_question(db, age_s=7200).part_id for _ in range(3)]
+    wait_until(lambda: repaired(db, later), timeout=20, what="later repairs")
+    # The later three may be repaired in one pass or several: each update counts all of them so far.
+    calls = wait_until(lambda: (c := bus.calls())[-1]["summary"] == "opencode: 5 abandoned tool calls repaired" and c,
+                       timeout=10, what="the update counting five")
+    assert shown["replaces_id"] == 0 and shown["summary"] == "opencode: 2 abandoned tool calls repaired"
+    assert [c["replaces_id"] for c in calls[1:]] == [shown["id"]] * (len(calls) - 1)  # one notification on screen
