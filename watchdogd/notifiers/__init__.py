@@ -53,21 +53,25 @@ class Publishers:
             self.metrics.publish(result)
 
     def reconfigure(self, settings: Settings) -> None:
-        """After a reload: rebuild what changed; counters survive unless the metrics section changed."""
+        """After a reload: rebuild what changed; metric counters carry on (the endpoint moves if asked)."""
         old, self.settings = self.settings, settings
         if settings.notify.desktop != old.notify.desktop:
             if self.desktop is not None:
                 self.desktop.close()
             self.desktop = desktop_for(settings)
-        if settings.metrics != old.metrics or settings.state_dir != old.state_dir:
+        if not _metrics_wanted(settings):
             if self.metrics is not None:
                 self.metrics.close()
-            self.metrics = Metrics(settings.metrics, settings.state_dir) if _metrics_wanted(settings) else None
-            try:
-                self.start()
-            except MetricsError as exc:
-                structlog.get_logger("watchdogd.metrics").error("metrics not served after reload", error=str(exc))
-                self.metrics = None
+            self.metrics = None
+            return
+        try:
+            if self.metrics is None:
+                self.metrics = Metrics(settings.metrics, settings.state_dir)
+                self.metrics.serve()
+            elif settings.metrics != old.metrics or settings.state_dir != old.state_dir:
+                self.metrics.reconfigure(settings.metrics, settings.state_dir)
+        except MetricsError as exc:
+            structlog.get_logger("watchdogd.metrics").error("metrics not served after reload", error=str(exc))
 
     def close(self) -> None:
         if self.desktop is not None:

@@ -117,7 +117,8 @@ class Metrics:
         for route in RouteKind:
             for outcome in OUTCOMES:
                 self.actions.labels(route.value, outcome)  # present at 0, so increase() sees the first one
-        self.registry.register(_SnapshotCollector(self._snapshot, self._lock, state_dir / "journal.db"))
+        self._collector = _SnapshotCollector(self._snapshot, self._lock, state_dir / "journal.db")
+        self.registry.register(self._collector)
 
     def serve(self) -> None:
         if self.config.listen is None:
@@ -128,6 +129,15 @@ class Metrics:
         except OSError as exc:
             raise MetricsError(f"metrics.listen {self.config.listen}: cannot listen: {exc.strerror or exc}") from None
         self.log.info("serving metrics", listen=self.config.listen)
+
+    def reconfigure(self, config: MetricsConfig, state_dir: Path) -> None:
+        """After a reload: move the endpoint if `listen` changed; counters carry on.
+        Raise MetricsError when the new address cannot be served (then nothing is served)."""
+        self._collector.journal = state_dir / "journal.db"
+        old, self.config = self.config, config
+        if config.listen != old.listen or self._server is None:
+            self.close()
+            self.serve()
 
     def close(self) -> None:
         if self._server is not None:

@@ -3,6 +3,7 @@ both parsed with prometheus_client's own parser."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -153,3 +154,27 @@ def test_bad_settings_are_config_errors(tmp_path, key, setting, problem):
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith(f"opencode-watchdogd: config error: env OPENCODE_WATCHDOGD_METRICS__{key}: metrics")
     assert problem in done.stderr
+
+
+def test_a_reload_moves_the_endpoint_and_counters_carry_on(tmp_path):
+    db = dbfactory.make_db(tmp_path / "opencode.db")
+    first, second = free_port(), free_port()
+    config = tmp_path / "watchdog.toml"
+    config.write_text(f'[policy]\norphan_grace = "0s"\n[metrics]\nlisten = "127.0.0.1:{first}"\n')
+    daemon = DaemonProcess(tmp_path, [db], env={"OPENCODE_WATCHDOGD_WATCH__DEBOUNCE": "0.1s"},
+                           extra_args=["--config", str(config)])
+    try:
+        stuck = dbfactory.stuck_question(db, age_s=7200)
+        wait_until(lambda: dbfactory.read_data(db, "part", stuck.part_id)["state"]["status"] == "error", timeout=20,
+                   what="repair")
+        old_url, new_url = f"http://127.0.0.1:{first}/metrics", f"http://127.0.0.1:{second}/metrics"
+        wait_until(lambda: (m := _scraped(old_url)) and value(
+            m, "opencode_watchdogd_actions_total", route="db-repair", outcome="done") == 1, timeout=15,
+            what="the repair on the first port")
+        config.write_text(f'[policy]\norphan_grace = "0s"\n[metrics]\nlisten = "127.0.0.1:{second}"\n')
+        daemon.signal(signal.SIGHUP)
+        moved = wait_until(lambda: _scraped(new_url), timeout=15, what="the endpoint on the new port")
+        assert value(moved, "opencode_watchdogd_actions_total", route="db-repair", outcome="done") == 1
+        assert _scraped(old_url) is None
+    finally:
+        daemon.stop()
