@@ -4,47 +4,41 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
-from pathlib import Path
 
 from watchdogd import __version__
 from watchdogd.commands import config_cmd, history, reap, scan, service, status, undo
 from watchdogd.commands import run as run_cmd
+from watchdogd.commands.options import EXIT_ERROR, PROG, build_options
 from watchdogd.config import ConfigError, load_config
 from watchdogd.journal import JournalError
 from watchdogd.log import effective_level, setup_logging
 
 VERBS = {"run": run_cmd, "scan": scan, "reap": reap, "undo": undo, "history": history, "status": status,
          "config": config_cmd, "service": service}
+NESTED = {"config": {"check", "show"}, "service": {"install", "uninstall", "show"}}
+NEEDS_EXISTING_DB = {"scan", "reap"}  # `run` and `service` may name a DB opencode has not created yet
 
+EPILOG = f"""\
+Options go after the verb: `{PROG} scan --db PATH`.
+`{PROG} VERB --help` says what a verb reads, writes and returns.
 
-def _state_dir_flag(text: str) -> Path | str:
-    """A flag's relative path is the shell's: resolved against the current directory. "" stays "" (refused by
-    the config check) instead of becoming "." (Path("") is "."): that would be the current directory, $HOME."""
-    return Path(os.path.abspath(Path(text).expanduser())) if text.strip() else text
-
-
-def common_options() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-c", "--config", type=Path, help="config file (default: $OPENCODE_WATCHDOGD_CONFIG, "
-                        "else $XDG_CONFIG_HOME/opencode-watchdogd/config.toml)")
-    common.add_argument("--db", type=Path, action="append", help="an opencode DB to use (repeatable; replaces discovery)")
-    common.add_argument("--state-dir", type=_state_dir_flag, help="journal, backups and status file (default: "
-                        "$XDG_STATE_HOME/opencode-watchdogd)")
-    common.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    common.add_argument("-q", "--quiet", action="count", default=0, help="less log output")
-    common.add_argument("--log-format", choices=["auto", "console", "json"], help="log format: readable text (auto, console) or JSON lines (default: auto)")
-    return common
+exit status (every verb): 0 ok; 1 something needs attention, where the verb's
+help says what (scan: something expired; reap: something not freed; undo:
+something not restored; status: the daemon is not running); 2 usage, config or
+I/O error (one line on stderr, no traceback). A verb whose reader goes away
+(`| head`) ends quietly with 141, like other Unix tools."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="opencode-watchdogd",
+    parser = argparse.ArgumentParser(prog=PROG, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      description="Frees opencode sessions stuck busy on tool calls that never finish.")
-    parser.add_argument("--version", action="version", version=f"opencode-watchdogd {__version__}")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     subparsers = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    common = common_options()
+    opts = build_options()
     for module in VERBS.values():
-        module.add_parser(subparsers, common)
+        module.add_parser(subparsers, opts)
     return parser
 
 
@@ -57,13 +51,53 @@ def overrides(args: argparse.Namespace) -> dict:
     return out
 
 
+def misplaced_options(argv: list[str]) -> str | None:
+    """`opencode-watchdogd --db X scan`: say where the options go, with the command line that works."""
+    if not argv or not argv[0].startswith("-") or argv[0] in ("-h", "--help", "--version"):
+        return None
+    at = next((i for i, word in enumerate(argv) if word in VERBS), None)
+    if at is None:
+        return None
+    verb = argv[at:at + 1]
+    if at + 1 < len(argv) and argv[at + 1] in NESTED.get(argv[at], ()):
+        verb = argv[at:at + 2]
+    rest = argv[:at] + argv[at + len(verb):]
+    return f"options go after the verb: {PROG} {shlex.join(verb + rest)}"
+
+
+def db_problem(args: argparse.Namespace) -> str | None:
+    for db in getattr(args, "db", None) or []:
+        path = db.expanduser()
+        if path.is_dir():
+            return f"--db {db}: is a directory; give the DB file (e.g. {path / 'opencode.db'})"
+        if args.verb in NEEDS_EXISTING_DB and not path.exists():
+            return f"--db {db}: no such file"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        return closed_pipe()
+
+
+def _main(argv: list[str]) -> int:
+    misplaced = misplaced_options(argv)
+    if misplaced:
+        print(f"{PROG}: {misplaced}", file=sys.stderr)
+        return EXIT_ERROR
     args = build_parser().parse_args(argv)
+    problem = db_problem(args)
+    if problem:
+        print(f"{PROG}: error: {problem}", file=sys.stderr)
+        return EXIT_ERROR
     try:
         settings, used = load_config(getattr(args, "config", None), overrides(args))
     except ConfigError as exc:
-        print(f"opencode-watchdogd: config error: {exc}", file=sys.stderr)
-        return 2
+        print(f"{PROG}: config error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     args.config_used = used
     args.flags_used = ["--" + key.replace("_", "-") for key in overrides(args)]
     # One-shot verbs print their result on stdout; their log shows warnings and errors unless -v.
@@ -74,11 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         code = VERBS[args.verb].run(args, settings)
         sys.stdout.flush()  # inside the try: a reader gone (`| head`) shows here, not as a traceback at exit
         return code
-    except BrokenPipeError:
-        return closed_pipe()
     except JournalError as exc:
-        print(f"opencode-watchdogd: error: {exc}", file=sys.stderr)
-        return 2
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
 

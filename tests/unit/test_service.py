@@ -109,7 +109,7 @@ def test_refuses_to_clobber_a_different_unit(capsys, unit_dir):
     mine = "[Service]\nExecStart=/usr/local/bin/my-own-thing\n"
     (unit_dir / UNIT).write_text(mine)
     code, out, err = run(capsys, "service", "install", "--unit-dir", str(unit_dir))
-    assert code == 1
+    assert code == 2
     assert "--force" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
     assert (unit_dir / UNIT).read_text() == mine
@@ -133,7 +133,7 @@ def test_failed_write_leaves_the_old_unit_and_no_temp_file(capsys, unit_dir, mon
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(service.os, "replace", boom)
     code, out, err = run(capsys, "service", "install", "--unit-dir", str(unit_dir), "--force")
-    assert code == 1
+    assert code == 2
     assert "No space left on device" in err and len(err.strip().splitlines()) == 1
     assert (unit_dir / UNIT).read_text() == "old\n"
     assert sorted(p.name for p in unit_dir.iterdir()) == [UNIT]
@@ -171,7 +171,7 @@ def test_now_after_force_restarts(capsys, unit_dir, fake_systemctl):
 def test_systemctl_failure_is_one_line_and_nonzero(capsys, unit_dir, fake_systemctl, monkeypatch):
     monkeypatch.setenv("FAKE_SYSTEMCTL_FAIL", "enable")
     code, out, err = run(capsys, "service", "install", "--unit-dir", str(unit_dir), "--now")
-    assert code == 1
+    assert code == 2
     assert err.strip().splitlines() == [
         "opencode-watchdogd: error: systemctl --user enable --now opencode-watchdogd.service failed "
         "(exit status 1): Failed to connect to bus: No medium found"]
@@ -183,7 +183,7 @@ def test_missing_systemctl_is_one_line(capsys, unit_dir, monkeypatch, tmp_path):
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
     code, out, err = run(capsys, "service", "install", "--unit-dir", str(unit_dir), "--now")
-    assert code == 1
+    assert code == 2
     assert len(err.strip().splitlines()) == 1 and "systemctl not found" in err
 
 
@@ -255,7 +255,7 @@ def test_uninstall_keeps_an_edited_unit_unless_forced(capsys, unit_dir):
     path = unit_dir / UNIT
     path.write_text(path.read_text().replace("RestartSec=5s", "RestartSec=1s"))
     code, _, err = run(capsys, "service", "uninstall", "--unit-dir", str(unit_dir))
-    assert code == 1 and "--force" in err and path.exists()
+    assert code == 2 and "--force" in err and path.exists()
     assert run(capsys, "service", "uninstall", "--unit-dir", str(unit_dir), "--force")[0] == 0
     assert not path.exists()
 

@@ -6,16 +6,24 @@ import json
 
 import tomli_w
 
+from watchdogd.commands.options import PROG, Options, add_verb
 from watchdogd.config import Settings, redacted, sources_in_effect
 
 
-def add_parser(subparsers, common) -> None:
-    parser = subparsers.add_parser("config", help="validate or show the effective configuration")
+def add_parser(subparsers, opts: Options) -> None:
+    parser = subparsers.add_parser("config", help="validate or show the effective configuration",
+                                   description="Validate or show the effective configuration.")
     verbs = parser.add_subparsers(dest="config_verb", required=True, metavar="{check,show}")
-    verbs.add_parser("check", parents=[common], help="validate; exit 2 with one line on the first problem")
-    show = verbs.add_parser("show", parents=[common], help="print effective values (secrets redacted)")
-    show.add_argument("--json", action="store_true")
-
+    sources = "the config file, OPENCODE_WATCHDOGD_* environment variables, the flags given"
+    add_verb(verbs, "check", "validate the configuration and name every source in effect",
+             reads=sources, writes="nothing", example=f"{PROG} config check --config ~/my.toml",
+             exits="0 valid (invalid: one line naming the source, key and problem)",
+             parents=(opts.config, opts.overrides))
+    show = add_verb(verbs, "show", "print the effective values as a config file (secrets redacted)",
+                    reads=sources, writes="nothing",
+                    example=f"{PROG} config show > ~/.config/opencode-watchdogd/config.toml",
+                    exits="0", parents=(opts.config, opts.overrides))
+    show.add_argument("--json", action="store_true", help="JSON instead of TOML")
 
 def run(args, settings: Settings) -> int:
     sources = sources_in_effect(getattr(args, "config", None), args.config_used, args.flags_used)

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import json
 
+from watchdogd.commands.options import PROG, Options, add_verb
 from watchdogd.config import Settings
 from watchdogd.journal import Journal
 from watchdogd.output import safe, table, when
 
 
-def add_parser(subparsers, common) -> None:
-    parser = subparsers.add_parser("history", parents=[common], help="list journaled actions")
-    parser.add_argument("-n", "--limit", type=int, default=20, help="how many actions (default 20)")
-    parser.add_argument("--json", action="store_true")
-    parser.add_argument("--with-content", action="store_true", help="include the before/after rows (conversation content)")
-
+def add_parser(subparsers, opts: Options) -> None:
+    parser = add_verb(
+        subparsers, "history", "list journaled actions, newest first: ids, routes, outcomes, reasons",
+        reads="the journal in the state dir", writes="nothing",
+        example=f"{PROG} history -n 5 --with-content",
+        exits="0", parents=(opts.config, opts.state))
+    parser.add_argument("-n", "--limit", type=int, default=20, metavar="N", help="how many actions (default 20)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument("--with-content", action="store_true",
+                        help="include the rows before and after (conversation content)")
 
 def run(args, settings: Settings) -> int:
     journal = Journal(settings.state_dir)

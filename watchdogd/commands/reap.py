@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+from watchdogd.commands.options import PROG, Options, add_verb
 from watchdogd.commands.scan import db_problems
 from watchdogd.config import Settings
 from watchdogd.inspect import surveyed
@@ -15,11 +16,17 @@ from watchdogd.reaper import Reaper
 from watchdogd.restore import reconcile
 
 
-def add_parser(subparsers, common) -> None:
-    parser = subparsers.add_parser("reap", parents=[common], help="free expired tool parts (repair orphans)")
+def add_parser(subparsers, opts: Options) -> None:
+    parser = add_verb(
+        subparsers, "reap", "free every expired tool part once: repair orphans in the DB, free live ones by API",
+        reads="the opencode DBs (discovered or --db), /proc, local opencode servers' HTTP API",
+        writes="repairs in the DBs (journaled first, a backup before the first), journal and backups in the "
+               "state dir; with --dry-run nothing",
+        example=f"{PROG} reap --dry-run",
+        exits="0 all freed or nothing due, 1 something expired was not freed",
+        parents=(opts.config, opts.db, opts.state, opts.log))
     parser.add_argument("--dry-run", action="store_true", help="say what would be done, write nothing")
     parser.add_argument("--json", action="store_true", help="print a JSON array of outcomes")
-
 
 def run(args, settings: Settings) -> int:
     dbs = discover_databases(settings, args.db)

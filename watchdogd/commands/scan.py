@@ -6,6 +6,7 @@ import json
 import sys
 from datetime import UTC, datetime
 
+from watchdogd.commands.options import PROG, Options, add_verb
 from watchdogd.config import Settings
 from watchdogd.inspect import surveyed
 from watchdogd.journal import Journal
@@ -15,8 +16,14 @@ from watchdogd.output import safe, table, when
 from watchdogd.reaper import plan_route
 
 
-def add_parser(subparsers, common) -> None:
-    parser = subparsers.add_parser("scan", parents=[common], help="list running/pending tool parts with verdicts")
+def add_parser(subparsers, opts: Options) -> None:
+    parser = add_verb(
+        subparsers, "scan", "list running/pending tool parts: owner, verdict, reason, deadline, route",
+        reads="the opencode DBs (discovered or --db), /proc, local opencode servers' HTTP API",
+        writes="only the journal in the state dir (when an orphan was first seen); never an opencode DB",
+        example=f"{PROG} scan --db ~/.local/share/opencode/opencode.db --json",
+        exits="0 nothing expired, 1 something expired (`reap` would act)",
+        parents=(opts.config, opts.db, opts.state, opts.log))
     parser.add_argument("--json", action="store_true", help="print a JSON array, one object per candidate")
 
 

@@ -15,6 +15,7 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
+from watchdogd.commands.options import EXIT_ERROR, PROG, Options, add_verb
 from watchdogd.output import safe
 
 SCRIPT = "opencode-watchdogd"
@@ -26,36 +27,40 @@ class ServiceError(Exception):
     """A failure to report in one line, without a traceback."""
 
 
-def add_parser(subparsers, common) -> None:
-    parser = subparsers.add_parser(
-        "service", help="install or print the systemd units",
-        description="Install the per-user systemd unit, or print the units.")
+def add_parser(subparsers, opts: Options) -> None:
+    parser = subparsers.add_parser("service", help="install, remove or print the systemd units",
+                                   description="Install the per-user systemd unit, or print the units.")
     actions = parser.add_subparsers(dest="service_action", required=True, metavar="ACTION")
-
-    install = actions.add_parser(
-        "install", parents=[common], help="write the user unit (and start it with --now)",
-        description=f"Write {USER_UNIT} for `systemctl --user`, with ExecStart= pointing at this "
-                    "installation. --config, --db and --state-dir given here are passed on to the service.")
+    passed = (opts.config, opts.db, opts.state)  # passed on to the service's ExecStart=
+    install = add_verb(
+        actions, "install", "write the user unit, with ExecStart= pointing at this installation",
+        reads="the unit shipped in the package; --config, --db and --state-dir given here go into ExecStart=",
+        writes=f"$XDG_CONFIG_HOME/systemd/user/{USER_UNIT}; with --now runs `systemctl --user daemon-reload` "
+               "and `enable --now`",
+        example=f"{PROG} service install --now", exits="0 written (and started with --now)", parents=passed)
     install.add_argument("--now", action="store_true",
                          help="also run `systemctl --user daemon-reload` and `enable --now`")
-    install.add_argument("--unit-dir", type=Path,
+    install.add_argument("--unit-dir", type=Path, metavar="DIR",
                          help="where to write the unit (default: $XDG_CONFIG_HOME/systemd/user)")
     install.add_argument("--force", action="store_true", help="replace an existing unit that differs")
 
-    uninstall = actions.add_parser(
-        "uninstall", parents=[common], help="remove the user unit (and stop it with --now)",
-        description=f"Remove {USER_UNIT}; only one that matches the shipped unit (any ExecStart=), unless --force.")
+    uninstall = add_verb(
+        actions, "uninstall", "remove the user unit (only one that matches the shipped unit, unless --force)",
+        reads=f"the installed {USER_UNIT}",
+        writes="removes it; with --now first runs `systemctl --user disable --now`, then `daemon-reload`",
+        example=f"{PROG} service uninstall --now", exits="0 removed or not installed")
     uninstall.add_argument("--now", action="store_true",
                            help="first run `systemctl --user disable --now`, then `daemon-reload`")
-    uninstall.add_argument("--unit-dir", type=Path,
+    uninstall.add_argument("--unit-dir", type=Path, metavar="DIR",
                            help="where the unit is (default: $XDG_CONFIG_HOME/systemd/user)")
     uninstall.add_argument("--force", action="store_true", help="remove the unit even if it was edited")
 
-    show = actions.add_parser("show", parents=[common], help="print the unit `install` would write",
-                              description="Print a unit with ExecStart= pointing at this installation.")
+    show = add_verb(actions, "show", "print the unit `install` would write, or the system template",
+                    reads="the units shipped in the package", writes="the unit on stdout",
+                    example=f"{PROG} service show --system | sudo tee /etc/systemd/system/{SYSTEM_TEMPLATE}",
+                    exits="0", parents=passed)
     show.add_argument("--system", action="store_true",
                       help=f"print the system template {SYSTEM_TEMPLATE} (headless servers, User=%%i)")
-
 
 def run(args, settings) -> int:
     action = {"install": _install, "uninstall": _uninstall, "show": _show}[args.service_action]
@@ -63,7 +68,7 @@ def run(args, settings) -> int:
         return action(args)
     except ServiceError as exc:
         print(f"opencode-watchdogd: error: {safe(exc, 500)}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
 
 
 # --- rendering ---------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
+from watchdogd.commands.options import EXIT_ATTENTION, EXIT_OK, PROG, Options, add_verb
 from watchdogd.commands.scan import notes
 from watchdogd.config import Settings
 from watchdogd.journal import Journal
@@ -12,10 +13,13 @@ from watchdogd.output import safe, table, when
 from watchdogd.statefile import daemon_alive, read_status
 
 
-def add_parser(subparsers, common) -> None:
-    parser = subparsers.add_parser("status", parents=[common], help="show what the running daemon sees")
-    parser.add_argument("--json", action="store_true")
-
+def add_parser(subparsers, opts: Options) -> None:
+    parser = add_verb(
+        subparsers, "status", "show what the running daemon published: pid, last pass, DBs, candidates, actions",
+        reads="status.json and the journal in the state dir (never creates either)", writes="nothing",
+        example=f"{PROG} status --json",
+        exits="0 the daemon is running, 1 it is not", parents=(opts.config, opts.state))
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 def run(args, settings: Settings) -> int:
     data = read_status(settings.state_dir)
@@ -30,10 +34,10 @@ def run(args, settings: Settings) -> int:
                           "recent_actions": [{"id": a.id, "time": a.when.isoformat(), "outcome": a.outcome, "route": a.route,
                                               "session_id": a.session_id, "part_id": a.part_id, "tool": a.tool,
                                               "detail": a.detail} for a in actions]}, indent=2))
-        return 0 if alive else 3
+        return EXIT_OK if alive else EXIT_ATTENTION
     if not data:
         print(f"opencode-watchdogd is not running (no status in {settings.state_dir})")
-        return 3
+        return EXIT_ATTENTION
     state = f"running (pid {data['pid']})" if alive else f"not running (last pid {data['pid']})"
     print(f"opencode-watchdogd {state}, version {data.get('version')}")
     print(f"  status:      {safe(data.get('status_line'), 300)}")
@@ -60,7 +64,7 @@ def run(args, settings: Settings) -> int:
         for a in actions:
             print(f"    #{a.id} {when(a.when)} {a.outcome} {safe(a.route, 40)} {safe(a.session_id)} {safe(a.part_id)}: "
                   f"{safe(a.detail or a.reason, 200)}")
-    return 0 if alive else 3
+    return EXIT_OK if alive else EXIT_ATTENTION
 
 
 def _dt(value: str | None) -> datetime | None:

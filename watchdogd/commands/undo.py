@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from watchdogd.commands.options import PROG, Options, add_verb
 from watchdogd.config import Settings
 from watchdogd.journal import Journal
 from watchdogd.opencode.store import OpencodeStore
@@ -13,12 +14,18 @@ from watchdogd.output import safe
 from watchdogd.restore import undo_action
 
 
-def add_parser(subparsers, common) -> None:
-    parser = subparsers.add_parser("undo", parents=[common], help="undo the last reap run, or one action")
+def add_parser(subparsers, opts: Options) -> None:
+    parser = add_verb(
+        subparsers, "undo", "restore the rows of the last run that wrote, or of one action from `history`",
+        reads="the journal in the state dir (which DB and rows each action wrote)",
+        writes="the before-images back into the opencode DBs, only where a row still holds exactly what the "
+               "daemon wrote; an undo action in the journal",
+        example=f"{PROG} undo --last   (or: {PROG} undo 12)",
+        exits="0 all restored or nothing to undo, 1 some row not restored (listed)",
+        parents=(opts.config, opts.state, opts.log))
     which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("action_id", nargs="?", type=int, help="an action id from `history`")
+    which.add_argument("action_id", nargs="?", type=int, metavar="ID", help="an action id from `history`")
     which.add_argument("--last", action="store_true", help="every write of the last run that wrote (all DBs)")
-
 
 def run(args, settings: Settings) -> int:
     journal = Journal(settings.state_dir)
