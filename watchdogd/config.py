@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
+import math
 import os
 import tempfile
 import tomllib
@@ -38,6 +39,29 @@ CONFIG_ENV = ENV_PREFIX + "CONFIG"
 
 # Shown (config show, JSON) in the form a config file takes back, without loss: "2h15m10s", "256MiB".
 Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(duration_text, when_used="json")]
+
+
+def _within(low: float, high: float, never: bool = False) -> AfterValidator:
+    """A duration bound: finite and in [low, high] ("never" too when `never`), else one line with the range."""
+    def check(seconds: float) -> float:
+        if never and seconds == math.inf:
+            return seconds
+        if not (low <= seconds <= high):  # also NaN
+            shown = "never" if seconds == math.inf else duration_text(seconds)
+            accepted = f"from {duration_text(low)} to {duration_text(high)}" + (", or never" if never else "")
+            raise ValueError(f"{shown} is out of range (accepted: {accepted})")
+        return seconds
+    return AfterValidator(check)
+
+
+DAY = 86400.0
+# Bounded so that every use is safe: a timer can be armed, a deadline (now + it) fits a datetime.
+Interval = Annotated[Duration, _within(1.0, DAY)]  # the poll
+Debounce = Annotated[Duration, _within(0.0, 600.0)]
+RescanInterval = Annotated[Duration, _within(60.0, 7 * DAY)]
+Grace = Annotated[Duration, _within(0.0, 30 * DAY)]
+Threshold = Annotated[Duration, _within(0.0, 3650 * DAY, never=True)]  # "never": the tool is never expired
+Timeout = Annotated[Duration, _within(0.1, 600.0)]
 Size = Annotated[ByteSize, BeforeValidator(check_size), PlainSerializer(size_text, when_used="json")]
 
 
@@ -102,11 +126,11 @@ class Strict(BaseModel):
 
 
 class PolicyConfig(Strict):
-    orphan_grace: Duration = 30.0
-    pending: Duration = 600.0
-    default: Duration = 3600.0
+    orphan_grace: Grace = 30.0
+    pending: Threshold = 600.0
+    default: Threshold = 3600.0
     # Exact tool names win over globs; among globs the longest pattern wins.
-    tools: Annotated[dict[str, Duration], AfterValidator(_check_tool_patterns)] = Field(
+    tools: Annotated[dict[str, Threshold], AfterValidator(_check_tool_patterns)] = Field(
         default_factory=lambda: dict(DEFAULT_TOOL_THRESHOLDS)
     )
 
@@ -129,9 +153,9 @@ class PolicyConfig(Strict):
 
 class WatchConfig(Strict):
     databases: list[Path] = Field(default_factory=list)
-    debounce: Duration = 0.5
-    poll_interval: Duration = 60.0
-    full_rescan_interval: Duration = 3600.0
+    debounce: Debounce = 0.5
+    poll_interval: Interval = 60.0
+    full_rescan_interval: RescanInterval = 3600.0
     # In a container's PID namespace, processes outside it cannot be seen: true says none can open the DB.
     trust_pid_namespace: bool = False
 
@@ -167,7 +191,7 @@ class LiveConfig(Strict):
     discover: bool = True
     allow_dispose: bool = False
     allow_insecure_remote: bool = False
-    timeout: Duration = 5.0
+    timeout: Timeout = 5.0
 
 
 def _auto_or_bool(value: Any) -> Any:

@@ -249,8 +249,10 @@ class Daemon:
             self._run_no_later_than(min(candidates))
 
     def _alive(self) -> bool:
+        """Scheduler, a pass not hung, and the file watcher's thread: all needed for the daemon to do its job."""
         running = self._running_since
-        return self.scheduler.running and (running is None or time.monotonic() - running < HUNG_PASS_S)
+        return (self.scheduler.running and (running is None or time.monotonic() - running < HUNG_PASS_S)
+                and self.watcher.alive())
 
     # -- reload --------------------------------------------------------------------------------
     def reload(self) -> None:
@@ -412,7 +414,7 @@ class Daemon:
                             self._deadline, tuple(ServerSeen(url, version) for url, version in reached))
         try:
             self.publishers.publish(result)
-        except Exception:  # noqa: BLE001
+        except Exception:
             self.log.exception("publishing the pass failed")
 
     def status_line(self) -> str:

@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import structlog
 from watchdog.events import (
     FileClosedEvent,
     FileCreatedEvent,
@@ -61,7 +62,10 @@ class _Handler(FileSystemEventHandler):
         for db in self.dbs:
             kind = classify(event, db)
             if kind:
-                self.on_event(db, kind)
+                try:
+                    self.on_event(db, kind)
+                except Exception:  # noqa: BLE001 (an escaped error would end the observer thread: no events, ever)
+                    structlog.get_logger("watchdogd").exception("file event handler failed", db=str(db), kind=kind)
 
 
 class DBWatcher:
@@ -96,6 +100,10 @@ class DBWatcher:
             self._observer.start()
             self._started = True
         return missing
+
+    def alive(self) -> bool:
+        """The thread that delivers file events still runs (systemd's watchdog is fed only while it does)."""
+        return not self._started or self._observer.is_alive()
 
     def stop(self) -> None:
         if self._started:

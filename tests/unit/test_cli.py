@@ -356,16 +356,16 @@ username = "ünï😀"
 def test_config_show_round_trips_through_config_check(capsys, tmp_path, monkeypatch):
     path = tmp_path / "c.toml"
     path.write_text(ODD_CONFIG)
-    monkeypatch.setenv("OPENCODE_WATCHDOGD_LIVE__TIMEOUT", "2h15m10s")
+    monkeypatch.setenv("OPENCODE_WATCHDOGD_LIVE__TIMEOUT", "7m10s")
     code, shown, _ = run(capsys, "config", "show", "-c", str(path))
     assert code == 0
-    assert 'orphan_grace = "2h15m10s"' in shown and 'max_db_size = "1GB"' in shown and 'timeout = "2h15m10s"' in shown
+    assert 'orphan_grace = "2h15m10s"' in shown and 'max_db_size = "1GB"' in shown and 'timeout = "7m10s"' in shown
     assert '"😀_*" = "5m"' in shown and '"gh_*" = "1d1h1m1s"' in shown and 'default = "never"' in shown
     again = tmp_path / "again.toml"
     again.write_text(shown)
     monkeypatch.delenv("OPENCODE_WATCHDOGD_LIVE__TIMEOUT")
     assert run(capsys, "config", "check", "-c", str(again))[:2] == (0, f"config ok\n  file:        {again} (--config)\n")
-    monkeypatch.setenv("OPENCODE_WATCHDOGD_LIVE__TIMEOUT", "2h15m10s")
+    monkeypatch.setenv("OPENCODE_WATCHDOGD_LIVE__TIMEOUT", "7m10s")
     assert load_config(again)[0].model_dump() == load_config(path)[0].model_dump()
 
 
