@@ -43,7 +43,7 @@ def serve(mode: str, record: Path | None) -> None:
             continue
         member = header.fields.get(3)  # HeaderFields.member
         if member == "Notify":
-            call = dict(zip(NOTIFY_FIELDS, msg.body))
+            call = dict(zip(NOTIFY_FIELDS, msg.body, strict=False))
             call["hints"] = {key: value[1] for key, value in call["hints"].items()}
             notice_id = call["replaces_id"] or next(ids)
             call["id"], call["at"] = notice_id, time.time()

@@ -74,8 +74,8 @@ def test_a_busy_with_a_newer_run_report_is_not_told(tmp_path, journal):
     result = one_pass(db, journal, make_settings(tmp_path))
     [done] = result.outcomes
     live = replace(done.item, ownership=replace(done.item.ownership, kind=OwnerKind.LIVE))
-    newer = replace(result, outcomes=(replace(done, item=live, plan=Plan(Route.REPORT, "the session is busy with a newer run"),
-                                              outcome=Outcome.REPORTED),))
+    plan = Plan(Route.REPORT, "the session is busy with a newer run")
+    newer = replace(result, outcomes=(replace(done, item=live, plan=plan, outcome=Outcome.REPORTED),))
     assert events(newer, orphans=True, told=set()) == []
 
 

@@ -8,6 +8,7 @@ COALESCE_S of the notification showing that kind update it in place (`replaces_i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -17,10 +18,10 @@ from pathlib import Path
 
 import structlog
 from jeepney import DBusAddress, new_method_call
+from jeepney.bus import get_connectable_addresses
 from jeepney.bus_messages import message_bus
 from jeepney.io.blocking import DBusConnection, Proxy, prep_socket
 from jeepney.io.common import MessageFilters
-from jeepney.bus import get_connectable_addresses
 from jeepney.wrappers import unwrap_msg
 
 from watchdogd.notifiers.notices import Event, NoticeKind, Rendered, render
@@ -104,10 +105,8 @@ class DesktopNotifier:
                     self.log.warning("desktop notifications are not being delivered fast enough; dropping some")
 
     def close(self, timeout: float = 0.2) -> None:
-        try:
+        with contextlib.suppress(queue.Full):
             self._queue.put(None, timeout=timeout)
-        except queue.Full:
-            pass
         self._thread.join(timeout)  # a sender stuck on a hung bus is a daemon thread: it dies with the process
 
     # -- the sender thread ---------------------------------------------------------------------
@@ -160,8 +159,6 @@ class DesktopNotifier:
 
     def _disconnect(self) -> None:
         if self._conn is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self._conn.close()
-            except OSError:
-                pass
             self._conn = None

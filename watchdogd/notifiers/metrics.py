@@ -8,6 +8,7 @@ Label values are bounded: routes are named by kind, tools are neutralised like l
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from dataclasses import dataclass, field
@@ -21,13 +22,14 @@ from prometheus_client.registry import Collector
 
 from watchdogd import __version__
 from watchdogd.config import MetricsConfig, parse_listen
-from watchdogd.notifiers.result import PassResult, RouteKind, route_kind
+from watchdogd.models import DBReport, Outcome, Route
+from watchdogd.notifiers.result import PassResult
 from watchdogd.output import safe
-from watchdogd.survey import DBReport
 
 PREFIX = "opencode_watchdogd"
 PASS_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-OUTCOMES = ("done", "skipped", "failed", "reported")
+ROUTES = tuple(r for r in Route if r is not Route.UNDO)  # undo is a verb of its own, never a pass's action
+OUTCOMES = (Outcome.DONE, Outcome.SKIPPED, Outcome.FAILED, Outcome.REPORTED)
 DB_STATES = ("watched", "read-only", "unreadable", "missing")
 
 
@@ -87,10 +89,8 @@ class _SnapshotCollector(Collector):
 def _size(journal: Path) -> int:
     total = 0
     for path in (journal, journal.with_name(journal.name + "-wal")):
-        try:
+        with contextlib.suppress(OSError):
             total += path.stat().st_size
-        except OSError:
-            pass
     return total
 
 
@@ -114,9 +114,9 @@ class Metrics:
                                   buckets=PASS_BUCKETS, registry=self.registry)
         for result in ("ok", "failed"):
             self.passes.labels(result)
-        for route in RouteKind:
+        for route in ROUTES:
             for outcome in OUTCOMES:
-                self.actions.labels(route.value, outcome)  # present at 0, so increase() sees the first one
+                self.actions.labels(route.value, outcome.value)  # present at 0, so increase() sees the first one
         self._collector = _SnapshotCollector(self._snapshot, self._lock, state_dir / "journal.db")
         self.registry.register(self._collector)
 
@@ -162,11 +162,11 @@ class Metrics:
             if outcome.outcome not in OUTCOMES:
                 continue
             key = (str(outcome.item.candidate.db), outcome.item.candidate.part_id)
-            if outcome.outcome == "reported":
+            if outcome.outcome is Outcome.REPORTED:
                 if key in self._told_reported:
                     continue  # reported again by a later pass: the same stuck part, not a new action
                 self._told_reported.add(key)
-            self.actions.labels(route_kind(outcome.route).value, outcome.outcome).inc()
+            self.actions.labels(outcome.route.value, outcome.outcome.value).inc()
 
     def _update_snapshot(self, result: PassResult) -> None:
         snap = self._snapshot
@@ -196,10 +196,8 @@ class Metrics:
                 handle.write(generate_latest(self.registry))
             os.replace(temp, target)
         except OSError as exc:
-            try:
+            with contextlib.suppress(OSError):
                 temp.unlink(missing_ok=True)
-            except OSError:
-                pass
             if not self._textfile_failing:
                 self.log.warning("cannot write the metrics textfile; further failures are not logged",
                                  path=str(target), error=exc.strerror or str(exc))

@@ -11,16 +11,14 @@ import html
 from dataclasses import dataclass
 from enum import StrEnum
 
-from watchdogd.models import OwnerKind
+from watchdogd.models import ActionResult, Outcome, OwnerKind
 from watchdogd.notifiers.result import (
     LIVE_FREES,
     NEEDS_USER_OWNERS,
     ORPHAN_REPAIRS,
     PassResult,
-    route_kind,
 )
 from watchdogd.output import safe
-from watchdogd.models import ActionResult
 
 LISTED = 3  # sessions named in a coalesced notification; the rest are counted
 
@@ -72,7 +70,7 @@ def _age(outcome: ActionResult) -> str:
 def _advice(outcome: ActionResult) -> str:
     owner = outcome.item.ownership
     pids = ", ".join(map(str, owner.pids)) or "?"
-    if outcome.outcome == "failed":
+    if outcome.outcome is Outcome.FAILED:
         return (f"freeing it failed ({safe(outcome.detail, 160)}); it is tried again at the next pass. "
                 "See `opencode-watchdogd history`.")
     if owner.kind is OwnerKind.UNREACHABLE:
@@ -87,14 +85,13 @@ def _advice(outcome: ActionResult) -> str:
 
 
 def _kind(outcome: ActionResult, orphans: bool) -> NoticeKind | None:
-    route = route_kind(outcome.route)
-    if outcome.outcome == "done" and route in LIVE_FREES:
+    if outcome.outcome is Outcome.DONE and outcome.route in LIVE_FREES:
         return NoticeKind.FREED
-    if outcome.outcome == "done" and route in ORPHAN_REPAIRS:
+    if outcome.outcome is Outcome.DONE and outcome.route in ORPHAN_REPAIRS:
         return NoticeKind.ORPHANS if orphans else None
-    if outcome.outcome == "failed":
+    if outcome.outcome is Outcome.FAILED:
         return NoticeKind.STUCK
-    if outcome.outcome == "reported":
+    if outcome.outcome is Outcome.REPORTED:
         owner = outcome.item.ownership
         if owner.kind in NEEDS_USER_OWNERS or owner.orphan:  # not "busy with a newer run": that one heals itself
             return NoticeKind.STUCK

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 
-from watchdogd.models import ActionResult, DBReport, OwnerKind
+from watchdogd.models import ActionResult, DBReport, OwnerKind, Route
 
 
 @dataclass(frozen=True)
@@ -29,27 +28,8 @@ class PassResult:
     servers: tuple[ServerSeen, ...] = field(default=())
 
 
-class RouteKind(StrEnum):
-    """A bounded name for a route (a metric label; `report: <why>` routes carry prose)."""
-
-    DB_REPAIR = "db-repair"
-    PATCH_PART = "patch-part"
-    REJECT = "reject-question"
-    ABORT = "abort"
-    REPORT = "report"
-    OTHER = "other"
-
-
-def route_kind(route: str) -> RouteKind:
-    if route.startswith("report"):
-        return RouteKind.REPORT
-    try:
-        return RouteKind(route)
-    except ValueError:
-        return RouteKind.OTHER
-
-
-LIVE_FREES = frozenset({RouteKind.REJECT, RouteKind.ABORT})
-ORPHAN_REPAIRS = frozenset({RouteKind.DB_REPAIR, RouteKind.PATCH_PART})
+# The routes people are told about, by what they mean for the session.
+LIVE_FREES = frozenset({Route.REJECT_QUESTION, Route.ABORT})
+ORPHAN_REPAIRS = frozenset({Route.DB_REPAIR, Route.PATCH_PART})
 # The owner may be running the part but cannot be asked: only the user can free it.
 NEEDS_USER_OWNERS = frozenset({OwnerKind.HELD, OwnerKind.UNREACHABLE})
