@@ -91,11 +91,11 @@ def test_a_stuck_part_held_by_an_api_less_process_is_told_once_with_what_to_do(t
         stuck = dbfactory.stuck_question(db, age_s=0, session=sid, directory="/home/user/a&b")
         daemon = started.daemon([db], FAST | {"DBUS_SESSION_BUS_ADDRESS": bus.address,
                                               "OPENCODE_WATCHDOGD_POLICY__TOOLS__QUESTION": "1s",
-                                              "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "0.3s"})
+                                              "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1s"})
         [call] = wait_until(bus.calls, timeout=20, what="the stuck notification")
         # Several more passes report it again: still one notification.
         passes = daemon.wait_status(lambda s: True)["passes"]
-        daemon.wait_status(lambda s: s["passes"] >= passes + 4, timeout=20, what="four more passes")
+        daemon.wait_status(lambda s: s["passes"] >= passes + 4, timeout=30, what="four more passes")
         assert bus.calls() == [call]
     finally:
         holder.kill()

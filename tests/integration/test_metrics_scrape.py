@@ -110,13 +110,13 @@ def test_a_stuck_part_shows_as_expired_and_its_report_counts_once(tmp_path, daem
         port = free_port()
         daemon = daemon_factory([db], FAST | {"OPENCODE_WATCHDOGD_METRICS__LISTEN": f"127.0.0.1:{port}",
                                               "OPENCODE_WATCHDOGD_POLICY__TOOLS__QUESTION": "1s",
-                                              "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "0.3s"})
+                                              "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1s"})
         url = f"http://127.0.0.1:{port}/metrics"
         found = wait_until(lambda: (m := _scraped(url)) and value(
             m, "opencode_watchdogd_candidates", verdict="expired", tool="question") == 1 and m, timeout=20,
             what="the expired question")
         passes = daemon.wait_status(lambda s: True)["passes"]
-        daemon.wait_status(lambda s: s["passes"] >= passes + 4, timeout=20, what="four more passes")
+        daemon.wait_status(lambda s: s["passes"] >= passes + 4, timeout=30, what="four more passes")
         later = scrape(url)
     finally:
         holder.kill()
