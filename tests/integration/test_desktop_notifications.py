@@ -66,8 +66,8 @@ def test_ten_orphans_at_start_make_one_notification(tmp_path, started):
     time.sleep(1.0)  # nothing else follows
     assert bus.calls() == [call]
     assert call["app_name"] == "opencode-watchdogd" and call["summary"] == "opencode: 10 abandoned tool calls repaired"
-    assert "in 10 sessions:" in call["body"] and "“Fake session title” in /home/user/proj" in call["body"]
-    assert "and 7 more" in call["body"] and call["hints"]["urgency"] == 1
+    assert call["body"] == "in 10 sessions:\n“Fake session title” in /home/user/proj (10 sessions)"
+    assert call["hints"]["urgency"] == 1
     assert daemon.proc.poll() is None
 
 

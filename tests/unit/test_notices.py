@@ -89,6 +89,8 @@ def test_a_burst_is_one_notification_naming_three_sessions():
     assert rendered.body.splitlines() == ["in 10 sessions:", "“S0” in /d", "“S1” in /d", "“S2” in /d", "and 7 more"]
     two_in_one = render(NoticeKind.FREED, [event(1), replace(event(2), session_id="ses_1")])
     assert two_in_one.summary == "opencode: 2 stuck tool calls freed" and "in 1 session:" in two_in_one.body
+    same_titles = render(NoticeKind.FREED, [event(1), event(2), event(3, title="U")])
+    assert same_titles.body.splitlines() == ["in 3 sessions:", "“T” in /d (2 sessions)", "“U” in /d"]
     stuck = render(NoticeKind.STUCK, [event(1, NoticeKind.STUCK), event(2, NoticeKind.STUCK)])
     assert stuck.urgency == 2 and "opencode-watchdogd scan" in stuck.body
 

@@ -135,11 +135,15 @@ def render(kind: NoticeKind, batch: list[Event]) -> Rendered:
                                                            "running by an opencode that exited"),
         }[kind]
         return Rendered(summary, html.escape(line, quote=False), 2 if kind is NoticeKind.STUCK else 1)
-    sessions = list({e.session_id: _where(e) for e in batch}.values())
+    places: dict[str, set[str]] = {}  # "“title” in directory" -> its sessions (titles repeat: "New session")
+    for e in batch:
+        places.setdefault(_where(e), set()).add(e.session_id)
+    sessions = [f"{where} ({len(ids)} sessions)" if len(ids) > 1 else where for where, ids in places.items()]
+    total = sum(len(ids) for ids in places.values())
     summary = {NoticeKind.FREED: f"opencode: {len(batch)} stuck tool calls freed",
                NoticeKind.STUCK: f"opencode: {len(batch)} stuck tool calls need you",
                NoticeKind.ORPHANS: f"opencode: {len(batch)} abandoned tool calls repaired"}[kind]
-    lines = [f"in {len(sessions)} session{'s' if len(sessions) != 1 else ''}:", *sessions[:LISTED]]
+    lines = [f"in {total} session{'s' if total != 1 else ''}:", *sessions[:LISTED]]
     if len(sessions) > LISTED:
         lines.append(f"and {len(sessions) - LISTED} more")
     if kind is NoticeKind.STUCK:
