@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -20,6 +21,9 @@ from tests.support.fake_model import FakeModel  # noqa: E402
 from tests.support.opencode import PINNED_VERSIONS, OpencodeServer  # noqa: E402
 
 
+CLOCK_SHIM_SOURCE = Path(__file__).parent / "reliability" / "data" / "fakeclock.c"
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: needs real opencode (node, npm, opencode-ai releases)")
 
@@ -32,6 +36,30 @@ def require_node() -> None:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+def require_root(why: str) -> None:
+    """Skip a test that needs root (CI runs as root), but never silently on CI."""
+    if os.geteuid() == 0:
+        return
+    message = f"needs root: {why}"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def clock_shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An LD_PRELOAD shim that shifts CLOCK_REALTIME of one process by the int64 ns in $FAKECLOCK_FILE."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        message = "no C compiler to build the LD_PRELOAD clock shim"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    out = tmp_path_factory.mktemp("clock-shim") / "fakeclock.so"
+    subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(out), str(CLOCK_SHIM_SOURCE), "-ldl"], check=True)
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +75,7 @@ def opencode_version(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def opencode_factory(fake_model: FakeModel, tmp_path: Path) -> Iterator[Callable[..., OpencodeServer]]:
-    """`factory(version, **OpencodeServer kwargs)` -> a started server.
+    """`factory(version, start=True, **OpencodeServer kwargs)` -> a started server (or not yet started).
 
     The shared fake model's request log is cleared first, so a test sees only
     its own model traffic. Every server is stopped at teardown (SIGKILL if needed).
@@ -56,11 +84,11 @@ def opencode_factory(fake_model: FakeModel, tmp_path: Path) -> Iterator[Callable
     fake_model.reset()
     servers: list[OpencodeServer] = []
 
-    def factory(version: str, **kwargs: Any) -> OpencodeServer:
+    def factory(version: str, *, start: bool = True, **kwargs: Any) -> OpencodeServer:
         kwargs.setdefault("model_url", fake_model.url)
         server = OpencodeServer(tmp_path / f"opencode-{len(servers)}", version=version, **kwargs)
         servers.append(server)
-        return server.start()
+        return server.start() if start else server
 
     yield factory
     for server in servers:

@@ -8,12 +8,9 @@ import httpx
 import pytest
 
 from tests.support.fake_model import MCP_TOOL, FakeModel
-from tests.support.opencode import OpencodeServer, mcp_config
+from tests.support.opencode import RELEASES, OpencodeServer, mcp_config
 
 pytestmark = pytest.mark.e2e
-
-# How each version refuses DELETE of a busy session's message (reference §2).
-BUSY_DELETE_STATUS = {"1.15.3": 400, "1.18.33": 409}
 
 
 def start_stuck_question(server: OpencodeServer, script: str = "SCRIPT:question"):
@@ -41,7 +38,7 @@ def test_stuck_question_then_orphan_after_kill(
     assert server.session_status(directory) == {sid: {"type": "busy"}}
     [question] = [q for q in server.questions(directory) if q["sessionID"] == sid]
     assert question["tool"] == {"messageID": part.message_id, "callID": part.call_id}
-    assert server.delete_message(sid, part.message_id, directory) == BUSY_DELETE_STATUS[opencode_version]
+    assert server.delete_message(sid, part.message_id, directory) == RELEASES[opencode_version].busy_delete
     [agent_call] = fake_model.agent_requests
     assert "question" in FakeModel.tool_names(agent_call)
     assert "completed" not in server.db_message(part.message_id)["data"]["time"]

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from tests.support.fake_model import FakeModel
+from tests.support.opencode import RELEASES
 from tests.support.watchdog import ONE_SECOND_POLICY, Watchdog, abandoned, start_stuck
 
 pytestmark = pytest.mark.e2e
@@ -46,7 +47,7 @@ def test_a_stuck_child_question_is_rejected_and_opencode_finishes_the_parent(ope
     server.wait_idle(parent["id"], directory)  # the parent went on by itself and finished its turn
     [task] = server.tool_parts(parent["id"], "task")
     state = task["data"]["state"]
-    assert state["status"] == ("completed" if opencode_version == "1.15.3" else "error")
+    assert state["status"] == ("error" if RELEASES[opencode_version].task_error_on_child_error else "completed")
     assert "opencode_watchdogd" not in (state.get("metadata") or {})  # finished by opencode, not by us
     assert abandoned(server.tool_parts(child_sid, "question")[0]["data"])
     finishes = [m["info"].get("finish") for m in server.messages(parent["id"], directory) if m["info"]["role"] == "assistant"]

@@ -6,13 +6,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.integration.daemonproc import DaemonProcess, NotifySocket, wait_until
 from tests.support.opencode import OpencodeServer
+from tests.support.watchdog import assert_finished_through_api
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -29,26 +29,6 @@ def stuck(server: OpencodeServer):
     session = server.create_session()
     server.prompt_async(session["id"], "Please ask me. SCRIPT:question")
     return session["id"], session["directory"], server.wait_for_running_part(session["id"])
-
-
-def assert_finished_through_api(server: OpencodeServer, sid: str, directory: str, part) -> None:
-    """What a user sees after a restart: the call ended as abandoned, the turn is over, the session works."""
-    assert server.session_status(directory) == {}
-    [entry] = [m for m in server.messages(sid) if m["info"]["id"] == part.message_id]
-    assert entry["info"]["time"].get("completed")
-    assert entry["info"]["error"]["name"] == "MessageAbortedError"
-    [tool] = [p for p in entry["parts"] if p.get("callID") == part.call_id]
-    assert tool["state"]["status"] == "error"
-    assert tool["state"]["error"].startswith("Abandoned by opencode-watchdogd")
-    assert tool["state"]["metadata"]["interrupted"] is True
-    assert server.delete_message(sid, part.message_id, directory) == 200
-    server.prompt_async(sid, "thanks, carry on")
-
-    def answered():  # prompt_async returns before the run starts: wait for the reply itself
-        last = server.messages(sid)[-1]["info"]
-        return last["role"] == "assistant" and last["time"].get("completed") and last
-
-    assert wait_until(answered, timeout=30, what="a reply to the new prompt").get("finish") == "stop"
 
 
 def test_reap_repairs_an_orphan_and_undo_restores_it(opencode_server: OpencodeServer, tmp_path: Path) -> None:
@@ -99,7 +79,6 @@ def test_running_daemon_repairs_when_opencode_dies(opencode_server: OpencodeServ
         notify.wait_for("READY=1", timeout=30)
         status = daemon.wait_status(lambda s: s["candidates"], what="the live question listed")
         assert status["candidates"][0]["verdict"] == "keep"  # a live owner: hours, not seconds
-        killed = time.monotonic()
         server.kill()
 
         def repaired() -> bool:
@@ -107,8 +86,8 @@ def test_running_daemon_repairs_when_opencode_dies(opencode_server: OpencodeServ
                 row = conn.execute("SELECT data FROM part WHERE id=?", (part.part_id,)).fetchone()
             return json.loads(row[0])["state"]["status"] == "error"
 
-        wait_until(repaired, timeout=15, what="the daemon's repair")
-        assert time.monotonic() - killed <= 1 + 2  # orphan_grace + 2 s, no command, no file change
+        # The poll is an hour away: only the daemon's own wake-ups (the DB closed, the grace's deadline) repair it.
+        wait_until(repaired, timeout=60, what="the daemon's repair")
     finally:
         assert daemon.stop() == 0
         notify.close()

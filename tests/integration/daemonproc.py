@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -82,7 +83,7 @@ class DaemonProcess:
         args = [sys.executable, "-m", "watchdogd", "run", "--state-dir", str(self.state_dir), "--log-format", "json"]
         for db in dbs:
             args += ["--db", str(db)]
-        self.log_file = open(self.log_path, "w")
+        self.log_file = open(self.log_path, "a")  # a daemon started again on the same state keeps one log
         self.proc = subprocess.Popen(args + (extra_args or []), env=full_env, stdout=self.log_file,
                                      stderr=subprocess.STDOUT, cwd=tmp)
 
@@ -107,6 +108,37 @@ class DaemonProcess:
             except ValueError:
                 out.append({"event": line})
         return out
+
+    def actions(self) -> list[dict]:
+        """Every journaled action, oldest first (read directly, not through `history`)."""
+        path = self.state_dir / "journal.db"
+        if not path.exists():
+            return []
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        conn.row_factory = sqlite3.Row
+        try:
+            return [dict(row) for row in conn.execute("SELECT * FROM actions ORDER BY id")]
+        finally:
+            conn.close()
+
+    def wait_action(self, part_id: str, route: str, timeout: float = 60) -> dict:
+        """The first settled action of `route` on the part (a planned one is still in flight)."""
+        def settled():
+            return next((a for a in self.actions() if a["part_id"] == part_id and a["route"] == route
+                         and a["outcome"] != "planned"), None)
+        try:
+            return wait_until(settled, timeout, what=f"a {route} action on {part_id}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; actions: {self.actions()}\n{self.log_tail()}") from None
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return "--- daemon log tail ---\n" + self.log_path.read_text(errors="replace")[-chars:]
+
+    def __enter__(self) -> "DaemonProcess":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)

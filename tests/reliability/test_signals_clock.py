@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
 import struct
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,8 +18,6 @@ from tests.reliability.conftest import scenario
 from tests.reliability.helpers import GRACE0, add_orphans, cli, journal_actions, journal_lies, pair_states
 
 pytestmark = pytest.mark.integration
-
-SHIM_SOURCE = Path(__file__).with_name("data") / "fakeclock.c"
 
 
 def passes(daemon: DaemonProcess) -> int:
@@ -129,13 +125,8 @@ def test_sigterm_at_random_points(tmp_path, observe):
 # -- clock steps ---------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def fakeclock(tmp_path_factory) -> Path:
-    compiler = shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        pytest.skip("no C compiler to build the LD_PRELOAD clock shim")
-    out = tmp_path_factory.mktemp("fakeclock") / "fakeclock.so"
-    subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(out), str(SHIM_SOURCE), "-ldl"], check=True)
-    return out
+def fakeclock(clock_shim: Path) -> Path:
+    return clock_shim  # built once per session by tests/conftest.py
 
 
 class Clock:

@@ -20,6 +20,7 @@ advances each time a tool result comes back. Steps:
               after ``CHILD:`` (the child's request has only system+user, so the
               same parsing applies to it)
 ``text``      plain text, finish ``stop``
+``a+b``       several tool calls in one turn (e.g. ``mcp+question``), which opencode runs side by side
 
 Once the script is exhausted the model answers "done" with finish ``stop``.
 
@@ -54,7 +55,7 @@ MCP_TOOL = "ghost_lookup"
 MCP_ARGS = {"query": "anything"}
 TASK_DESCRIPTION = "ask the colour"
 
-_SCRIPT_RE = re.compile(r"SCRIPT:([A-Za-z_,-]+)")
+_SCRIPT_RE = re.compile(r"SCRIPT:([A-Za-z_,+-]+)")
 _CHILD_RE = re.compile(r"CHILD:(.*)\Z", re.S)
 
 
@@ -85,6 +86,14 @@ def plan_turn(body: dict[str, Any]) -> tuple[str, str]:
     child = _CHILD_RE.search(text)
     step = steps[turn] if turn < len(steps) else "done"
     return step, child.group(1).strip() if child else ""
+
+
+# The tool call each scripted step makes: (tool name, arguments) from the child prompt.
+_TOOL_CALLS = {
+    "question": lambda child: ("question", QUESTION_ARGS),
+    "mcp": lambda child: (MCP_TOOL, MCP_ARGS),
+    "task": lambda child: ("task", {"description": TASK_DESCRIPTION, "prompt": child, "subagent_type": "general"}),
+}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -125,13 +134,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(body, text="Fake session title")
             return
         step, child = plan_turn(body)
-        if step == "question":
-            self._reply(body, tool=("question", QUESTION_ARGS))
-        elif step == "mcp":
-            self._reply(body, tool=(MCP_TOOL, MCP_ARGS))
-        elif step == "task":
-            args = {"description": TASK_DESCRIPTION, "prompt": child, "subagent_type": "general"}
-            self._reply(body, tool=("task", args))
+        calls = [_TOOL_CALLS[name](child) for name in step.split("+") if name in _TOOL_CALLS]
+        if calls:
+            self._reply(body, tools=calls)
         elif step == "hang":
             self._hang()
         elif step == "text":
@@ -172,19 +177,19 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(f"data: {data}\n\n".encode())
         self.wfile.flush()
 
-    def _reply(self, body: dict, text: str | None = None, tool: tuple[str, dict] | None = None) -> None:
+    def _reply(self, body: dict, text: str | None = None, tools: list[tuple[str, dict]] | None = None) -> None:
         if not body.get("stream"):
-            self._json(200, self._completion(text, tool))
+            self._json(200, self._completion(text, tools))
             return
         self._start_sse()
         self._send(self._chunk({"role": "assistant", "content": None}))
-        if tool:
-            call_id = self.server.model.next_call_id()
-            name, args = tool
-            head = {"index": 0, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
-            self._send(self._chunk({"tool_calls": [head]}))
-            tail = {"index": 0, "function": {"arguments": json.dumps(args)}}
-            self._send(self._chunk({"tool_calls": [tail]}))
+        if tools:
+            for index, (name, args) in enumerate(tools):
+                call_id = self.server.model.next_call_id()
+                head = {"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
+                self._send(self._chunk({"tool_calls": [head]}))
+                tail = {"index": index, "function": {"arguments": json.dumps(args)}}
+                self._send(self._chunk({"tool_calls": [tail]}))
             self._send(self._chunk({}, "tool_calls"))
         else:
             self._send(self._chunk({"content": text}))
@@ -193,15 +198,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(self._chunk(None, usage=usage))
         self._send("[DONE]")
 
-    def _completion(self, text: str | None, tool: tuple[str, dict] | None) -> dict:
+    def _completion(self, text: str | None, tools: list[tuple[str, dict]] | None) -> dict:
         message: dict[str, Any] = {"role": "assistant", "content": text}
-        if tool:
-            call = {"id": self.server.model.next_call_id(), "type": "function",
-                    "function": {"name": tool[0], "arguments": json.dumps(tool[1])}}
-            message["tool_calls"] = [call]
+        if tools:
+            message["tool_calls"] = [{"id": self.server.model.next_call_id(), "type": "function",
+                                      "function": {"name": name, "arguments": json.dumps(args)}}
+                                     for name, args in tools]
         return {"id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()),
                 "model": "m", "choices": [{"index": 0, "message": message,
-                                           "finish_reason": "tool_calls" if tool else "stop"}],
+                                           "finish_reason": "tool_calls" if tools else "stop"}],
                 "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
 
     def _hang(self) -> None:

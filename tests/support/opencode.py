@@ -1,6 +1,6 @@
 """Install, run and drive a real ``opencode serve`` for end-to-end tests.
 
-Facts this relies on (opencode 1.15.3 and 1.18.33, see the shared reference):
+Facts this relies on (every release in PINNED_VERSIONS, see the shared reference):
 
 * Each server gets private XDG data/config/state/cache dirs; its DB is
   ``$XDG_DATA_HOME/opencode/opencode.db``. ``restart()`` reuses the same dirs.
@@ -11,6 +11,8 @@ Facts this relies on (opencode 1.15.3 and 1.18.33, see the shared reference):
   install runs (opencode skips it when node_modules and the lock file already
   list the dependency). ``seed_config_deps=False`` gives a truly fresh start.
 * SIGTERM is not reliable, so stopping escalates to SIGKILL.
+* npm's 1.14.x runs a node wrapper (`bin/opencode`) that spawns the server `bin/.opencode`; 1.15+ link
+  `.bin/opencode` to the server binary itself. Stopping kills the process group, so both go.
 * Every API call passes ``?directory=`` (instance scoping differs by version).
 """
 
@@ -36,7 +38,31 @@ from typing import Any, Iterator
 
 import httpx
 
-PINNED_VERSIONS = ("1.15.3", "1.18.33")
+# One release per SQLite line of opencode (1.14 is the first that keeps opencode.db; 1.18.33 is the newest 1.18.x
+# the registry serves as of this writing). Older releases keep JSON files: nothing for the daemon to do.
+PINNED_VERSIONS = ("1.14.41", "1.15.3", "1.15.13", "1.17.19", "1.18.33")
+
+
+@dataclass(frozen=True)
+class Release:
+    """What differs between the pinned releases, as observed (shared reference §5, §9)."""
+
+    version: str
+    busy_delete: int  # how DELETE of a message of a busy session is refused
+    # A dead MCP server stays "connected" and its tool offered: calling it fails "Not connected" (the seed).
+    # 1.17+ mark the server failed and drop the tool, as soon as they notice the exit.
+    keeps_dead_mcp_tool: bool
+    event_log: bool  # writes an `event` row per part update
+    task_error_on_child_error: bool  # the task tool fails when the child's last tool part is an error
+
+
+RELEASES = {r.version: r for r in (
+    Release("1.14.41", 400, True, False, False),
+    Release("1.15.3", 400, True, False, False),
+    Release("1.15.13", 409, True, False, False),
+    Release("1.17.19", 409, False, True, False),
+    Release("1.18.33", 409, False, True, True),
+)}
 FAKE_MCP = Path(__file__).with_name("fake_mcp.py")
 _LISTENING = re.compile(r"opencode server listening on (http://[^\s]+)")
 
@@ -72,8 +98,13 @@ def _binary_version(binary: Path) -> str | None:
     return out.stdout.strip() or None
 
 
+_CHECKED: dict[str, Path] = {}  # versions whose binary this process already ran (`--version` costs a second)
+
+
 def ensure_opencode(version: str) -> Path:
     """Return the opencode binary for `version`, installing it with npm once."""
+    if version in _CHECKED:
+        return _CHECKED[version]
     prefix = cache_root() / version
     binary = prefix / "node_modules" / ".bin" / "opencode"
     with _locked(version):
@@ -86,6 +117,7 @@ def ensure_opencode(version: str) -> Path:
             found = _binary_version(binary)
             if found != version:
                 raise RuntimeError(f"installed opencode-ai@{version} but {binary} reports {found!r}")
+    _CHECKED[version] = binary
     return binary
 
 
@@ -193,7 +225,8 @@ class OpencodeServer:
     def __init__(self, base_dir: Path, model_url: str, *, version: str | None = None,
                  binary: Path | None = None, password: str | None = None,
                  config: dict[str, Any] | None = None, project_dir: Path | None = None,
-                 seed_config_deps: bool = True, start_timeout: float = 60.0) -> None:
+                 seed_config_deps: bool = True, start_timeout: float = 120.0,
+                 extra_env: dict[str, str] | None = None) -> None:
         if binary is None:
             if version is None:
                 raise ValueError("give a version or a binary")
@@ -210,6 +243,10 @@ class OpencodeServer:
         self.xdg = {name: self.base_dir / name.lower() for name in
                     ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME")}
         self.home = self.base_dir / "home"
+        # Where opencode itself is told its data lives; the tests read the DB at `db_path` either way.
+        self.data_home = self.xdg["XDG_DATA_HOME"]
+        self.bind_data_at: Path | None = None  # run in a private mount namespace, data dir bind-mounted here
+        self.extra_env = dict(extra_env or {})
         self.log_path = self.base_dir / "opencode.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
@@ -232,6 +269,21 @@ class OpencodeServer:
         return self.proc.pid
 
     @property
+    def server_pid(self) -> int:
+        """The server process itself: npm's 1.14 runs it (`bin/.opencode`) as a child of a node wrapper."""
+        if not os.path.basename(os.readlink(f"/proc/{self.pid}/exe")).startswith("node"):
+            return self.pid
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            for entry in Path("/proc").iterdir():
+                with contextlib.suppress(OSError, ValueError):
+                    if entry.name.isdigit() and int(entry.joinpath("stat").read_text().rsplit(")", 1)[1].split()[1]) \
+                            == self.pid:
+                        return int(entry.name)
+            time.sleep(0.1)
+        raise RuntimeError(f"the node wrapper {self.pid} has no child server")
+
+    @property
     def auth(self) -> dict[str, str]:
         """The Authorization header (empty when no password is set)."""
         if not self.password:
@@ -243,7 +295,8 @@ class OpencodeServer:
         # Drop inherited OPENCODE_* so an outer opencode (or password) cannot leak in.
         env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCODE")}
         env.update({k: str(v) for k, v in self.xdg.items()})
-        env.update(TEST_ENV, HOME=str(self.home))
+        env.update(TEST_ENV, HOME=str(self.home), XDG_DATA_HOME=str(self.bind_data_at or self.data_home))
+        env.update(self.extra_env)
         if self.password:
             env["OPENCODE_SERVER_PASSWORD"] = self.password
         return env
@@ -251,7 +304,7 @@ class OpencodeServer:
     # -- lifecycle
 
     def _prepare_dirs(self) -> None:
-        for path in [*self.xdg.values(), self.home, self.project_dir, self.config_dir]:
+        for path in [*self.xdg.values(), self.data_home, self.home, self.project_dir, self.config_dir]:
             path.mkdir(parents=True, exist_ok=True)
         (self.config_dir / "opencode.json").write_text(json.dumps(self.config, indent=2))
         if self.seed_config_deps and not (self.config_dir / "node_modules").exists():
@@ -273,7 +326,7 @@ class OpencodeServer:
             # Output goes straight to a file, never a pipe that could fill and block opencode.
             # A new session lets stop() kill opencode's children (MCP servers) as a group.
             self.proc = subprocess.Popen(
-                [str(self.binary), "serve", "--port", "0", "--hostname", "127.0.0.1",
+                [*self._launcher(), str(self.binary), "serve", "--port", "0", "--hostname", "127.0.0.1",
                  "--print-logs"],
                 cwd=self.project_dir, env=self.env(), stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -284,6 +337,19 @@ class OpencodeServer:
             self.stop()
             raise
         return self
+
+    def _launcher(self) -> list[str]:
+        """A prefix that runs opencode where its data dir has another name (a container's bind mount).
+
+        `unshare --mount` gives opencode a private mount namespace (the mount is invisible outside it), and
+        `exec` keeps opencode at the pid the test holds. Needs root (or CAP_SYS_ADMIN).
+        """
+        if self.bind_data_at is None:
+            return []
+        self.bind_data_at.mkdir(parents=True, exist_ok=True)
+        script = 'mount --bind "$1" "$2" && shift 2 && exec "$@"'
+        return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh",
+                str(self.data_home), str(self.bind_data_at)]
 
     def _wait_ready(self, offset: int) -> None:
         deadline = time.monotonic() + self.start_timeout
@@ -422,7 +488,7 @@ class OpencodeServer:
         return self.request("DELETE", path, directory=directory).status_code
 
     def wait_idle(self, session_id: str, directory: str | Path | None = None,
-                  timeout: float = 30.0) -> None:
+                  timeout: float = 90.0) -> None:
         """Wait until the session is absent from /session/status (idle sessions are)."""
         deadline = time.monotonic() + timeout
         while session_id in (status := self.session_status(directory)):
@@ -461,7 +527,7 @@ class OpencodeServer:
                 and (tool is None or p["data"].get("tool") == tool)]
 
     def wait_for_running_part(self, session_id: str, tool: str = "question",
-                              timeout: float = 30.0) -> RunningPart:
+                              timeout: float = 90.0) -> RunningPart:
         """Poll the DB until a `tool` part of the session is `running`."""
         deadline = time.monotonic() + timeout
         parts: list[dict[str, Any]] = []

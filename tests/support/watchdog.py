@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 ROOT = Path(__file__).resolve().parents[2]
+FIRST_PASS_S = 90  # a daemon's first pass, generous for a loaded 2-core machine
 ONE_SECOND_POLICY = {"orphan_grace": "1s", "pending": "1s", "default": "1s",
                      "tools": {"question": "1s", "task": "1s", "bash": "1s", "*_*": "1s"}}
 
@@ -156,3 +157,46 @@ def assert_prompt_completes(server, session_id: str, directory: str | Path, time
         assert time.monotonic() < deadline, f"no answer to a new prompt within {timeout}s\n{server.log_tail()}"
         time.sleep(0.1)
     server.wait_idle(session_id, directory)
+
+
+def assert_finished_through_api(server, session_id: str, directory: str | Path, part) -> None:
+    """What a user sees after a restart: the call ended as abandoned, the turn is over, the session works."""
+    assert session_id not in server.session_status(directory)
+    [entry] = [m for m in server.messages(session_id, directory) if m["info"]["id"] == part.message_id]
+    assert entry["info"]["time"].get("completed")
+    assert entry["info"]["error"]["name"] == "MessageAbortedError"
+    [tool] = [p for p in entry["parts"] if p.get("callID") == part.call_id]
+    assert tool["state"]["status"] == "error"
+    assert tool["state"]["error"].startswith("Abandoned by opencode-watchdogd")
+    assert tool["state"]["metadata"]["interrupted"] is True
+    assert server.delete_message(session_id, part.message_id, directory) == 200
+    assert_prompt_completes(server, session_id, directory)
+
+
+# -- the daemon as users run it --------------------------------------------------------------------
+
+def daemon_for(tmp_path: Path, server, settings: dict[str, str] | None = None, args: list[str] | None = None,
+               env: dict[str, str] | None = None):
+    """`opencode-watchdogd run` with no --db: it discovers the DB in opencode's data dir, as it does for users.
+
+    `settings` are config keys as environment variables without the prefix (`POLICY__ORPHAN_GRACE="2s"`).
+    Returns a started DaemonProcess (a context manager that stops it) after its first pass.
+    """
+    from tests.integration.daemonproc import DaemonProcess
+
+    full_env = {"XDG_DATA_HOME": str(server.db_path.parent.parent), **(env or {})}
+    full_env.update({f"OPENCODE_WATCHDOGD_{key}": value for key, value in (settings or {}).items()})
+    daemon = DaemonProcess(tmp_path, [], env=full_env, extra_args=args)
+    try:
+        daemon.wait_status(lambda s: [(db["path"], db["exists"]) for db in s["databases"]]
+                           == [(str(server.db_path), server.db_path.exists())],
+                           timeout=FIRST_PASS_S, what="the daemon's first pass over the discovered DB")
+    except BaseException:
+        daemon.stop()
+        raise
+    return daemon
+
+
+def candidate(status: dict, part_id: str) -> dict | None:
+    """The daemon's published record of one candidate part."""
+    return next((c for c in status.get("candidates", []) if c["part_id"] == part_id), None)
