@@ -104,6 +104,28 @@ def _why_unwritable(folder: Path) -> str:
     return ""
 
 
+def _select(conn: sqlite3.Connection, where: str, params: tuple = (), limit: int | None = None) -> list[Action]:
+    sql = f"SELECT {', '.join(Action.__dataclass_fields__)} FROM actions WHERE {where} ORDER BY id DESC"
+    if limit:
+        sql += f" LIMIT {int(limit)}"
+    return [Action(*row) for row in conn.execute(sql, params)]
+
+
+def read_recent(state_dir: Path, limit: int) -> list[Action]:
+    """The newest actions, read-only: never creates the state dir or a journal (`status`, `history` only read)."""
+    path = state_dir / JOURNAL_FILE
+    if not path.is_file():
+        return []
+    try:
+        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=10)
+        try:
+            return _select(conn, "1", (), limit)
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise JournalError(f"journal {path}: {exc}") from None
+
+
 class Journal:
     def __init__(self, state_dir: Path):
         secure_state_dir(state_dir)
@@ -176,10 +198,7 @@ class Journal:
                     (outcome, detail, server_version, action_id))
 
     def _select(self, where: str, params: tuple = (), limit: int | None = None) -> list[Action]:
-        sql = f"SELECT {', '.join(Action.__dataclass_fields__)} FROM actions WHERE {where} ORDER BY id DESC"
-        if limit:
-            sql += f" LIMIT {int(limit)}"
-        return [Action(*row) for row in self.conn.execute(sql, params)]
+        return _select(self.conn, where, params, limit)
 
     def action(self, action_id: int) -> Action | None:
         found = self._select("id = ?", (action_id,))

@@ -14,6 +14,7 @@ class UndoResult:
     action: Action
     restored: list[str]
     not_restored: list[str]  # "part prt_…: changed since the daemon wrote it"
+    undo_id: int | None = None  # the journal's own action for this undo, when anything was restored
 
 
 def _rows(action: Action) -> list[tuple[str, str, str | None, str | None]]:
@@ -36,13 +37,14 @@ def undo_action(journal: Journal, action: Action, store: OpencodeStore) -> UndoR
             missed.append(f"{table} {row_id}: changed since the daemon wrote it (or deleted); left as it is")
         else:
             restored.append(f"{table} {row_id}")
+    undo_id = None
     if restored:
-        journal.plan(db=action.db, session_id=action.session_id, message_id=action.message_id, part_id=action.part_id,
+        undo_id = journal.plan(db=action.db, session_id=action.session_id, message_id=action.message_id, part_id=action.part_id,
                      tool=action.tool, route="undo", reason=f"undo of action {action.id}", outcome="done",
                      detail="restored " + ", ".join(restored), part_before=action.part_after, part_after=action.part_before,
                      message_before=action.message_after, message_after=action.message_before, undo_of=action.id)
         journal.settle(action.id, "undone", "; ".join(restored + missed))
-    return UndoResult(action, restored, missed)
+    return UndoResult(action, restored, missed, undo_id)
 
 
 def reconcile(journal: Journal, stores: dict[Path, OpencodeStore]) -> list[tuple[Action, str]]:

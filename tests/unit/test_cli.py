@@ -14,6 +14,7 @@ from watchdogd import __version__
 from watchdogd.cli import main
 from watchdogd.config import load_config
 from watchdogd.opencode.repair import MARKER
+from watchdogd.output import safe
 
 SCAN_FIELDS = {"db", "session_id", "message_id", "part_id", "tool", "status", "age_s", "owner", "verdict", "reason",
                "expires_at"}
@@ -212,6 +213,8 @@ def test_undo_last_restores(capsys, db, monkeypatch):
     code, out, _ = run(capsys, "undo", "--last")
     assert code == 0
     assert f"restored part {a.part_id}" in out and f"restored message {b.message_id}" in out
+    # by the ids `history` shows: actions 1 and 2, undone by actions 3 and 4
+    assert out.splitlines()[-1] == "undone: #2 (undo journaled as #3), #1 (undo journaled as #4)"
     assert {k: f.read_text(db, *k) for k in original} == original
     assert run(capsys, "undo", "--last")[1].strip() == "nothing to undo"
 
@@ -241,6 +244,7 @@ def test_undo_after_opencode_moved_on(capsys, db, monkeypatch):
         conn.execute("DELETE FROM message WHERE id = ?", (stuck.message_id,))
     code, out, _ = run(capsys, "undo", "--last")
     assert code == 1 and "NOT restored" in out
+    assert out.splitlines()[-1] == "not undone: #1"  # the message and (by cascade) its part are gone
 
 
 def test_undo_unknown_action(capsys, hermetic_env):
@@ -402,3 +406,38 @@ def test_unusable_state_dir(capsys, db, tmp_path):
     blocker.write_text("x")
     code, out, err = run(capsys, "scan", "--state-dir", str(blocker / "state"))
     assert code == 2 and err.startswith("opencode-watchdogd: error: state dir") and "Traceback" not in err
+
+
+def test_history_with_content_labels_each_row_by_its_table(capsys, db, monkeypatch):
+    orphans_due(monkeypatch)
+    stuck = f.stuck_question(db, age_s=7200)
+    part, message = f.read_text(db, "part", stuck.part_id), f.read_text(db, "message", stuck.message_id)
+    run(capsys, "reap")
+    code, out, _ = run(capsys, "history", "--with-content")
+    labelled = {line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip() for line in out.splitlines()
+                if line.startswith("    ") and "before:" in line or "after:" in line}
+    assert set(labelled) == {"part before", "part after", "message before", "message after"}
+    assert labelled["part before"] == safe(part, 2000) and labelled["message before"] == safe(message, 2000)
+    assert '"status":"error"' in labelled["part after"] and '"completed"' in labelled["message after"]
+
+
+def test_scan_age_is_human(capsys, db):
+    f.stuck_question(db, age_s=6 * 86400 + 7 * 3600 + 50)
+    code, out, _ = run(capsys, "scan")
+    header, row = out.splitlines()[:2]
+    assert row.split()[header.split().index("AGE")] == "6d7h"
+
+
+@pytest.mark.parametrize("verb", [["status"], ["status", "--json"], ["history"], ["history", "--json"]])
+def test_reading_verbs_never_create_the_state_dir(capsys, tmp_path, verb):
+    state = tmp_path / "no-state-yet"
+    code, _, err = run(capsys, *verb, "--state-dir", str(state))
+    assert code in (0, 1) and err == ""
+    assert not state.exists()
+
+
+def test_status_does_not_create_a_journal_in_an_existing_state_dir(capsys, tmp_path):
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    assert run(capsys, "status", "--state-dir", str(state))[0] == 1
+    assert list(state.iterdir()) == []

@@ -156,7 +156,7 @@ def test_config_state_dir_and_db_are_passed_on_absolute(capsys, unit_dir, tmp_pa
 def test_now_runs_daemon_reload_then_enable_now(capsys, unit_dir, fake_systemctl):
     code, out, err = run(capsys, "service", "install", "--unit-dir", str(unit_dir), "--now")
     assert code == 0, err
-    assert fake_systemctl() == ["--user daemon-reload", f"--user enable --now {UNIT}"]
+    assert fake_systemctl() == ["--user show-environment", "--user daemon-reload", f"--user enable --now {UNIT}"]
     assert "enabled and started" in out
 
 
@@ -165,17 +165,46 @@ def test_now_after_force_restarts(capsys, unit_dir, fake_systemctl):
     (unit_dir / UNIT).write_text("old\n")
     code, out, err = run(capsys, "service", "install", "--unit-dir", str(unit_dir), "--now", "--force")
     assert code == 0, err
-    assert fake_systemctl() == ["--user daemon-reload", f"--user enable --now {UNIT}", f"--user restart {UNIT}"]
+    assert fake_systemctl() == ["--user show-environment", "--user daemon-reload", f"--user enable --now {UNIT}",
+                                f"--user restart {UNIT}"]
 
 
-def test_systemctl_failure_is_one_line_and_nonzero(capsys, unit_dir, fake_systemctl, monkeypatch):
+def test_systemctl_failure_is_one_line_and_leaves_nothing_half_done(capsys, unit_dir, fake_systemctl, monkeypatch):
     monkeypatch.setenv("FAKE_SYSTEMCTL_FAIL", "enable")
     code, out, err = run(capsys, "service", "install", "--unit-dir", str(unit_dir), "--now")
     assert code == 2
     assert err.strip().splitlines() == [
         "opencode-watchdogd: error: systemctl --user enable --now opencode-watchdogd.service failed "
-        "(exit status 1): Failed to connect to bus: No medium found"]
-    assert (unit_dir / UNIT).is_file()  # the unit stays written; only starting it failed
+        f"(exit status 1): Failed to connect to bus: No medium found; {unit_dir / UNIT} removed again"]
+    assert not (unit_dir / UNIT).exists()
+    assert fake_systemctl()[-1] == "--user daemon-reload"  # the manager forgets the removed unit too
+
+
+def test_a_failed_restart_puts_the_previous_unit_back(capsys, unit_dir, fake_systemctl, monkeypatch):
+    unit_dir.mkdir()
+    (unit_dir / UNIT).write_text("old\n")
+    monkeypatch.setenv("FAKE_SYSTEMCTL_FAIL", "restart")
+    code, out, err = run(capsys, "service", "install", "--unit-dir", str(unit_dir), "--now", "--force")
+    assert code == 2 and err.rstrip().endswith(f"{unit_dir / UNIT} restored")
+    assert (unit_dir / UNIT).read_text() == "old\n"
+
+
+@pytest.mark.parametrize("action", ["install", "uninstall"])
+def test_no_user_manager_is_one_line_saying_what_to_do_and_changes_nothing(capsys, unit_dir, fake_systemctl,
+                                                                           monkeypatch, action):
+    monkeypatch.setenv("FAKE_SYSTEMCTL_FAIL", "show-environment")
+    if action == "uninstall":
+        assert run(capsys, "service", "install", "--unit-dir", str(unit_dir))[0] == 0
+    before = sorted(p.name for p in unit_dir.iterdir()) if unit_dir.exists() else []
+    code, out, err = run(capsys, "service", action, "--unit-dir", str(unit_dir), "--now")
+    assert code == 2 and out == ""
+    [line] = err.strip().splitlines()
+    verb, done = ("start", "written") if action == "install" else ("stop", "removed")
+    assert line.startswith(f"opencode-watchdogd: error: no systemd user service manager to {verb} it with "
+                           f"(Failed to connect to bus: No medium found); nothing {done}. ")
+    assert ("`opencode-watchdogd run`" in line) if action == "install" else ("without --now" in line)
+    assert (sorted(p.name for p in unit_dir.iterdir()) if unit_dir.exists() else []) == before
+    assert fake_systemctl()[-1] == "--user show-environment"  # nothing after the probe
 
 
 def test_missing_systemctl_is_one_line(capsys, unit_dir, monkeypatch, tmp_path):
@@ -184,7 +213,8 @@ def test_missing_systemctl_is_one_line(capsys, unit_dir, monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(empty))
     code, out, err = run(capsys, "service", "install", "--unit-dir", str(unit_dir), "--now")
     assert code == 2
-    assert len(err.strip().splitlines()) == 1 and "systemctl not found" in err
+    assert len(err.strip().splitlines()) == 1 and "(systemctl not found); nothing written" in err
+    assert not (unit_dir / UNIT).exists()
 
 
 # --- ExecStart rendering -----------------------------------------------------------------------
@@ -272,7 +302,7 @@ def test_uninstall_now_disables_first(capsys, unit_dir, fake_systemctl):
     run(capsys, "service", "install", "--unit-dir", str(unit_dir))
     code, out, err = run(capsys, "service", "uninstall", "--unit-dir", str(unit_dir), "--now")
     assert code == 0, err
-    assert fake_systemctl() == [f"--user disable --now {UNIT}", "--user daemon-reload"]
+    assert fake_systemctl() == ["--user show-environment", f"--user disable --now {UNIT}", "--user daemon-reload"]
 
 
 # --- the shipped files -------------------------------------------------------------------------
@@ -314,3 +344,41 @@ def test_units_keep_what_the_daemon_needs():
 def _ns():
     import argparse
     return argparse.Namespace(config=None, db=None, state_dir=None)
+
+
+# --- show --system: can the template's user run what it embeds? ------------------------------
+
+def fake_install(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "opencode-watchdogd"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    script.chmod(0o755)
+    return script
+
+
+def test_show_system_warns_when_other_users_cannot_run_the_path(capsys, monkeypatch, tmp_path):
+    private = tmp_path / "home"  # pytest's tmp dirs are 0700, as /root and most homes are
+    private.mkdir(mode=0o700)
+    script = fake_install(private / "bin")
+    monkeypatch.setattr(sys, "argv", [str(script), "service", "show", "--system"])
+    code, out, err = run(capsys, "service", "show", "--system")
+    assert code == 0 and f"ExecStart={script} run" in out
+    [line] = err.strip().splitlines()
+    assert line.startswith(f"opencode-watchdogd: warning: the template runs as User=%i, who cannot run {script}: ")
+    assert "no x for others" in line and "pipx install --global" in line
+
+
+def test_show_system_is_quiet_when_everyone_can_run_it(capsys, monkeypatch):
+    import shutil
+    import tempfile
+    shared = Path(tempfile.mkdtemp(prefix="cli-shared-", dir="/tmp"))
+    try:
+        shared.chmod(0o755)
+        script = fake_install(shared / "bin")
+        monkeypatch.setattr(sys, "argv", [str(script)])
+        code, out, err = run(capsys, "service", "show", "--system")
+        assert (code, err) == (0, "") and f"ExecStart={script} run" in out
+        # the user unit runs as its owner: no such warning there either
+        assert run(capsys, "service", "show")[2] == ""
+    finally:
+        shutil.rmtree(shared)

@@ -25,6 +25,7 @@ def add_parser(subparsers, opts: Options) -> None:
                     exits="0", parents=(opts.config, opts.overrides))
     show.add_argument("--json", action="store_true", help="JSON instead of TOML")
 
+
 def run(args, settings: Settings) -> int:
     sources = sources_in_effect(getattr(args, "config", None), args.config_used, args.flags_used)
     if args.config_verb == "check":

@@ -6,7 +6,7 @@ import json
 
 from watchdogd.commands.options import PROG, Options, add_verb
 from watchdogd.config import Settings
-from watchdogd.journal import Journal
+from watchdogd.journal import read_recent
 from watchdogd.output import safe, table, when
 
 
@@ -21,12 +21,9 @@ def add_parser(subparsers, opts: Options) -> None:
     parser.add_argument("--with-content", action="store_true",
                         help="include the rows before and after (conversation content)")
 
+
 def run(args, settings: Settings) -> int:
-    journal = Journal(settings.state_dir)
-    try:
-        actions = journal.recent(args.limit)
-    finally:
-        journal.close()
+    actions = read_recent(settings.state_dir, args.limit)
     if args.json:
         keep = None if args.with_content else {"part_before", "part_after", "message_before", "message_after"}
         print(json.dumps([{k: v for k, v in a.__dict__.items() if not keep or k not in keep} | {"time": a.when.isoformat()}
@@ -40,5 +37,17 @@ def run(args, settings: Settings) -> int:
     for a in actions:
         print(f"  #{a.id}: {safe(a.detail or a.reason, 300)}")
         if args.with_content:
-            print(f"    part before: {safe(a.part_before, 2000)}\n    part after:  {safe(a.part_after, 2000)}")
+            print("\n".join(content_lines(a)))
     return 0
+
+
+def content_lines(action) -> list[str]:
+    """The journaled rows, each labelled with its table: the part, and the message when it was written too."""
+    lines = []
+    for table_name, before, after in (("part", action.part_before, action.part_after),
+                                      ("message", action.message_before, action.message_after)):
+        if before is None and after is None:
+            continue
+        lines.append(f"    {table_name + ' before:':16}{safe(before, 2000)}")
+        lines.append(f"    {table_name + ' after:':16}{safe(after, 2000)}")
+    return lines

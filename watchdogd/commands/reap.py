@@ -28,6 +28,7 @@ def add_parser(subparsers, opts: Options) -> None:
     parser.add_argument("--dry-run", action="store_true", help="say what would be done, write nothing")
     parser.add_argument("--json", action="store_true", help="print a JSON array of outcomes")
 
+
 def run(args, settings: Settings) -> int:
     dbs = discover_databases(settings, args.db)
     journal = Journal(settings.state_dir)

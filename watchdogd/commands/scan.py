@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from watchdogd.commands.options import PROG, Options, add_verb
 from watchdogd.config import Settings
+from watchdogd.durations import format_duration
 from watchdogd.inspect import surveyed
 from watchdogd.journal import Journal
 from watchdogd.models import Assessment, DBReport, Plan
@@ -89,7 +90,8 @@ def run(args, settings: Settings) -> int:
 
 
 def render(records: list[dict]) -> str:
-    rows = [[r["session_id"], r["part_id"], r["tool"], r["status"], f"{r['age_s']:.0f}s", r["owner"], r["verdict"],
+    rows = [[r["session_id"], r["part_id"], r["tool"], r["status"],
+             format_duration(r["age_s"]), r["owner"], r["verdict"],
              when_iso(r["expires_at"]), r["route"] or "-"] for r in records]
     out = table(["SESSION", "PART", "TOOL", "STATUS", "AGE", "OWNER", "VERDICT", "EXPIRES", "ROUTE"], rows)
     reasons = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -61,6 +62,7 @@ def add_parser(subparsers, opts: Options) -> None:
                     exits="0", parents=passed)
     show.add_argument("--system", action="store_true",
                       help=f"print the system template {SYSTEM_TEMPLATE} (headless servers, User=%%i)")
+
 
 def run(args, settings) -> int:
     action = {"install": _install, "uninstall": _uninstall, "show": _show}[args.service_action]
@@ -218,9 +220,36 @@ def _unit_path(args) -> Path:
     return Path(os.path.abspath(unit_dir)) / USER_UNIT
 
 
+NO_MANAGER = "no systemd user service manager to {verb} it with ({why}); nothing {done}. {instead}"
+INSTEAD_OF_START = (f"Instead: run `{SCRIPT} run` in the foreground (tmux, cron @reboot); or install without "
+                    f"--now and run `systemctl --user enable --now {USER_UNIT}` from a login session "
+                    f"(`loginctl enable-linger` keeps it running after logout); on a headless server see "
+                    f"`{SCRIPT} service show --system`")
+INSTEAD_OF_STOP = (f"Without a user manager the unit is not running: remove the file with `{SCRIPT} service "
+                   "uninstall` (without --now)")
+
+
+def user_manager_problem() -> str | None:
+    """Why `systemctl --user` cannot reach a user service manager (a container, SSH without lingering), or None."""
+    exe = shutil.which("systemctl")
+    if exe is None:
+        return "systemctl not found"
+    try:
+        proc = subprocess.run([exe, "--user", "show-environment"], capture_output=True, text=True, errors="replace",
+                              stdin=subprocess.DEVNULL, check=False)
+    except OSError as exc:
+        return f"cannot run systemctl: {exc.strerror or exc}"
+    if proc.returncode == 0:
+        return None
+    lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
+    return lines[0] if lines else f"systemctl --user exited with status {proc.returncode}"
+
+
 def _install(args) -> int:
     path = _unit_path(args)
     text = user_unit(args)
+    if args.now and (why := user_manager_problem()):
+        raise ServiceError(NO_MANAGER.format(verb="start", why=why, done="written", instead=INSTEAD_OF_START))
     existing = _read(path)
     if existing == text:
         state = "unchanged"
@@ -243,10 +272,31 @@ def _install(args) -> int:
               + " && ".join("systemctl --user " + " ".join(step) for step in steps))
         print("to keep it running while you are logged out: loginctl enable-linger")
         return 0
-    for step in steps:
-        systemctl(*step)
+    try:
+        for step in steps:
+            systemctl(*step)
+    except ServiceError as exc:
+        raise ServiceError(f"{exc}; {_roll_back(path, existing, state)}") from None
     print(f"enabled and started {USER_UNIT}; see `systemctl --user status {USER_UNIT}`")
     return 0
+
+
+def _roll_back(path: Path, previous: str | None, state: str) -> str:
+    """Nothing half done: the unit file goes back to what it was before this command."""
+    if state == "unchanged":
+        return f"{path} left as it was"
+    try:
+        if previous is None:
+            path.unlink(missing_ok=True)
+        else:
+            write_atomic(path, previous)
+    except (OSError, ServiceError) as exc:
+        return f"and {path} could not be put back ({getattr(exc, 'strerror', None) or exc})"
+    try:
+        systemctl("daemon-reload")
+    except ServiceError:
+        pass
+    return f"{path} {'removed again' if previous is None else 'restored'}"
 
 
 def _without_exec(text: str) -> list[str]:
@@ -263,6 +313,9 @@ def _uninstall(args) -> int:
         raise ServiceError(f"{path} differs from the unit this version writes (edited by hand, or from "
                            "another version); use --force to remove it anyway")
     if args.now:
+        why = user_manager_problem()
+        if why:
+            raise ServiceError(NO_MANAGER.format(verb="stop", why=why, done="removed", instead=INSTEAD_OF_STOP))
         systemctl("disable", "--now", USER_UNIT)
     try:
         path.unlink()
@@ -281,5 +334,32 @@ def _uninstall(args) -> int:
 
 def _show(args) -> int:
     name = SYSTEM_TEMPLATE if args.system else USER_UNIT
-    sys.stdout.write(render(template(name), daemon_command() + passed_options(args)))
+    command = daemon_command()
+    sys.stdout.write(render(template(name), command + passed_options(args)))
+    blocked = args.system and _blocked_for_others(command[0])
+    if blocked:
+        print(f"{SCRIPT}: warning: the template runs as User=%i, who cannot run {safe(command[0], 300)}: "
+              f"{safe(blocked, 300)}; install {SCRIPT} where every user can run it (e.g. `sudo pipx install "
+              "--global .`, or a virtualenv under /opt) and print the template from there", file=sys.stderr)
     return 0
+
+
+def _blocked_for_others(executable: str) -> str | None:
+    """Why a user other than the owner cannot run `executable` (or its #! interpreter), else None."""
+    paths = [Path(executable)]
+    try:
+        with open(executable, "rb") as handle:
+            first = handle.readline(512)
+        if first.startswith(b"#!"):
+            paths.append(Path(first[2:].split()[0].decode(errors="replace")))
+    except (OSError, IndexError):
+        pass
+    for path in [*paths, *(Path(os.path.realpath(p)) for p in paths)]:
+        for part in [*reversed(path.parents), path]:
+            try:
+                mode = part.stat().st_mode
+            except OSError as exc:
+                return f"{part}: {exc.strerror}"
+            if not mode & stat.S_IXOTH:
+                return f"{part} is mode {stat.S_IMODE(mode):04o} (no x for others)"
+    return None

@@ -8,7 +8,8 @@ from datetime import datetime
 from watchdogd.commands.options import EXIT_ATTENTION, EXIT_OK, PROG, Options, add_verb
 from watchdogd.commands.scan import notes
 from watchdogd.config import Settings
-from watchdogd.journal import Journal
+from watchdogd.durations import format_duration
+from watchdogd.journal import read_recent
 from watchdogd.output import safe, table, when
 from watchdogd.statefile import daemon_alive, read_status
 
@@ -21,13 +22,10 @@ def add_parser(subparsers, opts: Options) -> None:
         exits="0 the daemon is running, 1 it is not", parents=(opts.config, opts.state))
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
+
 def run(args, settings: Settings) -> int:
     data = read_status(settings.state_dir)
-    journal = Journal(settings.state_dir)
-    try:
-        actions = journal.recent(5)
-    finally:
-        journal.close()
+    actions = read_recent(settings.state_dir, 5)
     alive = bool(data) and daemon_alive(int(data.get("pid", 0)))
     if args.json:
         print(json.dumps({"running": alive, "status": data,
@@ -53,7 +51,8 @@ def run(args, settings: Settings) -> int:
         print(f"    {safe(db['path'])}: {db.get('schema') or 'n/a'}; {db.get('candidates', 0)} candidates; {safe(verdict, 200)}")
     cands = data.get("candidates", [])
     if cands:
-        rows = [[c["session_id"], c["part_id"], c["tool"], c["status"], f"{c['age_s']:.0f}s", c["owner"], c["verdict"],
+        rows = [[c["session_id"], c["part_id"], c["tool"], c["status"],
+                 format_duration(c["age_s"]), c["owner"], c["verdict"],
                  when(_dt(c.get("expires_at"))), c.get("route") or "-"] for c in cands]
         print(table(["SESSION", "PART", "TOOL", "STATUS", "AGE", "OWNER", "VERDICT", "EXPIRES", "ROUTE"], rows))
         for c in cands:

@@ -27,6 +27,7 @@ def add_parser(subparsers, opts: Options) -> None:
     which.add_argument("action_id", nargs="?", type=int, metavar="ID", help="an action id from `history`")
     which.add_argument("--last", action="store_true", help="every write of the last run that wrote (all DBs)")
 
+
 def run(args, settings: Settings) -> int:
     journal = Journal(settings.state_dir)
     journal.start_run("undo")
@@ -48,16 +49,29 @@ def run(args, settings: Settings) -> int:
             actions = [action]
         failures = 0
         stores: dict[str, OpencodeStore] = {}
+        results = []
         for action in actions:
             store = stores.setdefault(action.db, OpencodeStore(Path(action.db), rules=WriteRules.from_settings(settings)))
             result = undo_action(journal, action, store)
+            results.append(result)
             for row in result.restored:
                 print(f"#{action.id} restored {safe(row)}")
             for row in result.not_restored:
                 print(f"#{action.id} NOT restored {safe(row, 300)}")
             failures += len(result.not_restored)
+        print(summary(results))
         for store in stores.values():
             store.close()
         return 1 if failures else 0
     finally:
         journal.close()
+
+
+def summary(results) -> str:
+    """Which actions were undone, by the ids `history` shows, and the ids of the undo actions themselves."""
+    undone = [f"#{r.action.id} (undo journaled as #{r.undo_id})" for r in results if r.undo_id is not None]
+    untouched = [f"#{r.action.id}" for r in results if r.undo_id is None]
+    parts = [f"undone: {', '.join(undone)}"] if undone else []
+    if untouched:
+        parts.append(f"not undone: {', '.join(untouched)}")
+    return "; ".join(parts)
