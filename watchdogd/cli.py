@@ -14,6 +14,7 @@ from watchdogd.commands.options import EXIT_ERROR, PROG, build_options
 from watchdogd.config import ConfigError, load_config
 from watchdogd.journal import JournalError
 from watchdogd.log import effective_level, setup_logging
+from watchdogd.opencode.store import special_file_kind
 
 VERBS = {"run": run_cmd, "scan": scan, "reap": reap, "undo": undo, "history": history, "status": status,
          "config": config_cmd, "service": service}
@@ -70,6 +71,9 @@ def db_problem(args: argparse.Namespace) -> str | None:
         path = db.expanduser()
         if path.is_dir():
             return f"--db {db}: is a directory; give the DB file (e.g. {path / 'opencode.db'})"
+        kind = special_file_kind(path)
+        if kind:
+            return f"--db {db}: is {kind}, not a database file"
         if args.verb in NEEDS_EXISTING_DB and not path.exists():
             return f"--db {db}: no such file"
     return None

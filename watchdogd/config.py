@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
+import json
 import math
 import os
+import stat
 import tempfile
 import tomllib
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -304,6 +307,54 @@ class Settings(BaseSettings):
         return sources
 
 
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+def _read_config_file(path: Path) -> bytes:
+    """The file's bytes: a regular file of at most 1 MiB (a FIFO or device would hang or never end)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file (a FIFO, device or socket)"
+            raise ConfigError(f"{path}: cannot read config file: it is {kind}")
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: config file is {st.st_size} bytes, over the 1 MiB limit")
+        data = os.read(fd, MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: config file is over the 1 MiB limit")
+        return data
+    finally:
+        os.close(fd)
+
+
+# Keys whose environment value is a JSON array (every other nested key takes a JSON object).
+_ENV_ARRAYS = {"SERVERS": '\'[{"url": "http://127.0.0.1:4096", "password_file": "/path"}]\'',
+               "WATCH__DATABASES": '\'["/home/me/.local/share/opencode/opencode.db"]\''}
+
+
+def _env_json_problem(error: str) -> str:
+    """One line for pydantic-settings' "error parsing value for field X": which variable, which JSON form."""
+    field = error.split('field "', 1)[1].split('"', 1)[0] if 'field "' in error else ""
+    prefix = (ENV_PREFIX + field).upper()
+    for name, value in sorted(os.environ.items()):
+        upper = name.upper()
+        if not (upper == prefix or upper.startswith(prefix + "__")):
+            continue
+        try:
+            json.loads(value)
+            continue
+        except ValueError:
+            pass
+        tail = upper.removeprefix(ENV_PREFIX)
+        if tail in _ENV_ARRAYS:
+            return f"env {name}: not valid JSON; it takes a JSON array, e.g. {name}={_ENV_ARRAYS[tail]}"
+        example = "{\"orphan_grace\": \"1m\"}" if tail == "POLICY" else "{\"key\": \"value\"}"
+        return (f"env {name}: not valid JSON; it takes a JSON object, e.g. {name}='{example}', or set one key "
+                f"per variable: {name}__<KEY>=value")
+    return f"env {prefix}…: not valid JSON ({error})"
+
+
 def resolve_config_path(explicit: Path | None) -> tuple[Path, bool]:
     """The file to read and whether it must exist (only the default location may be missing)."""
     if explicit is not None:
@@ -339,8 +390,7 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
     used_path: Path | None = None
     if config_path.exists() or required:
         try:
-            with open(config_path, "rb") as handle:
-                toml_data = tomllib.load(handle)
+            toml_data = tomllib.loads(_read_config_file(config_path).decode("utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{config_path}: config file not found") from None
         except (OSError, UnicodeDecodeError) as exc:
@@ -353,6 +403,8 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
         settings_cls = type("FileSettings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": used_path}})
     try:
         return settings_cls(**(overrides or {})), used_path
+    except SettingsError as exc:  # an env value of a nested key that is not JSON
+        raise ConfigError(_env_json_problem(str(exc))) from None
     except ValidationError as exc:
         raise ConfigError(_one_line(exc, toml_data, used_path, set(overrides or ()))) from None
 

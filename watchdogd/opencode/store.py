@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
+import stat
 import time
 import urllib.parse
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from watchdogd.opencode.rows import BadRow, Candidate, SessionInfo, parse_tool_part
 from watchdogd.opencode.schema import SchemaVerdict, check_schema
@@ -39,6 +41,23 @@ class RowChange:
     row_id: str
     before: str
     after: str
+
+
+def special_file_kind(path: Path) -> str | None:
+    """"a FIFO", "a character device", … for a path that exists and is not a regular file or directory.
+
+    SQLite would block for ever opening a FIFO read-only (until a writer appears), or read a device."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a regular file"
 
 
 def _describe(exc: sqlite3.Error) -> str:
@@ -126,6 +145,9 @@ class OpencodeStore:
 
     # -- connections ---------------------------------------------------------------------------
     def _connect(self, mode: str) -> sqlite3.Connection:
+        kind = special_file_kind(self.path)
+        if kind:
+            raise StoreError(f"{self.path}: cannot open: it is {kind}, not a database file")
         uri = f"file:{urllib.parse.quote(str(self.path))}?mode={mode}"
         try:
             conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
