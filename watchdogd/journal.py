@@ -40,8 +40,9 @@ CREATE TABLE IF NOT EXISTS actions (
 CREATE INDEX IF NOT EXISTS actions_run ON actions(run_id);
 CREATE TABLE IF NOT EXISTS backups (
     path TEXT PRIMARY KEY, db TEXT NOT NULL, time REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS sightings (
-    db TEXT NOT NULL, part_id TEXT NOT NULL, first_seen REAL NOT NULL, orphan_since REAL,
+DROP TABLE IF EXISTS sightings;
+CREATE TABLE IF NOT EXISTS part_sightings (
+    db TEXT NOT NULL, part_id TEXT NOT NULL, first_seen REAL NOT NULL, owner_seen REAL,
     PRIMARY KEY (db, part_id));
 """
 
@@ -230,16 +231,17 @@ class Journal:
 
     # -- sightings -----------------------------------------------------------------------------
     def sightings(self, db: str) -> dict[str, tuple[float, float | None]]:
-        return {pid: (first, orphan) for pid, first, orphan in
-                self.conn.execute("SELECT part_id, first_seen, orphan_since FROM sightings WHERE db=?", (db,))}
+        """part id -> (first seen, last seen with an owner), as any command of this state dir saw them."""
+        return {pid: (first, owner) for pid, first, owner in
+                self.conn.execute("SELECT part_id, first_seen, owner_seen FROM part_sightings WHERE db=?", (db,))}
 
     def record_sightings(self, db: str, seen: dict[str, tuple[float, float | None]]) -> None:
         """Replace this DB's sightings with `seen` (candidates no longer live are forgotten)."""
         try:
             with self.conn:
                 self.conn.execute("BEGIN")
-                self.conn.execute("DELETE FROM sightings WHERE db=?", (db,))
-                self.conn.executemany("INSERT INTO sightings VALUES (?,?,?,?)",
-                                      [(db, pid, first, orphan) for pid, (first, orphan) in seen.items()])
+                self.conn.execute("DELETE FROM part_sightings WHERE db=?", (db,))
+                self.conn.executemany("INSERT INTO part_sightings VALUES (?,?,?,?)",
+                                      [(db, pid, first, owner) for pid, (first, owner) in seen.items()])
         except sqlite3.Error as exc:
             raise JournalError(f"journal {self.path}: {exc}") from None

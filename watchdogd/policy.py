@@ -38,6 +38,24 @@ def effective_start(candidate: Candidate, sighting: Sighting, now: datetime) -> 
     return start, ""
 
 
+def orphan_anchor(candidate: Candidate, sighting: Sighting, now: datetime) -> tuple[datetime, str]:
+    """Where the orphan grace starts: the later of the row's last change and the last owner sighting.
+
+    A row with no usable time (missing, or in the future: clock skew) counts from its first sighting;
+    an owner sighting in the future (the clock went back) counts as now.
+    """
+    changed_ms = candidate.changed_ms
+    if changed_ms is None:
+        changed, note = sighting.first_seen, "the part was first seen (its row has no time)"
+    elif _from_ms(changed_ms) > now:
+        changed, note = min(sighting.first_seen, now), "the part was first seen (its row's time is in the future)"
+    else:
+        changed, note = _from_ms(changed_ms), "the part last changed"
+    if sighting.owner_seen is not None and sighting.owner_seen > changed:
+        return min(sighting.owner_seen, now), "an owner was last seen"
+    return changed, note
+
+
 def evaluate(
     candidate: Candidate,
     ownership: Ownership,
@@ -56,13 +74,15 @@ def evaluate(
         return Verdict(Decision.KEEP, f"{what}; its subagent session {candidate.child_session_id} is stuck: free the child, not the parent", None, age)
 
     if ownership.orphan:
-        since = sighting.orphan_since or now
+        since, anchor = orphan_anchor(candidate, sighting, now)
         deadline = since + timedelta(seconds=policy.orphan_grace)
         why = f"orphan: {_ORPHAN_WHY[ownership.kind]}"
         if now >= deadline:
             return Verdict(Decision.EXPIRED, f"{what}; {why}", deadline, age)
         left = format_duration((deadline - now).total_seconds())
-        return Verdict(Decision.KEEP, f"{what}; {why}; repair in {left} (policy.orphan_grace = {format_duration(policy.orphan_grace)})", deadline, age)
+        grace = format_duration(policy.orphan_grace)
+        return Verdict(Decision.KEEP, f"{what}; {why}; repair in {left} (policy.orphan_grace = {grace} after {anchor})",
+                       deadline, age)
 
     if candidate.status == "pending":
         threshold, key = policy.pending, "policy.pending"

@@ -25,6 +25,10 @@ from watchdogd.opencode.writegate import write_refusal
 from watchdogd.policy import classify_child, evaluate, ownership_from_holders
 
 
+# Owner sightings are journaled to the second, not at every pass (a held part is seen at each DB change).
+OWNER_SEEN_STEP_S = 1.0
+
+
 class LiveEvidence(Protocol):
     """What reachable opencode servers say (the live layer); absent, holders alone decide."""
 
@@ -49,7 +53,7 @@ def assess(
     now: datetime,
     live: LiveEvidence | None = None,
 ) -> list[Assessment]:
-    """Verdicts for one DB's candidates; sightings (first seen, orphan since) persist in the journal."""
+    """Verdicts for one DB's candidates; sightings (first seen, owner last seen) persist in the journal."""
     known = journal.sightings(str(path))
     stamp = now.timestamp()
     sightings: dict[str, tuple[float, float | None]] = {}
@@ -59,14 +63,16 @@ def assess(
         if live is not None:
             owner = live.ownership(cand, owner, holders)
         owners[cand.part_id] = owner
-        first, orphan = known.get(cand.part_id, (stamp, None))
-        sightings[cand.part_id] = (first, (orphan or stamp) if owner.orphan else None)
+        first, owner_seen = known.get(cand.part_id, (stamp, None))
+        if not owner.orphan and (owner_seen is None or stamp - owner_seen >= OWNER_SEEN_STEP_S):
+            owner_seen = stamp  # an owner now: the orphan grace will count from here
+        sightings[cand.part_id] = (first, owner_seen)
     if sightings != known:
         journal.record_sightings(str(path), sightings)
 
     def judge(cand: Candidate, child: ChildState = ChildState.NONE) -> Assessment:
-        first, orphan = sightings[cand.part_id]
-        sighting = Sighting(_epoch(first), _epoch(orphan))
+        first, owner_seen = sightings[cand.part_id]
+        sighting = Sighting(_epoch(first), _epoch(owner_seen))
         info = sessions.get(cand.session_id)
         verdict = evaluate(cand, owners[cand.part_id], sighting, settings.policy, now, child)
         return Assessment(cand, owners[cand.part_id], verdict, sighting, info)

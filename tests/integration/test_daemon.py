@@ -68,7 +68,7 @@ def test_watchdog_pid_for_another_process_is_ignored(tmp_path, notify, daemons):
 
 def test_orphan_repaired_at_its_deadline_without_a_poll(tmp_path, notify, daemons):
     db = dbfactory.make_db(tmp_path / "opencode.db")
-    stuck = dbfactory.stuck_question(db, age_s=60)
+    stuck = dbfactory.stuck_question(db, age_s=0)  # its row changed just now: the grace counts from there
     daemon = daemons(tmp_path, [db], notify=notify,
                      env={"OPENCODE_WATCHDOGD_POLICY__ORPHAN_GRACE": "2s", "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1h"})
     notify.wait_for("READY=1")

@@ -65,6 +65,8 @@ def test_scan_nothing_stuck(capsys, db):
 
 def test_scan_orphan_in_grace_is_kept(capsys, db):
     stuck = f.stuck_question(db, age_s=7200)
+    with f.connection(db) as conn:  # started 2 h ago, but its row changed just now: the grace counts from there
+        conn.execute("UPDATE part SET time_updated = ? WHERE id = ?", (f.now_ms(), stuck.part_id))
     code, records = scan_json(capsys)
     assert code == 0
     [record] = records
@@ -77,6 +79,19 @@ def test_scan_orphan_in_grace_is_kept(capsys, db):
     assert "orphan: no process holds the DB" in record["reason"] and "repair in" in record["reason"]
     assert datetime.fromisoformat(record["expires_at"]).tzinfo is not None
     assert record["route"] is None and record["call_id"] == stuck.call_id
+
+
+def test_week_old_orphans_are_due_at_the_first_scan_and_repaired_by_the_first_reap(capsys, db):
+    """The first command a user with a stuck session runs acts: no waiting out a grace on days-old rows."""
+    stuck = f.stuck_question(db, age_s=7 * 86400)
+    other = f.stuck_question(db, age_s=3 * 86400, tool="bash")
+    code, records = scan_json(capsys)
+    assert code == 1 and {r["verdict"] for r in records} == {"expired"}
+    assert {r["route"] for r in records} == {"db-repair"}
+    code, out, _ = run(capsys, "reap")
+    assert code == 0 and stuck.part_id in out and other.part_id in out
+    for part in (stuck.part_id, other.part_id):
+        assert f.read_data(db, "part", part)["state"]["status"] == "error"
 
 
 def test_scan_exit_1_when_something_is_due(capsys, db, monkeypatch):
@@ -93,7 +108,7 @@ def test_scan_exit_1_when_something_is_due(capsys, db, monkeypatch):
 
 
 def test_scan_pending_part(capsys, db):
-    f.stuck_question(db, age_s=60, status="pending", tool="bash")
+    f.stuck_question(db, age_s=5, status="pending", tool="bash")  # an orphan within its grace
     code, [record] = scan_json(capsys)
     assert code == 0 and record["status"] == "pending" and record["tool"] == "bash"
 

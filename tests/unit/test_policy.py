@@ -41,47 +41,94 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def seen(first: datetime = T0, orphan: datetime | None = None) -> Sighting:
-    return Sighting(first, orphan)
+def seen(first: datetime = T0, owner: datetime | None = None) -> Sighting:
+    return Sighting(first, owner)
 
 
-# -- orphans -----------------------------------------------------------------------------------------
-
-def test_orphan_within_grace_is_kept(clock):
-    first = now()
-    clock.tick(10)
-    verdict = evaluate(cand(started=T0 - timedelta(hours=3)), NONE, seen(first, first), POLICY, now())
-    assert verdict.decision is Decision.KEEP
-    assert verdict.expires_at == first + timedelta(seconds=30)
-    assert "orphan: no process holds the DB" in verdict.reason
-    assert "repair in 20s" in verdict.reason and "policy.orphan_grace = 30s" in verdict.reason
-    assert verdict.age_s == pytest.approx(3 * 3600 + 10)
+def row(changed: datetime | None, *, started: datetime | None = None, created: datetime | None = None) -> Candidate:
+    """A candidate whose row last changed at `changed` (the time_updated column)."""
+    base = cand(started=started, created=created)
+    return Candidate(**{**base.__dict__, "updated_ms": ms(changed) if changed else None})
 
 
-def test_orphan_grace_counts_from_orphan_since_not_from_start(clock):
-    # a 3 h old question is not repaired on sight: the grace runs from when it was first seen orphaned
-    verdict = evaluate(cand(started=T0 - timedelta(hours=3)), NONE, seen(), POLICY, now())
-    assert verdict.decision is Decision.KEEP
-    assert verdict.expires_at == T0 + timedelta(seconds=30)
+# -- orphans: the grace counts from the later of the row's last change and the last owner sighting ---
 
-
-def test_orphan_first_sighting_without_orphan_since_uses_now(clock):
-    clock.tick(100)
-    verdict = evaluate(cand(started=T0), NONE, Sighting(T0, None), POLICY, now())
-    assert verdict.decision is Decision.KEEP
-    assert verdict.expires_at == now() + timedelta(seconds=30)
-
-
-def test_orphan_after_grace_expires(clock):
-    clock.tick(30)
-    verdict = evaluate(cand(started=T0 - timedelta(minutes=5)), NONE, seen(T0, T0), POLICY, now())
+def test_an_orphan_untouched_for_a_week_is_due_at_once(clock):
+    week_ago = T0 - timedelta(days=7)
+    verdict = evaluate(row(week_ago, started=week_ago), NONE, seen(first=T0), POLICY, now())
     assert verdict.decision is Decision.EXPIRED and verdict.expired
+    assert verdict.expires_at == week_ago + timedelta(seconds=30)
+    assert verdict.reason == "question running for 7d; orphan: no process holds the DB"
+
+
+def test_an_orphan_whose_owner_was_seen_a_second_ago_still_waits_the_grace(clock):
+    week_ago = T0 - timedelta(days=7)
+    verdict = evaluate(row(week_ago, started=week_ago), NONE, seen(week_ago, T0 - timedelta(seconds=1)), POLICY, now())
+    assert verdict.decision is Decision.KEEP
+    assert verdict.expires_at == T0 + timedelta(seconds=29)
+    assert "repair in 29s (policy.orphan_grace = 30s after an owner was last seen)" in verdict.reason
+    clock.tick(29)
+    assert evaluate(row(week_ago, started=week_ago), NONE, seen(week_ago, T0 - timedelta(seconds=1)),
+                    POLICY, now()).expired
+
+
+def test_a_row_changed_after_the_last_owner_sighting_counts_from_the_change(clock):
+    change = T0 - timedelta(seconds=10)
+    verdict = evaluate(row(change, started=T0 - timedelta(hours=1)), NONE, seen(T0 - timedelta(hours=1),
+                       T0 - timedelta(minutes=5)), POLICY, now())
+    assert verdict.decision is Decision.KEEP and verdict.expires_at == change + timedelta(seconds=30)
+    assert "repair in 20s" in verdict.reason and "after the part last changed" in verdict.reason
+
+
+def test_without_time_updated_the_start_time_is_the_last_change(clock):
+    start = T0 - timedelta(seconds=5)
+    verdict = evaluate(row(None, started=start), NONE, seen(), POLICY, now())
+    assert verdict.decision is Decision.KEEP and verdict.expires_at == start + timedelta(seconds=30)
+
+
+def test_without_any_start_time_time_created_is_the_last_change(clock):
+    created = T0 - timedelta(hours=2)
+    verdict = evaluate(row(None, started=None, created=created), NONE, seen(), POLICY, now())
+    assert verdict.expired and verdict.expires_at == created + timedelta(seconds=30)
+
+
+def test_a_row_without_any_time_counts_from_its_first_sighting(clock):
+    first = T0 - timedelta(seconds=12)
+    verdict = evaluate(row(None, started=None, created=None), NONE, seen(first), POLICY, now())
+    assert verdict.decision is Decision.KEEP and verdict.expires_at == first + timedelta(seconds=30)
+    assert "after the part was first seen (its row has no time)" in verdict.reason
+    clock.tick(18)
+    assert evaluate(row(None, started=None, created=None), NONE, seen(first), POLICY, now()).expired
+
+
+def test_a_row_time_in_the_future_counts_from_its_first_sighting(clock):
+    future = T0 + timedelta(days=1)
+    verdict = evaluate(row(future, started=future), NONE, seen(T0 - timedelta(seconds=10)), POLICY, now())
+    assert verdict.decision is Decision.KEEP and verdict.expires_at == T0 + timedelta(seconds=20)
+    assert "its row's time is in the future" in verdict.reason
+
+
+def test_a_future_row_first_seen_in_the_future_counts_from_now(clock):
+    future = T0 + timedelta(days=1)
+    verdict = evaluate(row(future, started=future), NONE, seen(future), POLICY, now())
     assert verdict.expires_at == T0 + timedelta(seconds=30)
-    assert verdict.reason == "question running for 5m30s; orphan: no process holds the DB"
 
 
-def test_orphan_grace_zero_expires_at_first_sighting(clock):
-    verdict = evaluate(cand(), NONE, seen(T0, T0), PolicyConfig(orphan_grace=0), now())
+def test_an_owner_sighting_in_the_future_counts_as_now(clock):
+    # the clock went back: a sighting "tomorrow" must not hold the orphan for a day
+    week_ago = T0 - timedelta(days=7)
+    verdict = evaluate(row(week_ago), NONE, seen(week_ago, T0 + timedelta(days=1)), POLICY, now())
+    assert verdict.decision is Decision.KEEP and verdict.expires_at == T0 + timedelta(seconds=30)
+
+
+def test_an_owner_sighting_older_than_the_row_is_ignored(clock):
+    change = T0 - timedelta(minutes=10)
+    verdict = evaluate(row(change), NONE, seen(T0 - timedelta(hours=1), T0 - timedelta(hours=1)), POLICY, now())
+    assert verdict.expired and verdict.expires_at == change + timedelta(seconds=30)
+
+
+def test_orphan_grace_zero_expires_at_once_even_when_just_changed(clock):
+    verdict = evaluate(row(T0), NONE, seen(T0, T0), PolicyConfig(orphan_grace=0), now())
     assert verdict.expired
 
 
@@ -89,12 +136,12 @@ def test_orphan_ignores_tool_threshold(clock):
     # `never` protects a call only while its owner may still finish it
     policy = PolicyConfig(tools={"question": "never"})
     clock.tick(31)
-    assert evaluate(cand(), NONE, seen(T0, T0), policy, now()).expired
+    assert evaluate(row(T0), NONE, seen(T0, T0), policy, now()).expired
 
 
 def test_restarted_owner_is_an_orphan(clock):
     clock.tick(45)
-    verdict = evaluate(cand(), Ownership(OwnerKind.RESTARTED, (7,)), seen(T0, T0), POLICY, now())
+    verdict = evaluate(row(T0), Ownership(OwnerKind.RESTARTED, (7,)), seen(T0, T0), POLICY, now())
     assert verdict.expired
     assert "every process holding the DB started after it" in verdict.reason
 
@@ -102,11 +149,11 @@ def test_restarted_owner_is_an_orphan(clock):
 def test_live_idle_is_an_orphan(clock):
     clock.tick(5)
     owner = Ownership(OwnerKind.LIVE_IDLE, (7,), "http://127.0.0.1:4096")
-    verdict = evaluate(cand(), owner, seen(T0, T0), POLICY, now())
+    verdict = evaluate(row(T0), owner, seen(T0, T0), POLICY, now())
     assert verdict.decision is Decision.KEEP
     assert "its server reports the session idle" in verdict.reason and "repair in 25s" in verdict.reason
     clock.tick(25)
-    assert evaluate(cand(), owner, seen(T0, T0), POLICY, now()).expired
+    assert evaluate(row(T0), owner, seen(T0, T0), POLICY, now()).expired
 
 
 # -- owned calls: per-tool thresholds ----------------------------------------------------------------

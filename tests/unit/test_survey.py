@@ -9,6 +9,7 @@ import pytest
 
 from tests import dbfactory as f
 from tests.unit.helpers import make_settings, survey
+from watchdogd.journal import Journal
 from watchdogd.models import Decision, Holder, Ownership, OwnerKind
 
 
@@ -26,39 +27,57 @@ def old_holder() -> Holder:
     return Holder(4242, time.time() - 10 * 86400, "opencode serve")
 
 
-def test_orphan_grace_runs_across_passes(tmp_path, db, journal):
-    stuck = f.stuck_question(db, age_s=7200)
+def test_a_fresh_orphan_waits_the_grace_across_passes(tmp_path, db, journal):
+    stuck = f.stuck_question(db, age_s=0)  # its row changed just now
     settings = make_settings(tmp_path, orphan_grace="30s")
     t0 = datetime.now(UTC)
     [first] = look(db, journal, settings, t0).assessments
-    assert first.verdict.decision is Decision.KEEP
+    assert first.verdict.decision is Decision.KEEP and first.candidate.updated_ms is not None
     assert first.sighting.first_seen.timestamp() == pytest.approx(t0.timestamp())
-    assert journal.sightings(str(db)) == {stuck.part_id: (t0.timestamp(), t0.timestamp())}
-
+    assert journal.sightings(str(db)) == {stuck.part_id: (t0.timestamp(), None)}
     [later] = look(db, journal, settings, t0 + timedelta(seconds=20)).assessments
-    assert later.verdict.decision is Decision.KEEP and "repair in 10s" in later.verdict.reason
-    [due] = look(db, journal, settings, t0 + timedelta(seconds=30)).assessments
+    assert later.verdict.decision is Decision.KEEP and "after the part last changed" in later.verdict.reason
+    [due] = look(db, journal, settings, t0 + timedelta(seconds=31)).assessments
     assert due.verdict.expired
     assert due.sighting.first_seen == first.sighting.first_seen
 
 
-def test_orphan_since_starts_when_the_owner_goes(tmp_path, db, journal):
+def test_a_week_old_orphan_is_due_at_the_first_look(tmp_path, db, journal):
+    f.stuck_question(db, age_s=7 * 86400)
+    [item] = look(db, journal, make_settings(tmp_path, orphan_grace="30s"), datetime.now(UTC)).assessments
+    assert item.ownership.kind is OwnerKind.NONE and item.verdict.expired
+
+
+def test_the_grace_counts_from_the_last_owner_sighting_of_any_command(tmp_path, db, journal):
     stuck = f.stuck_question(db, age_s=3600)
     settings = make_settings(tmp_path, orphan_grace="30s")
     t0 = datetime.now(UTC)
     [held] = look(db, journal, settings, t0, [old_holder()]).assessments
-    assert held.ownership.kind is OwnerKind.HELD and held.sighting.orphan_since is None
+    assert held.ownership.kind is OwnerKind.HELD and held.sighting.owner_seen.timestamp() == pytest.approx(t0.timestamp())
     assert held.verdict.decision is Decision.KEEP and "policy.tools.question = 2h" in held.verdict.reason
-    t1 = t0 + timedelta(seconds=100)
-    [gone] = look(db, journal, settings, t1).assessments
-    assert gone.ownership.kind is OwnerKind.NONE
-    assert gone.sighting.orphan_since.timestamp() == pytest.approx(t1.timestamp())
-    assert gone.sighting.first_seen.timestamp() == pytest.approx(t0.timestamp())
-    assert gone.verdict.decision is Decision.KEEP
-    # an owner coming back clears it again
-    [back] = look(db, journal, settings, t1 + timedelta(seconds=5), [old_holder()]).assessments
-    assert back.sighting.orphan_since is None
-    assert journal.sightings(str(db))[stuck.part_id][1] is None
+    # Another command (a new journal connection on the same state dir) sees the owner gone 10 s later.
+    other = Journal(settings.state_dir)
+    try:
+        [gone] = look(db, other, settings, t0 + timedelta(seconds=10)).assessments
+    finally:
+        other.close()
+    assert gone.ownership.kind is OwnerKind.NONE and gone.verdict.decision is Decision.KEEP
+    assert gone.verdict.expires_at.timestamp() == pytest.approx((t0 + timedelta(seconds=30)).timestamp())
+    assert "after an owner was last seen" in gone.verdict.reason
+    assert journal.sightings(str(db))[stuck.part_id][1] == pytest.approx(t0.timestamp())
+    [due] = look(db, journal, settings, t0 + timedelta(seconds=30)).assessments
+    assert due.verdict.expired
+
+
+def test_an_owner_sighting_is_journaled_to_the_second(tmp_path, db, journal):
+    stuck = f.stuck_question(db, age_s=3600)
+    settings = make_settings(tmp_path, orphan_grace="30s")
+    t0 = datetime.now(UTC)
+    look(db, journal, settings, t0, [old_holder()])
+    look(db, journal, settings, t0 + timedelta(seconds=0.5), [old_holder()])
+    assert journal.sightings(str(db))[stuck.part_id][1] == pytest.approx(t0.timestamp())
+    look(db, journal, settings, t0 + timedelta(seconds=1.5), [old_holder()])
+    assert journal.sightings(str(db))[stuck.part_id][1] == pytest.approx(t0.timestamp() + 1.5)
 
 
 def test_finished_candidates_are_forgotten(tmp_path, db, journal):

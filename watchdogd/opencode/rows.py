@@ -33,6 +33,12 @@ class Candidate:
     child_session_id: str | None = None  # a `task` part's subagent session
     directory: str | None = None
     title: str | None = None
+    updated_ms: int | None = None  # part.time_updated column: the row's last change
+
+    @property
+    def changed_ms(self) -> int | None:
+        """When the row last changed: time_updated, else the call's start, else time_created."""
+        return self.updated_ms if self.updated_ms is not None else self.start_ms
 
     @property
     def start_ms(self) -> int | None:

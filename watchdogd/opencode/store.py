@@ -99,7 +99,8 @@ def _shown_number(value: float) -> str:
 
 def parse_candidate(db: Path, row: tuple) -> Candidate | BadRow | None:
     """A Candidate for a live tool part, None for any other part, BadRow for data we cannot read."""
-    _rowid, part_id, message_id, session_id, time_created, data = row
+    _rowid, part_id, message_id, session_id, time_created, data, *rest = row
+    time_updated = rest[0] if rest else None  # absent from layouts without the column
     if not all(is_utf8(v) for v in (part_id, message_id, session_id, data) if isinstance(v, str)):
         shown = part_id if is_utf8(part_id) else part_id.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         return BadRow(shown, "part row is not valid UTF-8: never parsed or written")
@@ -130,6 +131,8 @@ def parse_candidate(db: Path, row: tuple) -> Candidate | BadRow | None:
         created_ms=time_created if isinstance(time_created, int) else None,
         data=data,
         child_session_id=part.child_session_id,
+        # A time that is not a time is only missing evidence here: the orphan grace then counts from a sighting.
+        updated_ms=int(time_updated) if _number(time_updated) and _epoch_ms_ok(time_updated) else None,
     )
 
 
@@ -142,6 +145,7 @@ class OpencodeStore:
         self.rules = rules  # see writegate.write_refusal
         self._ro: sqlite3.Connection | None = None
         self._rw: sqlite3.Connection | None = None
+        self._columns: str | None = None  # the part columns read, with time_updated when the layout has it
 
     # -- connections ---------------------------------------------------------------------------
     def _connect(self, mode: str) -> sqlite3.Connection:
@@ -173,6 +177,13 @@ class OpencodeStore:
         if self._ro is not None:
             self._ro.close()
             self._ro = None
+        self._columns = None
+
+    def _part_columns(self) -> str:
+        if self._columns is None:
+            names = {row[1] for row in self._read("PRAGMA table_info(part)")}
+            self._columns = _PART_COLUMNS + (", time_updated" if "time_updated" in names else "")
+        return self._columns
 
     def _iterate(self, sql: str, params: Iterable = ()) -> Iterator[tuple]:
         try:
@@ -245,14 +256,15 @@ class OpencodeStore:
         # Rows are parsed as the cursor yields them: most prefilter hits are not candidates (todo
         # lists say "status":"pending" too), so holding them all would cost tens of MB on big DBs.
         found, bad = self._parse(self._iterate(
-            f"SELECT {_PART_COLUMNS} FROM part WHERE rowid > ? AND {_PREFILTER}", (after_rowid,)))
+            f"SELECT {self._part_columns()} FROM part WHERE rowid > ? AND {_PREFILTER}", (after_rowid,)))
         found.sort(key=lambda c: (c.created_ms or 0, c.part_id))
         return found, bad
 
     def parts_by_id(self, part_ids: list[str]) -> tuple[list[Candidate], list[BadRow]]:
         rows: list[tuple] = []
         for chunk in _chunks(part_ids):
-            rows += self._read(f"SELECT {_PART_COLUMNS} FROM part WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+            rows += self._read(f"SELECT {self._part_columns()} FROM part WHERE id IN ({','.join('?' * len(chunk))})",
+                               chunk)
         rows.sort(key=lambda r: (r[4] or 0, r[1]))
         return self._parse(rows)
 
