@@ -108,7 +108,7 @@ class LiveLayer:
         if base.kind is OwnerKind.HELD:
             silent = [pid for pid in base.pids if pid not in answered]
             if silent:
-                why = "; ".join(f"pid {pid}: {self._silence(endpoints.get(pid), directory)}" for pid in silent)
+                why = "; ".join(_about(pid, self._silence(endpoints.get(pid), directory)) for pid in silent)
                 return Ownership(OwnerKind.UNREACHABLE, tuple(silent), detail=why)
         if answered:  # a reachable server that holds the DB says idle: an orphan it can help repair
             endpoint = endpoints[answered[0]]
@@ -350,6 +350,11 @@ class LiveLayer:
             return ActionResult(item, Plan(PATCH_PART), Outcome.FAILED, detail)
         steps = [detail] + self._finish_message(item, store, reaper, why)
         return ActionResult(item, Plan(PATCH_PART), Outcome.DONE, "; ".join(steps), action_id)
+
+
+def _about(pid: int, message: str) -> str:
+    """Name the pid once: discovery's messages already start with it."""
+    return message if message.startswith(f"pid {pid} ") else f"pid {pid}: {message}"
 
 
 def _owner_uid(db: Path) -> int | None:

@@ -90,7 +90,7 @@ def test_daemon_against_a_trickling_server(tmp_path, observe):
             status = daemon.wait_status(lambda s: s["candidates"] and s["passes"] >= 2, timeout=60,
                                         what="two passes published")
             [cand] = status["candidates"]
-            assert cand["owner"].startswith("live-unreachable:") and "no answer within 1s" in cand["owner_detail"]
+            assert cand["owner"].startswith("live-unreachable:") and "did not answer /global/health within 1s" in cand["owner_detail"]
             assert daemon.proc.poll() is None
         finally:
             daemon.signal(signal.SIGTERM)
@@ -98,7 +98,7 @@ def test_daemon_against_a_trickling_server(tmp_path, observe):
             daemon.stop()
         assert dbfactory.read_text(db, "part", stuck.part_id) == before
     assert code == 0
-    observe("status published every pass: owner live-unreachable ('… no answer within 1s')",
+    observe("status published every pass: owner live-unreachable ('… did not answer /global/health within 1s')",
             "part never written; SIGTERM: exit 0")
 
 

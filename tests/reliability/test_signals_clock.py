@@ -180,7 +180,7 @@ def test_clock_steps_back(tmp_path, fakeclock, observe):
 def test_clock_jumps_forward(tmp_path, fakeclock, observe):
     clock = Clock(fakeclock, tmp_path)
     db = dbfactory.make_db(tmp_path / "opencode.db")
-    orphans = add_orphans(db, 3)
+    orphans = add_orphans(db, 3, age_s=0)  # rows changed just now: the 2 h grace counts from here
     daemon = DaemonProcess(tmp_path, [db], env={**clock.env, "OPENCODE_WATCHDOGD_POLICY__ORPHAN_GRACE": "2h",
                                                 "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1h"})
     try:
