@@ -57,10 +57,10 @@ class ChildState(StrEnum):
 
 @dataclass(frozen=True)
 class Sighting:
-    """When the daemon first saw a candidate, and first saw it without an owner."""
+    """When any command first saw a candidate, and last saw an owner for it (persisted in the journal)."""
 
     first_seen: datetime
-    orphan_since: datetime | None = None
+    owner_seen: datetime | None = None
 
 
 class Decision(StrEnum):
