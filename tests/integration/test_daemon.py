@@ -68,12 +68,13 @@ def test_watchdog_pid_for_another_process_is_ignored(tmp_path, notify, daemons):
 
 def test_orphan_repaired_at_its_deadline_without_a_poll(tmp_path, notify, daemons):
     db = dbfactory.make_db(tmp_path / "opencode.db")
-    stuck = dbfactory.stuck_question(db, age_s=0)  # its row changed just now: the grace counts from there
     daemon = daemons(tmp_path, [db], notify=notify,
                      env={"OPENCODE_WATCHDOGD_POLICY__ORPHAN_GRACE": "2s", "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1h"})
     notify.wait_for("READY=1")
     seen = time.monotonic()
-    assert part_status(db, stuck.part_id) == "running"  # grace not over at the first pass
+    stuck = dbfactory.stuck_question(db, age_s=0)  # its row changed just now: the grace counts from there
+    daemon.wait_status(lambda s: s["candidates"], what="the orphan listed within its grace")
+    assert part_status(db, stuck.part_id) == "running"  # grace not over at the first pass that saw it
     wait_until(lambda: part_status(db, stuck.part_id) == "error", timeout=10, what="repair")
     assert time.monotonic() - seen < 2 + 2.5  # the deadline job, not the hourly poll
     part = dbfactory.read_data(db, "part", stuck.part_id)

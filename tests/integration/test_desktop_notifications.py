@@ -103,7 +103,7 @@ def test_a_stuck_part_held_by_an_api_less_process_is_told_once_with_what_to_do(t
     body = call["body"]
     assert body.startswith("Session “Fix \\x1b[31mthe &lt;b&gt;build&lt;/b&gt;\\x0a” in /home/user/a&amp;b is stuck "
                            "(question unanswered for ")
-    assert f"cannot be asked (pid {holder.proc.pid}: " in body  # the live layer's own why follows
+    assert f"cannot be asked (pid {holder.proc.pid} holds the DB " in body  # the live layer's own why follows
     assert "Answer or cancel it in that opencode (a TUI without --port has no API), or quit it" in body
     assert stuck.part_id not in body  # people get titles, not ids
     assert "SCRIPT:question" not in body  # never conversation content
