@@ -71,13 +71,11 @@ def test_orphan_repaired_at_its_deadline_without_a_poll(tmp_path, notify, daemon
     daemon = daemons(tmp_path, [db], notify=notify,
                      env={"OPENCODE_WATCHDOGD_POLICY__ORPHAN_GRACE": "2s", "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1h"})
     notify.wait_for("READY=1")
-    seen = time.monotonic()
     stuck = dbfactory.stuck_question(db, age_s=0)  # its row changed just now: the grace counts from there
-    daemon.wait_status(lambda s: s["candidates"], what="the orphan listed within its grace")
-    assert part_status(db, stuck.part_id) == "running"  # grace not over at the first pass that saw it
-    wait_until(lambda: part_status(db, stuck.part_id) == "error", timeout=10, what="repair")
-    assert time.monotonic() - seen < 2 + 2.5  # the deadline job, not the hourly poll
+    # The deadline job, not the hourly poll (a loaded machine only delays it: no upper bound asserted).
+    wait_until(lambda: part_status(db, stuck.part_id) == "error", timeout=30, what="repair")
     part = dbfactory.read_data(db, "part", stuck.part_id)
+    assert part["state"]["time"]["end"] - stuck.start_ms >= 2000  # never before the grace was over
     assert "Abandoned by opencode-watchdogd" in part["state"]["error"]
     assert part["state"]["metadata"]["interrupted"] is True
     message = dbfactory.read_data(db, "message", stuck.message_id)
