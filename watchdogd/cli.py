@@ -8,7 +8,7 @@ import shlex
 import sys
 
 from watchdogd import __version__
-from watchdogd.commands import config_cmd, history, reap, scan, service, status, undo
+from watchdogd.commands import completion, config_cmd, history, reap, scan, service, status, undo
 from watchdogd.commands import run as run_cmd
 from watchdogd.commands.options import EXIT_ERROR, PROG, build_options
 from watchdogd.config import ConfigError, load_config
@@ -17,7 +17,7 @@ from watchdogd.log import effective_level, setup_logging
 from watchdogd.opencode.store import special_file_kind
 
 VERBS = {"run": run_cmd, "scan": scan, "reap": reap, "undo": undo, "history": history, "status": status,
-         "config": config_cmd, "service": service}
+         "config": config_cmd, "service": service, "completion": completion}
 NESTED = {"config": {"check", "show"}, "service": {"install", "uninstall", "show"}}
 NEEDS_EXISTING_DB = {"scan", "reap"}  # `run` and `service` may name a DB opencode has not created yet
 
@@ -97,6 +97,8 @@ def _main(argv: list[str]) -> int:
     if problem:
         print(f"{PROG}: error: {problem}", file=sys.stderr)
         return EXIT_ERROR
+    if args.verb == "completion":  # needs no config: works even while the config is being fixed
+        return completion.run(args, None)
     try:
         settings, used = load_config(getattr(args, "config", None), overrides(args))
     except ConfigError as exc:

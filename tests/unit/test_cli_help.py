@@ -29,7 +29,7 @@ def verb_parsers() -> dict[str, argparse.ArgumentParser]:
 
 
 VERBS = ["run", "scan", "reap", "undo", "history", "status", "config check", "config show", "service install",
-         "service uninstall", "service show"]
+         "service uninstall", "service show", "completion"]
 
 
 def test_every_verb_is_covered():
@@ -60,6 +60,7 @@ OPTIONS = {
     "service install": {"--config", "--db", "--state-dir", "--now", "--unit-dir", "--force"},
     "service uninstall": {"--now", "--unit-dir", "--force"},
     "service show": {"--config", "--db", "--state-dir", "--system"},
+    "completion": set(),
 }
 
 

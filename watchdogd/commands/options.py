@@ -9,6 +9,8 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
+import shtab
+
 PROG = "opencode-watchdogd"
 # One scheme for every verb (README "Exit status"): 1 only where a verb documents what needs attention.
 EXIT_OK, EXIT_ATTENTION, EXIT_ERROR = 0, 1, 2
@@ -55,6 +57,10 @@ def build_options() -> Options:
     overrides = _parent()
     overrides.add_argument("--state-dir", type=state_dir_flag, metavar="DIR", help="override state_dir")
     overrides.add_argument("--log-format", choices=["auto", "console", "json"], help="override log_format")
+    for parent, kind in ((config, shtab.FILE), (db, shtab.FILE), (state, shtab.DIRECTORY), (overrides, shtab.DIRECTORY)):
+        for action in parent._actions:
+            if action.metavar in ("FILE", "DIR"):
+                action.complete = kind  # shell completion (shtab): paths
     return Options(config, db, state, log, overrides)
 
 

@@ -16,6 +16,8 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
+from shtab import DIRECTORY as DIR
+
 from watchdogd.commands.options import EXIT_ERROR, PROG, Options, add_verb
 from watchdogd.output import safe
 
@@ -42,7 +44,7 @@ def add_parser(subparsers, opts: Options) -> None:
     install.add_argument("--now", action="store_true",
                          help="also run `systemctl --user daemon-reload` and `enable --now`")
     install.add_argument("--unit-dir", type=Path, metavar="DIR",
-                         help="where to write the unit (default: $XDG_CONFIG_HOME/systemd/user)")
+                         help="where to write the unit (default: $XDG_CONFIG_HOME/systemd/user)").complete = DIR
     install.add_argument("--force", action="store_true", help="replace an existing unit that differs")
 
     uninstall = add_verb(
@@ -53,7 +55,7 @@ def add_parser(subparsers, opts: Options) -> None:
     uninstall.add_argument("--now", action="store_true",
                            help="first run `systemctl --user disable --now`, then `daemon-reload`")
     uninstall.add_argument("--unit-dir", type=Path, metavar="DIR",
-                           help="where the unit is (default: $XDG_CONFIG_HOME/systemd/user)")
+                           help="where the unit is (default: $XDG_CONFIG_HOME/systemd/user)").complete = DIR
     uninstall.add_argument("--force", action="store_true", help="remove the unit even if it was edited")
 
     show = add_verb(actions, "show", "print the unit `install` would write, or the system template",
