@@ -108,8 +108,8 @@ def _main(argv: list[str]) -> int:
     args.flags_used = ["--" + key.replace("_", "-") for key in overrides(args)]
     # One-shot verbs print their result on stdout; their log shows warnings and errors unless -v.
     one_shot = 0 if args.verb == "run" else 1
-    setup_logging(effective_level(settings.log_level, getattr(args, "verbose", 0), getattr(args, "quiet", 0) + one_shot),
-                  settings.log_format)
+    level = effective_level(settings.log_level, getattr(args, "verbose", 0), getattr(args, "quiet", 0) + one_shot)
+    setup_logging(level, settings.log_format)
     try:
         code = VERBS[args.verb].run(args, settings)
         sys.stdout.flush()  # inside the try: a reader gone (`| head`) shows here, not as a traceback at exit

@@ -57,10 +57,10 @@ def build_options() -> Options:
     overrides = _parent()
     overrides.add_argument("--state-dir", type=state_dir_flag, metavar="DIR", help="override state_dir")
     overrides.add_argument("--log-format", choices=["auto", "console", "json"], help="override log_format")
-    for parent, kind in ((config, shtab.FILE), (db, shtab.FILE), (state, shtab.DIRECTORY), (overrides, shtab.DIRECTORY)):
+    for parent in (config, db, state, overrides):
         for action in parent._actions:
-            if action.metavar in ("FILE", "DIR"):
-                action.complete = kind  # shell completion (shtab): paths
+            if action.metavar in ("FILE", "DIR"):  # shell completion (shtab) offers paths there
+                action.complete = shtab.FILE if action.metavar == "FILE" else shtab.DIRECTORY
     return Options(config, db, state, log, overrides)
 
 
