@@ -12,6 +12,7 @@ import pytest
 
 from tests.support.notification_server import NotificationBus
 from tests.support.opencode import OpencodeServer
+from tests.support.prometheus import free_port, scrape, value
 from tests.support.watchdog import Watchdog, assert_freed, start_stuck
 
 pytestmark = [pytest.mark.e2e,
@@ -19,13 +20,16 @@ pytestmark = [pytest.mark.e2e,
                                  reason="dbus-run-session missing (Debian package dbus)")]
 
 
-def test_the_daemon_tells_the_desktop_it_freed_a_live_session(opencode_server: OpencodeServer, tmp_path) -> None:
+def test_the_daemon_tells_the_desktop_it_freed_a_live_session(opencode_server: OpencodeServer, opencode_version,
+                                                              tmp_path) -> None:
     server = opencode_server
     bus = NotificationBus(tmp_path / "bus")
     try:
         watchdog = Watchdog(tmp_path, server.db_path, policy={"tools": {"question": "2s"}},
                             watch={"debounce": "0.1s"})
-        with watchdog.daemon(env={"DBUS_SESSION_BUS_ADDRESS": bus.address}):
+        port = free_port()
+        env = {"DBUS_SESSION_BUS_ADDRESS": bus.address, "OPENCODE_WATCHDOGD_METRICS__LISTEN": f"127.0.0.1:{port}"}
+        with watchdog.daemon(env=env):
             session, part = start_stuck(server)
             deadline = time.monotonic() + 30
             while not bus.calls():
@@ -33,6 +37,7 @@ def test_the_daemon_tells_the_desktop_it_freed_a_live_session(opencode_server: O
                 time.sleep(0.05)
             time.sleep(1.0)  # the patch of the part that follows the free is not told separately
             calls = bus.calls()
+            metrics = scrape(f"http://127.0.0.1:{port}/metrics")
         actions = watchdog.actions()
         log = watchdog.daemon_log()
     finally:
@@ -43,6 +48,11 @@ def test_the_daemon_tells_the_desktop_it_freed_a_live_session(opencode_server: O
     assert call["body"].startswith("Freed session “") and call["body"].endswith(
         f"” in {session['directory']}: question unanswered for 2s"), call["body"]
     assert "SCRIPT:question" not in call["body"]  # the prompt is conversation content
+    # The operator's view of the same free: counted by route and outcome, the server's version seen.
+    assert value(metrics, "opencode_watchdogd_actions_total", route="reject-question", outcome="done") == 1
+    assert value(metrics, "opencode_watchdogd_actions_total", route="abort", outcome="done") == 0
+    [build] = [labels for name, labels in metrics if name == "opencode_watchdogd_build_info"]
+    assert dict(build)["opencode_versions"] == opencode_version
     [free] = [a for a in actions if a["route"] == "reject-question"]
     assert free["outcome"] == "done"
     # Told after the free was journaled; how long after the action finished is printed for the record (not

@@ -8,31 +8,15 @@ import socket
 import subprocess
 import sys
 
-import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests import dbfactory
 from tests.integration.daemonproc import REPO, DaemonProcess, Holder, wait_until
+from tests.support.prometheus import free_port, samples, scrape, scraped, value
 
 pytestmark = pytest.mark.integration
 
 FAST = {"OPENCODE_WATCHDOGD_POLICY__ORPHAN_GRACE": "0s", "OPENCODE_WATCHDOGD_WATCH__DEBOUNCE": "0.1s"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def samples(text: str) -> dict[tuple[str, frozenset], float]:
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
-
-
-def value(found: dict, name: str, **labels) -> float | None:
-    return found.get((name, frozenset(labels.items())))
 
 
 @pytest.fixture
@@ -48,12 +32,6 @@ def daemon_factory(tmp_path):
         proc.stop()
 
 
-def scrape(url: str) -> dict:
-    response = httpx.get(url, timeout=5)
-    assert response.status_code == 200
-    return samples(response.text)
-
-
 def test_counters_move_with_a_repair_on_the_endpoint_and_in_the_textfile(tmp_path, daemon_factory):
     db = dbfactory.make_db(tmp_path / "opencode.db")
     textfile = tmp_path / "textfile" / "opencode-watchdogd.prom"
@@ -63,7 +41,7 @@ def test_counters_move_with_a_repair_on_the_endpoint_and_in_the_textfile(tmp_pat
     daemon = daemon_factory([db], FAST | {"OPENCODE_WATCHDOGD_METRICS__LISTEN": f"127.0.0.1:{port}",
                                           "OPENCODE_WATCHDOGD_METRICS__TEXTFILE": str(textfile)})
     daemon.wait_status(lambda s: s["passes"] >= 1, what="first pass")
-    before = wait_until(lambda: _scraped(url), timeout=15, what="the endpoint")
+    before = wait_until(lambda: scraped(url), timeout=15, what="the endpoint")
     assert value(before, "opencode_watchdogd_actions_total", route="db-repair", outcome="done") == 0
     assert value(before, "opencode_watchdogd_databases", state="watched") == 1
     assert value(before, "opencode_watchdogd_passes_total", result="ok") >= 1
@@ -89,13 +67,6 @@ def test_counters_move_with_a_repair_on_the_endpoint_and_in_the_textfile(tmp_pat
     assert [p.name for p in textfile.parent.iterdir()] == [textfile.name]  # no temp files left
 
 
-def _scraped(url: str) -> dict | None:
-    try:
-        return scrape(url)
-    except httpx.TransportError:
-        return None
-
-
 def _version() -> str:
     from watchdogd import __version__
     return __version__
@@ -112,7 +83,7 @@ def test_a_stuck_part_shows_as_expired_and_its_report_counts_once(tmp_path, daem
                                               "OPENCODE_WATCHDOGD_POLICY__TOOLS__QUESTION": "1s",
                                               "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1s"})
         url = f"http://127.0.0.1:{port}/metrics"
-        found = wait_until(lambda: (m := _scraped(url)) and value(
+        found = wait_until(lambda: (m := scraped(url)) and value(
             m, "opencode_watchdogd_candidates", verdict="expired", tool="question") == 1 and m, timeout=20,
             what="the expired question")
         passes = daemon.wait_status(lambda s: True)["passes"]
@@ -168,13 +139,13 @@ def test_a_reload_moves_the_endpoint_and_counters_carry_on(tmp_path):
         wait_until(lambda: dbfactory.read_data(db, "part", stuck.part_id)["state"]["status"] == "error", timeout=20,
                    what="repair")
         old_url, new_url = f"http://127.0.0.1:{first}/metrics", f"http://127.0.0.1:{second}/metrics"
-        wait_until(lambda: (m := _scraped(old_url)) and value(
+        wait_until(lambda: (m := scraped(old_url)) and value(
             m, "opencode_watchdogd_actions_total", route="db-repair", outcome="done") == 1, timeout=15,
             what="the repair on the first port")
         config.write_text(f'[policy]\norphan_grace = "0s"\n[metrics]\nlisten = "127.0.0.1:{second}"\n')
         daemon.signal(signal.SIGHUP)
-        moved = wait_until(lambda: _scraped(new_url), timeout=15, what="the endpoint on the new port")
+        moved = wait_until(lambda: scraped(new_url), timeout=15, what="the endpoint on the new port")
         assert value(moved, "opencode_watchdogd_actions_total", route="db-repair", outcome="done") == 1
-        assert _scraped(old_url) is None
+        assert scraped(old_url) is None
     finally:
         daemon.stop()
