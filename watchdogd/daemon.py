@@ -23,7 +23,8 @@ from watchdogd import __version__
 from watchdogd.config import ConfigError, Settings, load_config
 from watchdogd.durations import format_duration
 from watchdogd.journal import Journal, JournalError
-from watchdogd.live import build_live
+from watchdogd.live_evidence import build_live
+from watchdogd.live_recovery import LiveRecovery
 from watchdogd.models import DBReport, Decision, Outcome
 from watchdogd.notifiers import PassResult, Publishers, ServerSeen
 from watchdogd.notify import Notifier
@@ -366,7 +367,8 @@ class Daemon:
             holders = find_holders([w.path for w in busy], trust_pid_namespace=settings.watch.trust_pid_namespace)
             live = self._live = build_live(settings, [w.path for w in busy]) if busy else None
             reconcile(self.journal, {w.path: w.store for w in due})
-            reaper = Reaper(settings, self.journal, stopping=self._stop.is_set, live=live, backed_up=self.dbs.backed_up)
+            reaper = Reaper(settings, self.journal, stopping=self._stop.is_set, live=LiveRecovery(live) if live else None,
+                            backed_up=self.dbs.backed_up)
             for watched in due:
                 self._evaluate(watched, holders.get(watched.path, []), reaper, now, live)
         self._deadline = self._next_deadline()
@@ -424,7 +426,7 @@ class Daemon:
         line = self.status_line()
         self.notifier.status(line)
         c = self.counters
-        data = status_document(self.dbs.values(), self._live, line, self._deadline) | {
+        data = status_document(self.dbs.values(), line, self._deadline) | {
             "config": str(self.config_used) if self.config_used else None, "passes": c.passes,
             "last_pass": {"at": datetime.now(UTC).isoformat(), "reasons": sorted(reasons)},
             "counts": {"repaired": c.repaired, "failed": c.failed, "skipped": c.skipped, "reported": c.reported},

@@ -10,7 +10,7 @@ from typing import Iterator
 
 from watchdogd.config import Settings
 from watchdogd.journal import Journal
-from watchdogd.live import build_live
+from watchdogd.live_evidence import build_live
 from watchdogd.opencode.holders import find_holders
 from watchdogd.opencode.store import OpencodeStore
 from watchdogd.opencode.writegate import WriteRules

@@ -3,6 +3,8 @@
 It holds conversation content (the rows' JSON), so the directory is 0700 and the files 0600.
 An action is recorded as `planned` before opencode's DB is touched, then settled; a crash in
 between leaves a `planned` row that `reconcile` settles by looking at the DB row itself.
+Actions write through `Journal.journaled` (plan → the action writes → settle, `failed` on any
+exception); `group_of` ties the rows of one event (a live free and the row fixes after it) together.
 """
 
 from __future__ import annotations
@@ -10,10 +12,13 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from watchdogd.models import Outcome
 from watchdogd.statedir import (
     JOURNAL_FILE,
     StateDirError,
@@ -36,7 +41,8 @@ CREATE TABLE IF NOT EXISTS actions (
     detail TEXT NOT NULL DEFAULT '',
     part_before TEXT, part_after TEXT, message_before TEXT, message_after TEXT,
     server_version TEXT,
-    undo_of INTEGER REFERENCES actions(id));
+    undo_of INTEGER REFERENCES actions(id),
+    group_of INTEGER REFERENCES actions(id));  -- the first row of the event this row belongs to
 CREATE INDEX IF NOT EXISTS actions_run ON actions(run_id);
 CREATE TABLE IF NOT EXISTS backups (
     path TEXT PRIMARY KEY, db TEXT NOT NULL, time REAL NOT NULL);
@@ -46,7 +52,7 @@ CREATE TABLE IF NOT EXISTS part_sightings (
     PRIMARY KEY (db, part_id));
 """
 
-OUTCOMES = ("planned", "done", "skipped", "failed", "reported", "undone")
+OUTCOMES = tuple(o.value for o in Outcome if o is not Outcome.DRY_RUN)  # dry runs are never journaled
 
 
 class JournalError(Exception):
@@ -73,6 +79,7 @@ class Action:
     message_after: str | None
     server_version: str | None
     undo_of: int | None
+    group_of: int | None = None  # the first row of the event (one live free) this row belongs to
 
     @property
     def when(self) -> datetime:
@@ -106,7 +113,10 @@ def _why_unwritable(folder: Path) -> str:
 
 
 def _select(conn: sqlite3.Connection, where: str, params: tuple = (), limit: int | None = None) -> list[Action]:
-    sql = f"SELECT {', '.join(Action.__dataclass_fields__)} FROM actions WHERE {where} ORDER BY id DESC"
+    present = {row[1] for row in conn.execute("PRAGMA table_info(actions)")}
+    # A journal from before a column existed (read-only here, so never migrated) reads it as NULL.
+    columns = [name if name in present else "NULL" for name in Action.__dataclass_fields__]
+    sql = f"SELECT {', '.join(columns)} FROM actions WHERE {where} ORDER BY id DESC"
     if limit:
         sql += f" LIMIT {int(limit)}"
     return [Action(*row) for row in conn.execute(sql, params)]
@@ -127,6 +137,32 @@ def read_recent(state_dir: Path, limit: int) -> list[Action]:
         raise JournalError(f"journal {path}: {exc}") from None
 
 
+def _add_group_column(conn: sqlite3.Connection) -> None:
+    """Journals written before `group_of` existed gain the column (NULL: a row of its own)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(actions)")}
+    if "group_of" not in columns:
+        conn.execute("ALTER TABLE actions ADD COLUMN group_of INTEGER REFERENCES actions(id)")
+
+
+class JournaledAction:
+    """One journal row while its action runs: record the rows it writes, then settle it once."""
+
+    def __init__(self, journal: Journal, action_id: int):
+        self.journal = journal
+        self.id = action_id
+        self.outcome: Outcome | None = None
+
+    def rows(self, *, part_after: str | None = None, message_before: str | None = None,
+             message_after: str | None = None) -> None:
+        """The rows the action is about to write (before the write: crash reconciliation compares them)."""
+        self.journal.update_rows(self.id, part_after=part_after, message_before=message_before,
+                                 message_after=message_after)
+
+    def settle(self, outcome: Outcome, detail: str = "", server_version: str | None = None) -> None:
+        self.journal.settle(self.id, outcome, detail, server_version)
+        self.outcome = outcome
+
+
 class Journal:
     def __init__(self, state_dir: Path):
         secure_state_dir(state_dir)
@@ -141,6 +177,7 @@ class Journal:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")
             self.conn.executescript(SCHEMA)
+            _add_group_column(self.conn)
         except sqlite3.Error as exc:
             raise JournalError(f"journal {self.path}: {exc}{_why_unwritable(state_dir)}") from None
         finally:
@@ -173,19 +210,40 @@ class Journal:
             self.run_id = cur.lastrowid
         return self.run_id
 
-    def plan(self, *, db: str, session_id: str, message_id: str, part_id: str, tool: str, route: str, reason: str,
-             outcome: str = "planned", detail: str = "", part_before: str | None = None, part_after: str | None = None,
-             message_before: str | None = None, message_after: str | None = None, server_version: str | None = None,
-             undo_of: int | None = None) -> int:
+    def record(self, *, db: str, session_id: str, message_id: str, part_id: str, tool: str, route: str,
+               reason: str, outcome: str = Outcome.PLANNED, detail: str = "", part_before: str | None = None,
+               part_after: str | None = None, message_before: str | None = None, message_after: str | None = None,
+               server_version: str | None = None, undo_of: int | None = None, group_of: int | None = None) -> int:
+        """Insert one action row (`planned` unless told otherwise) and return its id."""
         run_id = self.start_run("unknown")
         cur = self._write(
             "INSERT INTO actions(run_id, time, db, session_id, message_id, part_id, tool, route, reason, outcome, detail,"
-            " part_before, part_after, message_before, message_after, server_version, undo_of)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " part_before, part_after, message_before, message_after, server_version, undo_of, group_of)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (run_id, time.time(), db, session_id, message_id, part_id, tool, route, reason, outcome, detail,
-             part_before, part_after, message_before, message_after, server_version, undo_of),
+             part_before, part_after, message_before, message_after, server_version, undo_of, group_of),
         )
         return cur.lastrowid
+
+    plan = record  # the older name, for callers not yet moved to `journaled`/`record`
+
+    @contextmanager
+    def journaled(self, **fields) -> Iterator[JournaledAction]:
+        """Record a `planned` row (fields as for `record`), let the action write, and settle it.
+
+        Any exception settles the row `failed` (its text as the detail) and is re-raised; a JournalError
+        is re-raised as it is (the journal cannot be written). An action that returns without settling
+        leaves its row `planned`, as a crash would: the next `reconcile` settles it from the DB rows.
+        """
+        action = JournaledAction(self, self.record(**fields))
+        try:
+            yield action
+        except JournalError:
+            raise
+        except BaseException as exc:
+            if action.outcome is None:
+                action.settle(Outcome.FAILED, str(exc) or type(exc).__name__)
+            raise
 
     def update_rows(self, action_id: int, *, part_after: str | None = None, message_before: str | None = None,
                     message_after: str | None = None) -> None:
@@ -194,7 +252,7 @@ class Journal:
                     (part_after, message_before, message_after, action_id))
 
     def settle(self, action_id: int, outcome: str, detail: str = "", server_version: str | None = None) -> None:
-        assert outcome in OUTCOMES
+        assert outcome in OUTCOMES, outcome
         self._write("UPDATE actions SET outcome=?, detail=?, server_version=coalesce(?, server_version) WHERE id=?",
                     (outcome, detail, server_version, action_id))
 

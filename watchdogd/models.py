@@ -127,6 +127,7 @@ class Assessment:
     sighting: Sighting
     session: SessionInfo | None = None
     queued: tuple[tuple[str, int], ...] = ()  # (message id, ms) of prompts sent while a live run holds it
+    child_at_work: bool = False  # a `task` part whose subagent its server reports busy, or could not tell
     plan: Plan | None = None  # None: not due (kept, or never)
 
 

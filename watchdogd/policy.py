@@ -1,4 +1,4 @@
-"""Staleness policy: pure functions of a candidate, its evidence and the clock. No I/O."""
+"""Staleness policy and the plan: pure functions of a candidate, its evidence and the clock. No I/O."""
 
 from __future__ import annotations
 
@@ -7,11 +7,15 @@ from datetime import UTC, datetime, timedelta
 from watchdogd.config import PolicyConfig
 from watchdogd.durations import NEVER, format_duration
 from watchdogd.models import (
+    Assessment,
     Candidate,
     ChildState,
+    DBReport,
     Decision,
     OwnerKind,
     Ownership,
+    Plan,
+    Route,
     Sighting,
     Verdict,
 )
@@ -115,3 +119,38 @@ def ownership_from_holders(start_ms: int | None, holders: list, margin_s: float 
         return Ownership(OwnerKind.RESTARTED, tuple(h.pid for h in holders))
     possible = tuple(h.pid for h in holders if start_ms is None or h.started_at <= start_ms / 1000 + margin_s)
     return Ownership(OwnerKind.HELD, possible)
+
+
+def plan_route(item: Assessment, report: DBReport) -> Plan | None:
+    """How `reap` frees this candidate now (None: not due). Pure: the evidence is on the assessment.
+
+    Orphans are repaired in the DB (through their idle server when one holds the DB); a busy session
+    only through the server that holds it; anything else is reported with why nothing is written.
+    """
+    if not item.verdict.expired:
+        return None
+    owner = item.ownership
+    pids = ",".join(map(str, owner.pids))
+    if owner.kind is OwnerKind.LIVE_IDLE:
+        return Plan(Route.PATCH_PART)
+    if owner.kind is OwnerKind.LIVE:
+        return _live_plan(item, report)
+    if owner.kind in (OwnerKind.NONE, OwnerKind.RESTARTED):
+        return Plan(Route.DB_REPAIR) if report.ok else Plan(Route.REPORT, f"DB not writable ({report.not_writable})")
+    if owner.kind is OwnerKind.HELD:
+        return Plan(Route.REPORT, f"live owner may hold it (pid {pids}); needs live recovery, no DB write")
+    if owner.kind is OwnerKind.UNREACHABLE:
+        return Plan(Route.REPORT, f"live owner has no reachable API (pid {pids}); no DB write")
+    return Plan(Route.REPORT, f"live owner {owner.label}")
+
+
+def _live_plan(item: Assessment, report: DBReport) -> Plan:
+    plan = item.ownership.live_plan
+    if plan is None:
+        return Plan(Route.REPORT, f"live owner {item.ownership.label}; not asked in this pass")
+    session = item.candidate.session_id
+    if plan.route is Route.ABORT and any(a.child_at_work for a in report.assessments
+                                         if a.candidate.session_id == session):
+        return Plan(Route.REPORT, "an abort would cancel a subagent of this session that is busy or in an "
+                                  "unknown state; free the child instead")
+    return plan

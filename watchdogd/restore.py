@@ -39,7 +39,7 @@ def undo_action(journal: Journal, action: Action, store: OpencodeStore) -> UndoR
             restored.append(f"{table} {row_id}")
     undo_id = None
     if restored:
-        undo_id = journal.plan(db=action.db, session_id=action.session_id, message_id=action.message_id, part_id=action.part_id,
+        undo_id = journal.record(db=action.db, session_id=action.session_id, message_id=action.message_id, part_id=action.part_id,
                      tool=action.tool, route="undo", reason=f"undo of action {action.id}", outcome="done",
                      detail="restored " + ", ".join(restored), part_before=action.part_after, part_after=action.part_before,
                      message_before=action.message_after, message_after=action.message_before, undo_of=action.id)

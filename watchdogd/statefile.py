@@ -12,7 +12,7 @@ from typing import Any
 from watchdogd import __version__
 from watchdogd.commands.scan import candidate_record
 from watchdogd.opencode.holders import is_watchdogd
-from watchdogd.reaper import plan_route
+from watchdogd.policy import plan_route
 
 STATUS_FILE = "status.json"
 
@@ -68,14 +68,14 @@ def status_line(watched: Iterable, deadline: datetime | None, last_action: str) 
     return "; ".join(parts)
 
 
-def status_document(watched: Iterable, live, line: str, deadline: datetime | None) -> dict[str, Any]:
+def status_document(watched: Iterable, line: str, deadline: datetime | None) -> dict[str, Any]:
     """What `status` shows: the DBs with their schema verdicts, and every candidate as `scan` lists it."""
     watched = list(watched)
     return {
         "pid": os.getpid(), "version": __version__, "updated": datetime.now(UTC).isoformat(), "status_line": line,
         "next_deadline": deadline.isoformat() if deadline else None,
         "databases": [_db_status(w) for w in watched],
-        "candidates": [candidate_record(a, w.report, plan_route(a, w.report, live))
+        "candidates": [candidate_record(a, w.report, plan_route(a, w.report))
                        for w in watched if w.report for a in w.report.assessments],
     }
 

@@ -87,7 +87,9 @@ def assess(
         if cand.child_session_id:
             busy = live.child_busy(cand) if live is not None else None
             child = classify_child(by_session.get(cand.child_session_id, []), busy)
-            results[cand.part_id] = judge(cand, child)
+            # The live plan must not abort this session while its subagent works (or may: unknown).
+            at_work = live is not None and bool(cand.directory) and busy is not False
+            results[cand.part_id] = replace(judge(cand, child), child_at_work=at_work)
     return [results[c.part_id] for c in candidates]
 
 

@@ -24,6 +24,7 @@ from tests.reliability.helpers import (
     remount,
     tmpfs,
 )
+from watchdogd.db_repair import DBRepairer
 from watchdogd.journal import Journal, JournalError
 from watchdogd.opencode.store import OpencodeStore
 from watchdogd.reaper import Reaper
@@ -53,7 +54,7 @@ def failing(monkeypatch, method: str, after_calls: int = 0):
     monkeypatch.setattr(Journal, method, wrapped)
 
 
-@pytest.mark.parametrize("step", ["plan", "update_rows"])
+@pytest.mark.parametrize("step", ["record", "update_rows"])
 @scenario("state_dir", "the journal write fails (disk full) when the action is planned, or when its after-rows "
           "are recorded",
           "no DB write happens without its journal row: the repair fails as 'journal unavailable', the rows stay "
@@ -97,7 +98,7 @@ def test_journal_failure_after_the_write(env, monkeypatch, observe):
     report = survey_db(db, store, [], journal, settings, datetime.now(UTC))
     [item] = report.assessments
     failing(monkeypatch, "settle")
-    outcome = Reaper(settings, journal).repair_in_db(item, store, "test", part_change=False)
+    outcome = DBRepairer(settings, journal).repair(item, report, store, "test", part_change=False)
     monkeypatch.undo()
     assert outcome.outcome == "done"
     assert dbfactory.read_data(db, "message", extra.message_id)["time"]["completed"]

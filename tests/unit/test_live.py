@@ -19,12 +19,15 @@ from tests import dbfactory as f  # noqa: E402
 from tests.support.fake_api import FakeAPI  # noqa: E402
 from watchdogd.config import Settings  # noqa: E402
 from watchdogd.journal import Journal  # noqa: E402
-from watchdogd.live import ABORT, PATCH_PART, REJECT, LiveLayer, build_live  # noqa: E402
+from watchdogd.live_evidence import LiveEvidence  # noqa: E402
+from watchdogd.live_evidence import build_live  # noqa: E402
+from watchdogd.live_recovery import ABORT, PATCH_PART, REJECT, LiveRecovery  # noqa: E402
 from watchdogd.models import Decision, Holder, OwnerKind  # noqa: E402
 from watchdogd.opencode.discovery_net import Listener  # noqa: E402
 from watchdogd.opencode.repair import MARKER  # noqa: E402
 from watchdogd.opencode.store import OpencodeStore  # noqa: E402
-from watchdogd.reaper import Reaper, plan_route  # noqa: E402
+from watchdogd.policy import plan_route  # noqa: E402
+from watchdogd.reaper import Reaper  # noqa: E402
 from watchdogd.restore import undo_action  # noqa: E402
 from watchdogd.survey import survey_db  # noqa: E402
 
@@ -60,9 +63,9 @@ class Env:
         store = OpencodeStore(self.db)
         try:
             report = survey_db(self.db, store, holders, journal, settings, live=layer)
-            plans = {a.candidate.part_id: plan_route(a, report, layer) for a in report.assessments}
+            plans = {a.candidate.part_id: plan_route(a, report) for a in report.assessments}
             routes = {part_id: plan.label if plan else "" for part_id, plan in plans.items()}
-            outcomes = Reaper(settings, journal, live=layer).reap(report, store) if reap else []
+            outcomes = Reaper(settings, journal, live=LiveRecovery(layer) if layer else None).reap(report, store) if reap else []
             actions = list(reversed(journal.recent(50)))
         finally:
             store.close()
@@ -92,7 +95,7 @@ def test_a_live_stuck_question_is_rejected_verified_and_marked(env, tmp_path):
         stuck = stuck_on(api, env)
         api.add_question(stuck.session_id, stuck.message_id, stuck.call_id)
         settings = make_settings(tmp_path)
-        layer = LiveLayer(settings, listeners=listeners_to(api))
+        layer = LiveEvidence(settings, listeners=listeners_to(api))
         report, routes, [outcome], actions = env.run(settings, [holder()], layer)
 
         [item] = report.assessments
@@ -125,7 +128,7 @@ def test_undo_of_a_live_free_restores_the_servers_row_never_the_running_one(env,
         stuck = stuck_on(api, env)
         api.add_question(stuck.session_id, stuck.message_id, stuck.call_id)
         settings = make_settings(tmp_path)
-        env.run(settings, [holder()], LiveLayer(settings, listeners=listeners_to(api)))
+        env.run(settings, [holder()], LiveEvidence(settings, listeners=listeners_to(api)))
     journal, store = Journal(settings.state_dir), OpencodeStore(env.db)
     try:
         live_action, patch_action = sorted(journal.last_write_run(), key=lambda a: a.id)
@@ -150,7 +153,7 @@ def test_an_answer_that_raced_the_reject_is_never_overwritten(env, tmp_path):
         api.add_question(stuck.session_id, stuck.message_id, stuck.call_id)
         api.reject_state = {"status": "completed", "output": "User has answered your questions", "metadata": {}}
         settings = make_settings(tmp_path)
-        _r, _routes, [outcome], actions = env.run(settings, [holder()], LiveLayer(settings, listeners=listeners_to(api)))
+        _r, _routes, [outcome], actions = env.run(settings, [holder()], LiveEvidence(settings, listeners=listeners_to(api)))
         assert outcome.outcome == "done" and "left as opencode wrote it" in outcome.detail
         assert f.read_data(env.db, "part", stuck.part_id)["state"]["status"] == "completed"
         assert [a.route for a in actions] == [REJECT] and not api.calls("PATCH")
@@ -161,7 +164,7 @@ def test_without_a_listed_question_it_aborts_then_rejects_the_leaked_one(env, tm
         stuck = stuck_on(api, env)
         api.add_question(stuck.session_id, stuck.message_id, "call_other", qid="que_leak")  # not this call
         settings = make_settings(tmp_path)
-        _report, routes, [outcome], actions = env.run(settings, [holder()], LiveLayer(settings, listeners=listeners_to(api)))
+        _report, routes, [outcome], actions = env.run(settings, [holder()], LiveEvidence(settings, listeners=listeners_to(api)))
         assert routes[stuck.part_id] == ABORT
         assert outcome.outcome == "done", outcome.detail
         assert "aborted the session" in outcome.detail and "rejected leaked question que_leak" in outcome.detail
@@ -177,7 +180,7 @@ def test_still_busy_after_abort_is_a_failure_with_no_db_write(env, tmp_path):
         api.abort_frees = False
         settings = make_settings(tmp_path)
         before = f.snapshot(env.db)
-        layer = LiveLayer(settings, listeners=listeners_to(api))
+        layer = LiveEvidence(settings, listeners=listeners_to(api))
         _r, _routes, [outcome], actions = env.run(settings, [holder()], layer)
         assert outcome.outcome == "failed" and "still busy" in outcome.detail and "allow_dispose" in outcome.detail
         assert f.snapshot(env.db) == before
@@ -191,7 +194,7 @@ def test_dispose_only_when_allowed(env, tmp_path):
         stuck = stuck_on(api, env, tool="bash")
         api.abort_frees = False
         settings = make_settings(tmp_path, allow_dispose=True)
-        _r, _routes, [outcome], _a = env.run(settings, [holder()], LiveLayer(settings, listeners=listeners_to(api)))
+        _r, _routes, [outcome], _a = env.run(settings, [holder()], LiveEvidence(settings, listeners=listeners_to(api)))
         assert outcome.outcome == "done", outcome.detail
         assert api.calls("POST", "/instance/dispose") and "disposed the instance" in outcome.detail
         assert not api.sessions[stuck.session_id]["busy"]
@@ -205,7 +208,7 @@ def test_a_broken_server_means_unreachable_and_nothing_written(env, tmp_path, mo
         settings = make_settings(tmp_path, timeout=0.2)
         before = f.snapshot(env.db)
         started = time.monotonic()
-        report, routes, [outcome], actions = env.run(settings, [holder()], LiveLayer(settings, listeners=listeners_to(api)))
+        report, routes, [outcome], actions = env.run(settings, [holder()], LiveEvidence(settings, listeners=listeners_to(api)))
         assert time.monotonic() - started < 3
         [item] = report.assessments
         assert item.ownership.kind is OwnerKind.UNREACHABLE and item.ownership.pids == (PID,)
@@ -219,7 +222,7 @@ def test_a_holder_without_api_is_reported_never_written(env, tmp_path):
     settings = make_settings(tmp_path)
     before = f.snapshot(env.db)
     tui = holder(cmdline="opencode")
-    report, routes, [outcome], actions = env.run(settings, [tui], LiveLayer(settings, listeners=lambda pids: {}))
+    report, routes, [outcome], actions = env.run(settings, [tui], LiveEvidence(settings, listeners=lambda pids: {}))
     [item] = report.assessments
     assert item.ownership.label == f"live-unreachable:{PID}"
     assert "not listening on loopback TCP" in item.ownership.detail
@@ -235,7 +238,7 @@ def test_the_api_of_the_wrong_process_does_not_vouch_for_another_holder(env, tmp
         settings = make_settings(tmp_path)
         serve, tui = holder(), holder(cmdline="opencode", pid=PID - 1)
         before = f.snapshot(env.db)
-        report, _routes, [outcome], _a = env.run(settings, [serve, tui], LiveLayer(settings, listeners=listeners_to(api)))
+        report, _routes, [outcome], _a = env.run(settings, [serve, tui], LiveEvidence(settings, listeners=listeners_to(api)))
         assert report.assessments[0].ownership.label == f"live-unreachable:{PID - 1}"
         assert outcome.outcome == "reported" and f.snapshot(env.db) == before
 
@@ -246,7 +249,7 @@ def test_an_orphan_on_a_reachable_server_is_patched_and_its_message_completed(en
         api.sessions[stuck.session_id]["busy"] = False
         settings = make_settings(tmp_path)
         restarted = holder(started_ago_s=1)  # the server started after the part: it cannot own it
-        report, routes, [outcome], actions = env.run(settings, [restarted], LiveLayer(settings, listeners=listeners_to(api)))
+        report, routes, [outcome], actions = env.run(settings, [restarted], LiveEvidence(settings, listeners=listeners_to(api)))
         [item] = report.assessments
         assert item.ownership.kind is OwnerKind.LIVE_IDLE and routes[stuck.part_id] == PATCH_PART
         assert outcome.outcome == "done", outcome.detail
@@ -267,7 +270,7 @@ def test_status_idle_but_runner_busy_is_not_written(env, tmp_path):
         settings = make_settings(tmp_path)
         before = f.snapshot(env.db)
         _r, routes, [outcome], actions = env.run(settings, [holder(started_ago_s=1)],
-                                                 LiveLayer(settings, listeners=listeners_to(api)))
+                                                 LiveEvidence(settings, listeners=listeners_to(api)))
         assert routes[stuck.part_id] == PATCH_PART
         assert outcome.outcome == "skipped" and "probe was refused" in outcome.detail
         assert f.snapshot(env.db) == before and actions == [] and not api.calls("PATCH")
@@ -279,7 +282,7 @@ def test_a_session_busy_with_a_newer_run_is_left_alone(env, tmp_path):
         settings = make_settings(tmp_path)
         before = f.snapshot(env.db)
         report, routes, [outcome], _a = env.run(settings, [holder(started_ago_s=1)],
-                                                LiveLayer(settings, listeners=listeners_to(api)))
+                                                LiveEvidence(settings, listeners=listeners_to(api)))
         assert report.assessments[0].ownership.kind is OwnerKind.LIVE
         assert "newer run" in routes[stuck.part_id] and outcome.outcome == "reported"
         assert f.snapshot(env.db) == before and not api.calls("POST", "/abort")
@@ -296,7 +299,7 @@ def test_a_parent_task_is_never_abandoned_while_its_child_works(env, tmp_path):
         api.parts[child_sid] = (child.message_id, child.part_id)
         api.add_question(child_sid, child.message_id, child.call_id)
         settings = make_settings(tmp_path)
-        report, routes, outcomes, _a = env.run(settings, [holder()], LiveLayer(settings, listeners=listeners_to(api)))
+        report, routes, outcomes, _a = env.run(settings, [holder()], LiveEvidence(settings, listeners=listeners_to(api)))
         verdicts = {a.candidate.part_id: a.verdict for a in report.assessments}
         assert verdicts[parent.part_id].decision is Decision.NEVER
         assert routes[child.part_id] == REJECT and routes[parent.part_id] == ""
@@ -312,7 +315,7 @@ def test_an_expired_task_part_is_not_aborted_when_the_child_state_is_unknown(env
         parent = stuck_on(api, env, tool="task", child_session_id="ses_childelsewhere")
         settings = make_settings(tmp_path)
         holders = [holder(), holder(cmdline="opencode", pid=PID - 1)]
-        report, routes, [outcome], _a = env.run(settings, holders, LiveLayer(settings, listeners=listeners_to(api)))
+        report, routes, [outcome], _a = env.run(settings, holders, LiveEvidence(settings, listeners=listeners_to(api)))
         assert report.assessments[0].ownership.kind is OwnerKind.LIVE
         assert routes[parent.part_id].startswith("report") and "subagent" in routes[parent.part_id]
         assert outcome.outcome == "reported" and not api.calls("POST", "/abort")
@@ -325,7 +328,7 @@ def test_a_sibling_tool_is_not_freed_by_an_abort_that_would_cancel_a_working_sub
         bash = f.add_tool_part(env.db, task.session_id, task.message_id, "bash", start_ms=task.start_ms)
         api.add_session(child_sid, DIR)  # the subagent is busy (its model streams: no part of its own)
         settings = make_settings(tmp_path)
-        _r, routes, outcomes, _a = env.run(settings, [holder()], LiveLayer(settings, listeners=listeners_to(api)))
+        _r, routes, outcomes, _a = env.run(settings, [holder()], LiveEvidence(settings, listeners=listeners_to(api)))
         assert routes[task.part_id] == "" and "subagent" in routes[bash]
         assert [o.outcome for o in outcomes] == ["reported"] and not api.calls("POST", "/abort")
 
@@ -336,7 +339,7 @@ def test_queued_prompts_are_listed_in_the_assessment_and_the_journal(env, tmp_pa
         api.add_question(stuck.session_id, stuck.message_id, stuck.call_id)
         queued = f.add_message(env.db, stuck.session_id, role="user", created_ms=stuck.start_ms + 2000)
         settings = make_settings(tmp_path)
-        report, _routes, [outcome], actions = env.run(settings, [holder()], LiveLayer(settings, listeners=listeners_to(api)))
+        report, _routes, [outcome], actions = env.run(settings, [holder()], LiveEvidence(settings, listeners=listeners_to(api)))
         assert report.assessments[0].queued == ((queued, stuck.start_ms + 2000),)
         assert queued in outcome.detail and queued in actions[0].detail
 
@@ -346,7 +349,7 @@ def test_pending_permission_asks_are_reported(env, tmp_path):
         stuck = stuck_on(api, env, tool="bash")
         api.permissions.append({"id": "per_1", "sessionID": stuck.session_id, "permission": "bash"})
         settings = make_settings(tmp_path)
-        report, _routes, [outcome], actions = env.run(settings, [holder()], LiveLayer(settings, listeners=listeners_to(api)))
+        report, _routes, [outcome], actions = env.run(settings, [holder()], LiveEvidence(settings, listeners=listeners_to(api)))
         assert "per_1 (bash)" in report.assessments[0].ownership.detail
         assert "per_1" in actions[0].detail
 
@@ -363,7 +366,7 @@ def test_auth_needed_is_reported_with_the_setting(env, tmp_path):
     with FakeAPI(env.version, password="s3cret", db=env.db) as api:
         stuck_on(api, env)
         settings = make_settings(tmp_path)
-        report, _routes, [outcome], _a = env.run(settings, [holder()], LiveLayer(settings, listeners=listeners_to(api)))
+        report, _routes, [outcome], _a = env.run(settings, [holder()], LiveEvidence(settings, listeners=listeners_to(api)))
         owner = report.assessments[0].ownership
         assert owner.kind is OwnerKind.UNREACHABLE and "auth needed" in owner.detail
         assert "OPENCODE_SERVER_PASSWORD" in owner.detail and "s3cret" not in owner.detail
@@ -376,7 +379,7 @@ def test_discovered_servers_get_the_env_credentials(env, tmp_path, monkeypatch):
         stuck = stuck_on(api, env)
         api.add_question(stuck.session_id, stuck.message_id, stuck.call_id)
         settings = make_settings(tmp_path)
-        _r, _routes, [outcome], _a = env.run(settings, [holder()], LiveLayer(settings, listeners=listeners_to(api)))
+        _r, _routes, [outcome], _a = env.run(settings, [holder()], LiveEvidence(settings, listeners=listeners_to(api)))
         assert outcome.outcome == "done", outcome.detail
         assert _auth_of(api) == {basic("s3cret")}
 
@@ -390,7 +393,7 @@ def test_configured_credentials_go_only_to_their_own_server(env, tmp_path, monke
         stuck = stuck_on(configured, env)
         configured.add_question(stuck.session_id, stuck.message_id, stuck.call_id)
         settings = make_settings(tmp_path, servers=[{"url": configured.url, "password_file": str(secret)}])
-        layer = LiveLayer(settings, listeners=lambda pids: {PID: [Listener("127.0.0.1", configured.port, os.getuid())],
+        layer = LiveEvidence(settings, listeners=lambda pids: {PID: [Listener("127.0.0.1", configured.port, os.getuid())],
                                                             PID - 1: [Listener("127.0.0.1", discovered.port, os.getuid())]})
         _r, _routes, [outcome], _a = env.run(settings, [holder(), holder(pid=PID - 1)], layer)
         assert outcome.outcome == "done", outcome.detail

@@ -12,7 +12,8 @@ from tests.unit.helpers import make_settings, repair_all, survey
 from watchdogd.journal import JournalError
 from watchdogd.models import Holder
 from watchdogd.opencode.repair import MARKER
-from watchdogd.reaper import DB_REPAIR, Reaper, plan_route
+from watchdogd.policy import plan_route
+from watchdogd.reaper import DB_REPAIR, Reaper
 
 
 def old_holder(pid: int = 4242) -> Holder:
@@ -145,7 +146,7 @@ def test_backup_failure_fails_the_action_without_writing(tmp_path, db, journal, 
     def broken_backup(*_args):
         raise sqlite3.OperationalError("database or disk is full")
 
-    monkeypatch.setattr("watchdogd.reaper.take_backup", broken_backup)
+    monkeypatch.setattr("watchdogd.db_repair.take_backup", broken_backup)
     before = f.snapshot(db)
     [outcome] = repair_all(db, journal, settings)
     assert outcome.outcome == "failed" and "disk is full" in outcome.detail
@@ -158,7 +159,7 @@ def test_journal_failure_means_no_write(tmp_path, db, journal, monkeypatch):
     def no_journal(**_kwargs):
         raise JournalError("journal: disk I/O error")
 
-    monkeypatch.setattr(journal, "plan", no_journal)
+    monkeypatch.setattr(journal, "record", no_journal)
     before = f.snapshot(db)
     [outcome] = repair_all(db, journal, make_settings(tmp_path))
     assert outcome.outcome == "failed" and "journal unavailable" in outcome.detail

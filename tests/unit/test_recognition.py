@@ -13,7 +13,8 @@ from tests import dbfactory as f
 from tests.support.fake_api import FakeAPI
 from tests.unit.test_live import DIR, PID, Env, basic, holder, make_settings, stuck_on, _auth_of  # noqa: F401
 from tests.unit.test_live import env, version  # noqa: F401  # fixtures
-from watchdogd.live import REJECT, LiveLayer
+from watchdogd.live_evidence import LiveEvidence
+from watchdogd.live_recovery import REJECT
 from watchdogd.models import Holder, OwnerKind
 from watchdogd.opencode.discovery_net import Listener
 
@@ -37,7 +38,7 @@ def test_any_name_that_answers_health_like_opencode_is_an_opencode_server(env, t
         api.add_question(stuck.session_id, stuck.message_id, stuck.call_id)
         settings = make_settings(tmp_path)
         report, routes, [outcome], _a = env.run(settings, [holder(cmdline=cmdline)],
-                                                LiveLayer(settings, listeners=_listening(api.port)))
+                                                LiveEvidence(settings, listeners=_listening(api.port)))
     assert report.assessments[0].ownership.kind is OwnerKind.LIVE
     assert routes[stuck.part_id] == REJECT and outcome.outcome == "done", outcome.detail
 
@@ -64,7 +65,7 @@ def test_a_holder_whose_port_answers_something_else_is_reported_as_observed(env,
         before = f.snapshot(env.db)
         port = httpd.server_address[1]
         report, routes, [outcome], actions = env.run(settings, [holder(cmdline="sqlitebrowser")],
-                                                     LiveLayer(settings, listeners=_listening(port)))
+                                                     LiveEvidence(settings, listeners=_listening(port)))
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -83,7 +84,7 @@ def test_a_port_that_never_answers_is_reported_with_the_time_waited(env, tmp_pat
         port = sock.getsockname()[1]
         settings = make_settings(tmp_path)
         before = f.snapshot(env.db)
-        report, _routes, [outcome], _a = env.run(settings, [holder()], LiveLayer(settings, listeners=_listening(port)))
+        report, _routes, [outcome], _a = env.run(settings, [holder()], LiveEvidence(settings, listeners=_listening(port)))
     detail = report.assessments[0].ownership.detail
     assert f"pid {PID} holds the DB and listens on 127.0.0.1:{port}, which did not answer /global/health within" in detail
     assert outcome.outcome == "reported" and f.snapshot(env.db) == before
@@ -97,7 +98,7 @@ def test_the_password_never_goes_to_a_socket_of_another_uid(env, tmp_path, monke
         before = f.snapshot(env.db)
         stranger = os.getuid() + 1000
         report, _routes, [outcome], _a = env.run(settings, [holder()],
-                                                 LiveLayer(settings, listeners=_listening(api.port, stranger)))
+                                                 LiveEvidence(settings, listeners=_listening(api.port, stranger)))
         assert _auth_of(api) == {None}  # asked, without a password
     detail = report.assessments[0].ownership.detail
     assert f"belongs to uid {stranger}, not to the DB owner's uid {os.getuid()}, so no password is sent" in detail
@@ -111,7 +112,7 @@ def test_the_password_goes_to_a_socket_of_the_db_owner(env, tmp_path, monkeypatc
         api.add_question(stuck.session_id, stuck.message_id, stuck.call_id)
         settings = make_settings(tmp_path)
         _r, _routes, [outcome], _a = env.run(settings, [holder(cmdline="/x/bin/.opencode serve")],
-                                             LiveLayer(settings, listeners=_listening(api.port)))
+                                             LiveEvidence(settings, listeners=_listening(api.port)))
         assert outcome.outcome == "done", outcome.detail
         assert _auth_of(api) == {basic("envpass")}
 
@@ -123,7 +124,7 @@ def test_an_unseen_holder_is_never_probed_and_never_written(env, tmp_path):
     unseen = Holder(0, 0.0, "[holds a lock on the DB (/proc/locks) but is not visible here]", visible=False)
     asked: list = []
     report, _routes, [outcome], _a = env.run(settings, [unseen],
-                                             LiveLayer(settings, listeners=lambda pids: asked.append(pids) or {}))
+                                             LiveEvidence(settings, listeners=lambda pids: asked.append(pids) or {}))
     [item] = report.assessments
     assert item.ownership.kind is OwnerKind.UNREACHABLE and "not visible here" in item.ownership.detail
     assert asked == [] and outcome.outcome == "reported" and f.snapshot(env.db) == before

@@ -10,6 +10,7 @@ from watchdogd.commands.scan import db_problems
 from watchdogd.config import Settings
 from watchdogd.inspect import surveyed
 from watchdogd.journal import Journal
+from watchdogd.live_recovery import LiveRecovery
 from watchdogd.opencode.discovery import discover_databases
 from watchdogd.output import safe
 from watchdogd.reaper import Reaper
@@ -38,7 +39,7 @@ def run(args, settings: Settings) -> int:
         with surveyed(settings, dbs, journal) as seen:
             if not args.dry_run:
                 reconcile(journal, {store.path: store for _r, store in seen.reports})
-            reaper = Reaper(settings, journal, dry_run=args.dry_run, live=seen.live)
+            reaper = Reaper(settings, journal, dry_run=args.dry_run, live=LiveRecovery(seen.live) if seen.live else None)
             for report, store in seen.reports:
                 for line in db_problems(report):
                     print(f"opencode-watchdogd: {safe(line, 400)}", file=sys.stderr)

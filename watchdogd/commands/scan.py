@@ -13,8 +13,8 @@ from watchdogd.inspect import surveyed
 from watchdogd.journal import Journal
 from watchdogd.models import Assessment, DBReport, Plan
 from watchdogd.opencode.discovery import discover_databases
+from watchdogd.policy import plan_route
 from watchdogd.output import safe, table, when
-from watchdogd.reaper import plan_route
 
 
 def add_parser(subparsers, opts: Options) -> None:
@@ -77,7 +77,7 @@ def run(args, settings: Settings) -> int:
                     print(f"opencode-watchdogd: {safe(line, 400)}", file=sys.stderr)
                 failed |= (bool(report.error and report.path.exists()) or bool(report.schema and not report.schema.writable)
                            or bool(report.refusal))
-                records += [candidate_record(a, report, plan_route(a, report, seen.live)) for a in report.assessments]
+                records += [candidate_record(a, report, plan_route(a, report)) for a in report.assessments]
     finally:
         journal.close()
     if args.json:
