@@ -225,8 +225,6 @@ class Journal:
         )
         return cur.lastrowid
 
-    plan = record  # the older name, for callers not yet moved to `journaled`/`record`
-
     @contextmanager
     def journaled(self, **fields) -> Iterator[JournaledAction]:
         """Record a `planned` row (fields as for `record`), let the action write, and settle it.

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from watchdogd.journal import Journal, JournalError
+from watchdogd.models import Outcome
 
 
 def mode(path: Path) -> int:
@@ -18,7 +19,7 @@ def plan(journal: Journal, **extra) -> int:
     fields = dict(db="/d/opencode.db", session_id="ses_1", message_id="msg_1", part_id="prt_1", tool="question",
                   route="db-repair", reason="orphan", part_before='{"a":1}', message_before='{"m":1}')
     fields.update(extra)
-    return journal.plan(**fields)
+    return journal.record(**fields)
 
 
 def test_state_dir_and_files_are_private(tmp_path):
@@ -153,7 +154,7 @@ def test_last_write_run_ignores_undo_rows(tmp_path):
     undo.start_run("undo")
     try:
         undo.settle(a, "undone")
-        undo.plan(db="/d/opencode.db", session_id="ses_1", message_id="msg_1", part_id="prt_a", tool="question",
+        undo.record(db="/d/opencode.db", session_id="ses_1", message_id="msg_1", part_id="prt_a", tool="question",
                   route="undo", reason="undo of action", outcome="done", undo_of=a)
         last = undo.last_write_run()
         assert sorted(x.id for x in last) == [a, b]
@@ -179,3 +180,52 @@ def test_sightings_per_db(journal):
     journal.record_sightings("/d/a.db", {})
     assert journal.sightings("/d/a.db") == {}
     assert not journal.conn.in_transaction
+
+
+FIELDS = dict(db="/d/opencode.db", session_id="ses_1", message_id="msg_1", part_id="prt_1", tool="question",
+              route="db-repair", reason="orphan", part_before='{"a":1}')
+
+
+def test_a_journaled_action_is_planned_first_and_settled_by_the_action(tmp_path):
+    journal = Journal(tmp_path / "state")
+    with journal.journaled(**FIELDS) as action:
+        assert journal.action(action.id).outcome == "planned"  # on record before the action writes anything
+        action.rows(part_after='{"a":2}')
+        action.settle(Outcome.DONE, "part error")
+    row = journal.action(action.id)
+    assert (row.outcome, row.detail, row.part_after) == ("done", "part error", '{"a":2}')
+
+
+def test_any_exception_in_a_journaled_action_settles_it_failed_and_is_raised(tmp_path):
+    journal = Journal(tmp_path / "state")
+    with pytest.raises(KeyError), journal.journaled(**FIELDS) as action:
+        raise KeyError("no such row")
+    assert (journal.action(action.id).outcome, journal.action(action.id).detail) == ("failed", "'no such row'")
+
+
+def test_a_journal_error_leaves_the_row_planned_for_reconcile(tmp_path):
+    journal = Journal(tmp_path / "state")
+    with pytest.raises(JournalError), journal.journaled(**FIELDS) as action:
+        raise JournalError("disk full")
+    assert journal.action(action.id).outcome == "planned"
+
+
+def test_the_rows_of_one_event_share_its_first_row_as_group(tmp_path):
+    journal = Journal(tmp_path / "state")
+    with journal.journaled(**{**FIELDS, "route": "reject-question"}) as free:
+        free.settle(Outcome.DONE)
+    with journal.journaled(**{**FIELDS, "route": "patch-part"}, group_of=free.id) as patch:
+        patch.settle(Outcome.DONE)
+    assert [(a.route, a.group_of) for a in journal.recent()] == [("patch-part", free.id), ("reject-question", None)]
+
+
+def test_an_older_journal_gains_the_group_column(tmp_path):
+    import sqlite3
+    state = tmp_path / "state"
+    Journal(state).close()
+    conn = sqlite3.connect(state / "journal.db")
+    conn.execute("ALTER TABLE actions DROP COLUMN group_of")
+    conn.close()
+    journal = Journal(state)
+    action_id = plan(journal)
+    assert journal.action(action_id).group_of is None

@@ -106,7 +106,7 @@ def test_undo_when_the_db_cannot_be_written_reports_it(db, journal, repaired, tm
 # -- reconcile ----------------------------------------------------------------------------------------
 
 def planned(journal: Journal, db: Path, stuck: f.Stuck, after: str | None) -> int:
-    action_id = journal.plan(db=str(db), session_id=stuck.session_id, message_id=stuck.message_id,
+    action_id = journal.record(db=str(db), session_id=stuck.session_id, message_id=stuck.message_id,
                              part_id=stuck.part_id, tool="question", route="db-repair", reason="orphan",
                              part_before=f.read_text(db, "part", stuck.part_id))
     if after is not None:
