@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import shlex
 import sys
@@ -63,7 +65,18 @@ def misplaced_options(argv: list[str]) -> str | None:
     if at + 1 < len(argv) and argv[at + 1] in NESTED.get(argv[at], ()):
         verb = argv[at:at + 2]
     rest = argv[:at] + argv[at + len(verb):]
+    if not _parses(verb + rest):  # e.g. `--db X history`: history takes no --db
+        return f"options go after the verb, and only those it takes: see `{PROG} {' '.join(verb)} --help`"
     return f"options go after the verb: {PROG} {shlex.join(verb + rest)}"
+
+
+def _parses(argv: list[str]) -> bool:
+    try:
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            build_parser().parse_args(argv)
+    except SystemExit as exc:
+        return exc.code == 0
+    return True
 
 
 def db_problem(args: argparse.Namespace) -> str | None:

@@ -49,12 +49,13 @@ def format_duration(seconds: float) -> str:
     rest = int(round(seconds))
     if rest == 0:
         return "0s"
-    out = []
+    counts = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         count, rest = divmod(rest, size)
-        if count:
-            out.append(f"{count}{unit}")
-    return "".join(out[:2])
+        counts.append((count, unit))
+    first = next(i for i, (count, _unit) in enumerate(counts) if count)
+    # The largest unit and the one right below it: 3h (not "3h2s"), 1d1h, 1m30s.
+    return "".join(f"{count}{unit}" for count, unit in counts[first:first + 2] if count)
 
 
 def duration_text(seconds: float) -> str:

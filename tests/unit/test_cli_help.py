@@ -90,6 +90,12 @@ def test_options_before_the_verb_say_where_they_go(capsys, argv, hint):
     assert capsys.readouterr().err == f"opencode-watchdogd: options go after the verb: {hint}\n"
 
 
+def test_options_before_a_verb_that_does_not_take_them(capsys):
+    assert main(["--db", "x.db", "history"]) == 2
+    assert capsys.readouterr().err == ("opencode-watchdogd: options go after the verb, and only those it takes: see "
+                                       "`opencode-watchdogd history --help`\n")
+
+
 def test_db_that_is_a_directory(capsys, tmp_path):
     assert main(["scan", "--db", str(tmp_path)]) == 2
     out, err = capsys.readouterr()

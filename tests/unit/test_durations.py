@@ -44,7 +44,7 @@ def test_error_message_suggests_forms():
 
 @pytest.mark.parametrize("seconds, text", [
     (0, "0s"), (45, "45s"), (60, "1m"), (90, "1m30s"), (5400, "1h30m"), (7200, "2h"), (86400, "1d"),
-    (90061, "1d1h"), (0.5, "0.5s"), (2.25, "2.2s"), (9.96, "10s"), (59.6, "1m"), (NEVER, "never"), (-90, "-1m30s"),
+    (90061, "1d1h"), (10802, "3h"), (86460, "1d"), (0.5, "0.5s"), (2.25, "2.2s"), (9.96, "10s"), (59.6, "1m"), (NEVER, "never"), (-90, "-1m30s"),
 ])
 def test_format_duration(seconds, text):
     assert format_duration(seconds) == text
