@@ -126,9 +126,13 @@ class Daemon:
             signal.signal(signum, self._on_stop_signal)
         signal.signal(signal.SIGHUP, self._on_hup)
         self._reasons.add("start")
-        self._sync_dbs()
+        waiting = self._sync_dbs()
         self.log.info("starting", version=__version__, pid=os.getpid(), databases=[str(p) for p in self.dbs],
                       config=str(self.config_used) if self.config_used else "none (defaults and environment)")
+        missing = [str(p) for p, w in self.dbs.items() if w.ident is None]
+        if missing:  # once, at start: found by file events on the nearest existing directory, not by the poll
+            self.log.info("waiting for databases to appear", databases=missing,
+                          watching=sorted({str(folder) for folder in waiting.values()}) or None)
         self.scheduler.start()
         # READY=1 only after the first pass (or a stop request during it).
         while not self._first_pass_done.wait(timeout=0.2) and not self._stop.is_set():
@@ -299,9 +303,14 @@ class Daemon:
         self.journal, self.lock = journal, lock
 
     # -- the pass ------------------------------------------------------------------------------
-    def _sync_dbs(self) -> None:
+    def _sync_dbs(self) -> dict[Path, Path]:
+        """Attach the DBs and place the watches; returns DBs whose directory is missing -> the ancestor watched."""
         self.dbs.sync(discover_databases(self.settings, self.db_args), self.settings, announce=bool(self.counters.passes))
-        self.watcher.sync(list(self.dbs))
+        waiting = self.watcher.sync(list(self.dbs))
+        if self.counters.passes and any(w.ident is None and w.path.exists() for w in self.dbs.values()):
+            # Created while the watch moved down to its directory: no event will come for it.
+            self.wake(LIFECYCLE, delay=self.settings.watch.debounce)
+        return waiting
 
     def run_pass(self) -> None:
         with self._pass_lock:
