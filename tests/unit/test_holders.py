@@ -187,3 +187,15 @@ def test_a_holder_whose_fds_cannot_be_read_is_an_unseen_holder(open_db):
         found = _find_elsewhere([], open_db, as_nobody=True)
     [(pid, visible, cmdline)] = found
     assert pid == proc.pid and not visible and "cannot be read" in cmdline
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None and not os.environ.get("CI"), reason="needs unshare(1)")
+@pytest.mark.skipif(os.geteuid() != 0 and not os.environ.get("CI"), reason="needs root to mount /proc")
+def test_a_holder_hidden_by_hidepid_is_an_unseen_holder(open_db):
+    """/proc mounted with hidepid hides other users' processes; their locks stay listed in /proc/locks."""
+    hidden_proc = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                   'mount -t proc -o hidepid=2 proc /proc && exec "$0" "$@"']
+    with f.holder_process(open_db) as proc:
+        found = _find_elsewhere(hidden_proc, open_db, as_nobody=True)
+    [(pid, visible, cmdline)] = found
+    assert pid == proc.pid and not visible and "not visible in /proc (hidepid" in cmdline

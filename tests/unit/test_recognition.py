@@ -128,3 +128,16 @@ def test_an_unseen_holder_is_never_probed_and_never_written(env, tmp_path):
     [item] = report.assessments
     assert item.ownership.kind is OwnerKind.UNREACHABLE and "not visible here" in item.ownership.detail
     assert asked == [] and outcome.outcome == "reported" and f.snapshot(env.db) == before
+
+
+def test_a_quick_restart_under_the_npm_1_14_name_ends_with_the_orphan_repaired(env, tmp_path):
+    """The new server started within the start-time margin of the part: it may own it, so it is asked; idle there."""
+    with FakeAPI(env.version, db=env.db) as api:
+        stuck = stuck_on(api, env)  # started 10 s ago
+        api.sessions[stuck.session_id]["busy"] = False
+        settings = make_settings(tmp_path)
+        quick = holder(started_ago_s=9.5, cmdline="/x/node_modules/opencode-ai/bin/.opencode serve --port 0")
+        report, _routes, [outcome], _a = env.run(settings, [quick], LiveEvidence(settings, listeners=_listening(api.port)))
+    [item] = report.assessments
+    assert item.ownership.kind is OwnerKind.LIVE_IDLE and outcome.outcome == "done", outcome.detail
+    assert f.read_data(env.db, "part", stuck.part_id)["state"]["status"] == "error"
