@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import io
 import os
+import resource
 import shlex
 import sys
 
@@ -79,6 +80,17 @@ def _parses(argv: list[str]) -> bool:
     return True
 
 
+def raise_open_file_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit: each watched DB needs a few fds, and systemd's default soft
+    limit (1024) is reached near 250 DBs while the hard limit is far higher."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (OSError, ValueError):
+        pass  # the limit stays; a DB that cannot be opened then says so (store.fd_limit_problem)
+
+
 def db_problem(args: argparse.Namespace) -> str | None:
     for db in getattr(args, "db", None) or []:
         path = db.expanduser()
@@ -106,6 +118,7 @@ def _main(argv: list[str]) -> int:
         print(f"{PROG}: {misplaced}", file=sys.stderr)
         return EXIT_ERROR
     args = build_parser().parse_args(argv)
+    raise_open_file_limit()
     problem = db_problem(args)
     if problem:
         print(f"{PROG}: error: {problem}", file=sys.stderr)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import resource
 import sqlite3
 import stat
 import time
@@ -58,6 +60,24 @@ def special_file_kind(path: Path) -> str | None:
         if test(mode):
             return kind
     return "not a regular file"
+
+
+FD_HEADROOM = 32  # fds kept free for what a pass needs besides DB connections (holders, journal, backup, HTTP)
+
+
+def fd_limit_problem(headroom: int = 0) -> str:
+    """Why no more files should be opened (at the open-file limit, or within `headroom` of it), or ""."""
+    try:
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        used = len(os.listdir("/proc/self/fd"))
+    except OSError as exc:
+        if exc.errno != errno.EMFILE:
+            return ""
+        soft = used = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY or used < soft - headroom:
+        return ""
+    return (f"open-file limit reached ({used} files open, limit {soft}): raise it with LimitNOFILE= in the "
+            "systemd unit or `ulimit -n`, or watch fewer databases")
 
 
 def _describe(exc: sqlite3.Error) -> str:
@@ -152,12 +172,16 @@ class OpencodeStore:
         kind = special_file_kind(self.path)
         if kind:
             raise StoreError(f"{self.path}: cannot open: it is {kind}, not a database file")
+        limit = fd_limit_problem(FD_HEADROOM if mode == "ro" else 4)
+        if limit:  # a reader more would leave a pass without the fds a write and everything else need
+            raise StoreError(f"{self.path}: cannot open: {limit}")
         uri = f"file:{urllib.parse.quote(str(self.path))}?mode={mode}"
         try:
             conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: cannot open: {_describe(exc)}") from None
+            limit = fd_limit_problem()
+            raise StoreError(f"{self.path}: cannot open: {limit or _describe(exc)}") from None
         return conn
 
     @property
