@@ -6,14 +6,14 @@ import json
 
 from watchdogd.commands.options import PROG, Options, add_verb
 from watchdogd.config import Settings
-from watchdogd.journal import read_recent
+from watchdogd.journal import Journal
 from watchdogd.output import safe, table, when
 
 
 def add_parser(subparsers, opts: Options) -> None:
     parser = add_verb(
         subparsers, "history", "list journaled actions, newest first: ids, routes, outcomes, reasons",
-        reads="the journal in the state dir", writes="nothing",
+        reads="the journal in the state dir", writes="nothing (a first use creates the empty journal)",
         example=f"{PROG} history -n 5 --with-content",
         exits="0", parents=(opts.config, opts.state))
     parser.add_argument("-n", "--limit", type=int, default=20, metavar="N", help="how many actions (default 20)")
@@ -23,7 +23,12 @@ def add_parser(subparsers, opts: Options) -> None:
 
 
 def run(args, settings: Settings) -> int:
-    actions = read_recent(settings.state_dir, args.limit)
+    # The journal proper (not read_recent): its start checks and tightens the state dir, as every writer's does.
+    journal = Journal(settings.state_dir)
+    try:
+        actions = journal.recent(args.limit)
+    finally:
+        journal.close()
     if args.json:
         keep = None if args.with_content else {"part_before", "part_after", "message_before", "message_after"}
         print(json.dumps([{k: v for k, v in a.__dict__.items() if not keep or k not in keep} | {"time": a.when.isoformat()}
