@@ -53,6 +53,9 @@ class DBRepairer:
         why = why or ("its opencode process is gone" if item.ownership.orphan else "expired by policy")
         text = abandoned_text(cand.tool, cand.status, item.verdict.age_s, why)
         try:
+            other = self._other_session(cand, store)
+            if other:  # never complete another (maybe live) session's message
+                return ActionResult(item, REPAIR, Outcome.REPORTED, other)
             self.ensure_backup(store)
             message_before = store.row_data("message", cand.message_id)
         except (StoreError, OSError, sqlite3.Error) as exc:  # sqlite3.Error: the backup copy failed
@@ -77,6 +80,15 @@ class DBRepairer:
         except StoreError as exc:  # settled `failed` by `journaled`
             return ActionResult(item, REPAIR, Outcome.FAILED, str(exc), action_id)
 
+    @staticmethod
+    def _other_session(cand, store: OpencodeStore) -> str | None:
+        """Why the part's message row is not the part's session's (then nothing is written), or None."""
+        owner = store.row_session("message", cand.message_id)
+        if owner is None or owner == cand.session_id:
+            return None
+        return (f"its message {cand.message_id} belongs to session {owner}, not to the part's session "
+                f"{cand.session_id}: not repaired (a DB edit there could complete another session)")
+
     def _write(self, item: Assessment, store: OpencodeStore, action: JournaledAction, text: str,
                message: tuple[str | None, str | None], part_after: str | None) -> ActionResult:
         cand = item.candidate
@@ -84,9 +96,9 @@ class DBRepairer:
         action.rows(part_after=part_after, message_after=message_after)
         changes = []
         if part_after is not None:
-            changes.append(RowChange("part", cand.part_id, cand.data, part_after))
+            changes.append(RowChange("part", cand.part_id, cand.data, part_after, cand.session_id))
         if message_after is not None:
-            changes.append(RowChange("message", cand.message_id, message_before, message_after))
+            changes.append(RowChange("message", cand.message_id, message_before, message_after, cand.session_id))
         missed = store.compare_and_set(changes)
         if missed:
             detail = f"{missed} changed since it was read (opencode moved on); nothing written, re-checked next pass"

@@ -43,6 +43,7 @@ class RowChange:
     row_id: str
     before: str
     after: str
+    session_id: str | None = None  # when given, the row must also still belong to this session
 
 
 def special_file_kind(path: Path) -> str | None:
@@ -317,6 +318,12 @@ class OpencodeStore:
                 out[sid] = SessionInfo(sid, directory, title, parent)
         return out
 
+    def row_session(self, table: str, row_id: str) -> str | None:
+        """The session a part or message row belongs to (None: no such row)."""
+        assert table in ("part", "message")
+        rows = self._read(f"SELECT session_id FROM {table} WHERE id = ?", (row_id,))
+        return rows[0][0] if rows else None
+
     def row_data(self, table: str, row_id: str) -> str | None:
         assert table in ("part", "message")
         rows = self._read(f"SELECT data FROM {table} WHERE id = ?", (row_id,))
@@ -354,9 +361,11 @@ class OpencodeStore:
             now_ms = int(time.time() * 1000)
             for change in changes:
                 assert change.table in ("part", "message")
+                same_session = "" if change.session_id is None else " AND session_id = ?"
                 cursor = conn.execute(
-                    f"UPDATE {change.table} SET data = ?, time_updated = ? WHERE id = ? AND data = ?",
-                    (change.after, now_ms, change.row_id, change.before),
+                    f"UPDATE {change.table} SET data = ?, time_updated = ? WHERE id = ? AND data = ?{same_session}",
+                    (change.after, now_ms, change.row_id, change.before,
+                     *(() if change.session_id is None else (change.session_id,))),
                 )
                 if cursor.rowcount != 1:
                     conn.execute("ROLLBACK")
