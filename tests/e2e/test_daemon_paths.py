@@ -98,3 +98,19 @@ def test_a_password_protected_server_and_the_abort_route(opencode_factory, openc
     assert_freed(server, session["id"], mcp_part, session["directory"])  # (deletes the message)
     assert_prompt_completes(server, session["id"], session["directory"])
 
+
+def test_the_daemon_started_before_opencode_ever_ran(opencode_factory, tmp_path) -> None:
+    """No data dir yet; opencode creates it and its DB later. With the poll an hour away, only the daemon's
+    watch on the nearest existing ancestor (moved down as the path appears) can find the new DB in time."""
+    server = opencode_factory(PINNED_VERSIONS[-1], start=False)
+    assert not server.db_path.parent.parent.exists()
+    settings = {"POLICY__ORPHAN_GRACE": "2s", "WATCH__POLL_INTERVAL": "1h", "WATCH__FULL_RESCAN_INTERVAL": "1h"}
+    with daemon_for(tmp_path, server, settings) as daemon:
+        server.start()
+        session, part = start_stuck(server)
+        daemon.wait_status(lambda s: candidate(s, part.part_id), timeout=FIRST_PASS_S, what="the new DB watched")
+        server.kill()
+        repaired = daemon.wait_action(part.part_id, "db-repair", timeout=FIRST_PASS_S)
+        assert repaired["outcome"] == "done", repaired
+    server.start()
+    assert_finished_through_api(server, session["id"], session["directory"], part)
