@@ -202,12 +202,13 @@ def stamp(event: dict) -> float:
     return datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
 
 
-def insert_orphan(db: Path) -> tuple[str, float]:
-    """A `question` part left running by a process that is already gone: short connection, closed."""
+def insert_orphan(db: Path, started_at: float | None = None) -> tuple[str, float]:
+    """A `question` part left running by a process that is already gone: short connection, closed.
+    `started_at` (epoch s) backdates the call and its rows, e.g. to before a writer process started."""
     conn = sqlite3.connect(db, isolation_level=None, timeout=30)
     try:
         conn.execute("PRAGMA foreign_keys = ON")
-        now = int(time.time() * 1000)
+        now = int((time.time() if started_at is None else started_at) * 1000)
         sid, user, mid, pid = (make_id("ses", now, descending=True), make_id("msg", now), make_id("msg", now + 1),
                                make_id("prt", now + 2))
         conn.execute("BEGIN IMMEDIATE")
@@ -250,19 +251,26 @@ def run_writer(db: Path, args, pid: int | None = None) -> dict:
 
 
 def orphans_under_writer(db: Path, args, log: DaemonLog, proc: subprocess.Popen) -> list[float]:
-    """Commit → `action done` of --orphan-trials orphans, one every 3 s, while the writer runs."""
+    """Commit → `action done` of --orphan-trials orphans, one every 3 s, while the writer runs.
+
+    The writer holds the DB open, so it counts as a possible owner of any call that started while it ran
+    (policy: HELD, never repaired). Each orphan's call is backdated to 2 s before the writer started: a
+    session left behind by an opencode that exited, while a new one streams (RESTARTED: an orphan)."""
+    spawned = time.time()
     writer = subprocess.Popen([sys.executable, str(HERE / "writer.py"), "--db", str(db), "--rate", str(args.rate),
-                               "--seconds", str(3 * args.orphan_trials + 2), "--seed", "2"], cwd=ROOT,
-                              stdout=subprocess.DEVNULL)
+                               "--seconds", "600", "--seed", "2"], cwd=ROOT, stdout=subprocess.DEVNULL)
     latencies = []
     try:
+        time.sleep(1.0)
         for _ in range(args.orphan_trials):
-            time.sleep(1.0)
-            pid, committed = insert_orphan(db)
+            if writer.poll() is not None:
+                raise RuntimeError(f"the writer exited ({writer.returncode}) before the orphan trials ended")
+            pid, committed = insert_orphan(db, started_at=spawned - 2)
             event = log.wait(lambda e, pid=pid: e.get("event") == "action done" and e.get("part") == pid, 60, proc)
             latencies.append(stamp(event) - committed)
             time.sleep(max(0.0, committed + 3 - time.time()))
     finally:
+        writer.terminate()  # it has done its part: streaming while the orphans were repaired
         writer.wait()
     return latencies
 
@@ -316,7 +324,10 @@ def daemon_bench(db: Path, seeded: list[dict], args, workdir: Path) -> dict:
             out["rss_during_max_kb"] = out["with"]["rss_max_kb"]
             out["rss_after_kb"], out["hwm_kb"] = mem["VmRSS"], mem["VmHWM"]
             # 4. orphans committed while the writer streams into another session
-            out["orphan_loaded"] = orphans_under_writer(db, args, log, proc)
+            try:
+                out["orphan_loaded"] = orphans_under_writer(db, args, log, proc)
+            except (RuntimeError, TimeoutError) as exc:  # the figures above stand on their own
+                say(f"orphans under the writer failed: {exc}")
             out["passes"] = None
             status = state / "status.json"
             if status.exists():

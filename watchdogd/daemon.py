@@ -216,12 +216,16 @@ class Daemon:
         self._wakeup.set()
 
     def _on_file_event(self, db: Path, kind: str) -> None:
+        self._note_event(db, kind)
+        self.wake(kind, delay=self.settings.watch.debounce)
+
+    def _note_event(self, db: Path, kind: str) -> None:
         watched = self.dbs.get(db)
         if watched is not None and kind in (CLOSE, LIFECYCLE):
             watched.dirty = True  # a holder may have exited, or the file was replaced
         with self._lock:
+            self._reasons.add(kind)
             self._changed.add(db)
-        self.wake(kind, delay=self.settings.watch.debounce)
 
     def wake(self, reason: str, delay: float = 0.0, force: bool = False) -> None:
         """Ask for a pass no later than `delay` from now; coalesces with anything already due.
@@ -314,6 +318,9 @@ class Daemon:
 
     def run_pass(self) -> None:
         with self._pass_lock:
+            # Events queued until now are covered by this pass (it reads after them); the watcher listens again.
+            for db, kind in self.watcher.drain():
+                self._note_event(db, kind)
             with self._lock:
                 reasons, self._reasons = self._reasons or {"poll"}, set()
                 changed, self._changed = self._changed, set()

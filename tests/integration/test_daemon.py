@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import signal
 import time
 
@@ -189,3 +190,33 @@ def test_second_sigint_forces_exit(tmp_path, notify, daemons):
     daemon.signal(signal.SIGINT)
     code = daemon.proc.wait(timeout=5)
     assert code in (0, 128 + signal.SIGINT)
+
+
+@pytest.mark.parametrize("quiet_after_s", [0.0, 0.05, 0.25, 0.45, 0.5, 0.55, 0.7])
+def test_commit_as_the_stream_goes_quiet_is_seen(tmp_path, notify, daemons, quiet_after_s):
+    """While commits stream the watcher stops listening until the due pass drains its events. The last
+    commit of a stream — placed around the debounce window (0.5 s) — must still be seen: with the poll an
+    hour away, only a file event can bring it to a pass."""
+    db = dbfactory.make_db(tmp_path / "opencode.db")
+    sid = dbfactory.add_session(db)
+    mid = dbfactory.add_message(db, sid, role="assistant", completed=True)
+    streamed = dbfactory.add_text_part(db, sid, mid, text="")
+    daemon = daemons(tmp_path, [db], notify=notify, env={"OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1h"})
+    notify.wait_for("READY=1")
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("PRAGMA busy_timeout=10000")
+        for i in range(100):  # ~1 s of streaming, one commit each
+            conn.execute("UPDATE part SET data=?, time_updated=? WHERE id=?",
+                         (dbfactory.compact({"type": "text", "text": "x" * i}), dbfactory.now_ms(), streamed))
+            time.sleep(0.01)
+        time.sleep(quiet_after_s)
+        conn.execute("BEGIN IMMEDIATE")
+        stuck = dbfactory.stuck_question(conn, age_s=0)
+        conn.execute("COMMIT")
+        # The connection stays open: its close would be a second event that hides a missed commit.
+        status = daemon.wait_status(lambda s: any(c["part_id"] == stuck.part_id for c in s["candidates"]),
+                                    timeout=30, what="the last commit of the stream seen")
+        assert "change" in status["last_pass"]["reasons"]
+    finally:
+        conn.close()

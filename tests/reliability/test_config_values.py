@@ -65,8 +65,7 @@ def test_watchdog_is_fed_only_while_the_watcher_runs(tmp_path, observe):
     try:
         daemon.watcher.sync([tmp_path / "x.db"])
         assert daemon._alive()
-        daemon.watcher._observer.stop()  # the observer thread ends, as when an error escaped it
-        daemon.watcher._observer.join(timeout=10)
+        daemon.watcher._inotify.stop()  # the reader thread ends, as when an error escaped it
         assert not daemon.watcher.alive()
         assert not daemon._alive()
     finally:
