@@ -105,7 +105,7 @@ class Daemon:
         self.notifier = Notifier()
         self.journal = Journal(self.settings.state_dir)  # a JournalError here leaves nothing to clean up
         self.lock = _lock_state_dir(self.settings.state_dir)  # one daemon per state dir: else exit 2 at once
-        self.journal.start_run("run")
+        self.journal.next_run("run")
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(1)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
@@ -301,7 +301,7 @@ class Daemon:
         except JournalError:
             journal.close()
             raise
-        journal.start_run("run")
+        journal.next_run("run")
         self.journal.close()
         self.lock.release()
         self.journal, self.lock = journal, lock
@@ -343,6 +343,7 @@ class Daemon:
 
     def _pass(self, reasons: set[str], changed: set[Path]) -> None:
         self.counters.passes += 1
+        self.journal.next_run("run")  # one run per pass that writes: what `undo --last` restores
         settings = self.settings
         now = datetime.now(UTC)
         if self._deadline and now >= self._deadline:

@@ -184,6 +184,7 @@ class Journal:
             os.umask(old_umask)
         self._private_backups()
         self.run_id: int | None = None
+        self._run_command = "unknown"  # of the run next_run() starts lazily
 
     def close(self) -> None:
         self.conn.close()
@@ -210,12 +211,18 @@ class Journal:
             self.run_id = cur.lastrowid
         return self.run_id
 
+    def next_run(self, command: str) -> None:
+        """A new run for what follows, recorded only if something is journaled in it (the daemon calls this at
+        every pass: `undo --last` then restores the last pass that wrote, not everything since the start)."""
+        self.run_id = None
+        self._run_command = command
+
     def record(self, *, db: str, session_id: str, message_id: str, part_id: str, tool: str, route: str,
                reason: str, outcome: str = Outcome.PLANNED, detail: str = "", part_before: str | None = None,
                part_after: str | None = None, message_before: str | None = None, message_after: str | None = None,
                server_version: str | None = None, undo_of: int | None = None, group_of: int | None = None) -> int:
         """Insert one action row (`planned` unless told otherwise) and return its id."""
-        run_id = self.start_run("unknown")
+        run_id = self.start_run(self._run_command)
         cur = self._write(
             "INSERT INTO actions(run_id, time, db, session_id, message_id, part_id, tool, route, reason, outcome, detail,"
             " part_before, part_after, message_before, message_after, server_version, undo_of, group_of)"

@@ -1,0 +1,35 @@
+"""`undo --last` under a daemon that ran for a while: the last pass that wrote, not every repair since start."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests import dbfactory
+from tests.integration.daemonproc import DaemonProcess, wait_until
+from tests.reliability.conftest import scenario
+from tests.reliability.helpers import GRACE0, add_orphans, cli, pair_states
+
+pytestmark = pytest.mark.integration
+
+
+@scenario("cas", "the daemon repairs an orphan in DB 1, then (a later pass) one in DB 2; it is stopped and "
+          "`undo --last` runs",
+          "one journal run per pass that writes: only DB 2's repair (the most recent run that wrote, across DBs) "
+          "is restored; DB 1's repair stays")
+def test_undo_last_is_the_last_pass_that_wrote(tmp_path, observe):
+    first = dbfactory.make_db(tmp_path / "one" / "opencode.db")
+    second = dbfactory.make_db(tmp_path / "two" / "opencode.db")
+    daemon = DaemonProcess(tmp_path, [first, second], env={**GRACE0, "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1s"})
+    try:
+        daemon.wait_status(lambda s: s["passes"] >= 1, timeout=60, what="first pass")
+        early = add_orphans(first, 1)
+        wait_until(lambda: set(pair_states(first, early).values()) == {"repaired"}, timeout=60, what="DB 1 repaired")
+        late = add_orphans(second, 1)
+        wait_until(lambda: set(pair_states(second, late).values()) == {"repaired"}, timeout=60, what="DB 2 repaired")
+    finally:
+        assert daemon.stop() == 0
+    undo = cli(tmp_path, "undo", "--last")
+    assert undo.returncode == 0, undo.stdout + undo.stderr
+    assert pair_states(second, late) == {late[0].part_id: "untouched"}
+    assert pair_states(first, early) == {early[0].part_id: "repaired"}
+    observe("undo --last exit 0: DB 2's part and message restored, DB 1's repair kept")
