@@ -15,7 +15,7 @@ import pytest
 
 from tests import dbfactory as f
 from watchdogd.opencode.holders import (db_identities, find_holders, in_child_pid_namespace, is_watchdogd,
-                                        lock_holders)
+                                        lock_holders, shared_mount)
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs Linux /proc")
 
@@ -163,16 +163,42 @@ def open_db(tmp_path_factory) -> Path:
 
 @pytest.mark.skipif(shutil.which("unshare") is None and not os.environ.get("CI"), reason="needs unshare(1)")
 @pytest.mark.skipif(os.geteuid() != 0 and not os.environ.get("CI"), reason="needs root for a PID namespace")
-def test_inside_a_pid_namespace_no_holder_seen_is_not_proof(open_db):
-    """The daemon in a container cannot see the host's processes (not even their locks): it says so."""
-    unshare = ["unshare", "--pid", "--fork", "--mount-proc"]
+def test_inside_a_pid_namespace_a_shared_db_is_held_by_an_unseen_process(open_db):
+    """The daemon in a container cannot see the host's processes (not even their locks): for a DB on a bind
+    mount (shared with the outside) it says so, unless told no outside process can open it."""
+    shared = ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c",
+              f'mount --bind {open_db.parent} {open_db.parent} && exec "$0" "$@"']
     with f.holder_process(open_db) as proc:
-        found = _find_elsewhere(unshare, open_db)
-        trusted = _find_elsewhere(unshare, open_db, trust=True)
+        found = _find_elsewhere(shared, open_db)
+        trusted = _find_elsewhere(shared, open_db, trust=True)
     assert proc.pid not in [pid for pid, _v, _c in found]
     assert [(pid, visible) for pid, visible, _c in found] == [(0, False)]
-    assert "own PID namespace" in found[0][2] and "watch.trust_pid_namespace" in found[0][2]
+    assert "own PID namespace" in found[0][2] and f"is a bind mount of {open_db.parent}" in found[0][2]
+    assert "watch.trust_pid_namespace" in found[0][2]
     assert trusted == []  # told that no process outside can open the DB
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None and not os.environ.get("CI"), reason="needs unshare(1)")
+@pytest.mark.skipif(os.geteuid() != 0 and not os.environ.get("CI"), reason="needs root for a PID namespace")
+def test_inside_a_pid_namespace_a_db_on_the_containers_own_filesystem_is_its_own(open_db):
+    with f.holder_process(open_db):
+        found = _find_elsewhere(["unshare", "--pid", "--fork", "--mount-proc"], open_db)
+    assert found == []
+
+
+def test_shared_mount_reads_the_mount_a_path_is_on(tmp_path):
+    proc = tmp_path / "proc"
+    (proc / "self").mkdir(parents=True)
+    (proc / "self" / "mountinfo").write_text(
+        "27 1 254:0 / / rw - ext4 /dev/vda rw\n"
+        "60 27 254:0 /home/u/.local/share/opencode /data rw - ext4 /dev/vda rw\n"
+        "61 27 0:40 / /data/tmp rw - tmpfs tmpfs rw\n"
+        "62 27 254:0 /srv/my\\040dir /my\\040dir rw - ext4 /dev/vda rw\n")
+    assert shared_mount(Path("/data/opencode.db"), proc) == "/data is a bind mount of /home/u/.local/share/opencode"
+    assert shared_mount(Path("/data/tmp/opencode.db"), proc) is None  # a tmpfs of its own
+    assert shared_mount(Path("/root/opencode.db"), proc) is None  # the container's root filesystem
+    assert shared_mount(Path("/my dir/x.db"), proc) == "/my dir is a bind mount of /srv/my dir"
+    assert shared_mount(Path("/x.db"), tmp_path / "nowhere") == "its mounts cannot be read"
 
 
 def test_in_the_initial_pid_namespace_nothing_is_added(open_db):

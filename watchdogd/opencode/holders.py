@@ -8,20 +8,49 @@ What the fd walk cannot see (processes with unreadable fds, /proc mounted with h
 lifetime, and the kernel lists every lock with its file's device and inode. A lock whose process the
 walk did not see becomes an unseen holder: "no holder seen" is then not proof, and nothing is written.
 Processes outside this PID namespace (the daemon in a container) are hidden even from /proc/locks:
-there, every DB gets an unseen holder unless `watch.trust_pid_namespace` says none can exist.
+there, a DB on a mount shared with the outside (a bind mount or volume: its mountinfo root is not
+"/") gets an unseen holder unless `watch.trust_pid_namespace` says no outside process can open it.
+A DB on the container's own filesystem (its root overlay, a tmpfs) is taken as the container's own.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from watchdogd.opencode.rows import Holder
 
 FileId = tuple[int, int]  # (st_dev, st_ino)
 INIT_PID_NS = 0xEFFFFFFC  # the kernel's fixed inode number of the initial PID namespace (PROC_PID_INIT_INO)
-OUTSIDE = ("[this daemon runs in its own PID namespace (a container): a process outside it may hold the DB "
-           "unseen; set watch.trust_pid_namespace = true if none can]")
+OUTSIDE = ("[this daemon runs in its own PID namespace (a container) and the DB is on a mount shared with the "
+           "outside ({why}): a process outside may hold it unseen; set watch.trust_pid_namespace = true if none can]")
+
+
+def shared_mount(path: Path, proc: Path = Path("/proc")) -> str | None:
+    """Why the file's mount may be seen from outside this container (a bind mount or volume), or None."""
+    try:
+        lines = (proc / "self" / "mountinfo").read_text().splitlines()
+    except OSError:
+        return "its mounts cannot be read"
+    target = os.path.realpath(path)
+    best: tuple[str, str] | None = None
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 5:
+            continue
+        root, point = _unescape(fields[3]), _unescape(fields[4])
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and (best is None or len(point) >= len(best[0])):  # the later of stacked mounts is on top
+            best = (point, root)
+    if best is None or best[1] == "/":
+        return None
+    return f"{best[0]} is a bind mount of {best[1]}"
+
+
+def _unescape(field: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as octal (\\040 …)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def in_child_pid_namespace(proc: Path = Path("/proc")) -> bool:
@@ -194,8 +223,9 @@ def find_holders(dbs: list[Path], proc: Path = Path("/proc"), *,
     _add_unseen(result, wanted, seen, unreadable, proc, boot, ticks)
     if not trust_pid_namespace and in_child_pid_namespace(proc):
         for path, ids in wanted.items():
-            if ids:
-                result[path].append(Holder(0, 0.0, OUTSIDE, visible=False))
+            why = shared_mount(path, proc) if ids else None
+            if why:
+                result[path].append(Holder(0, 0.0, OUTSIDE.format(why=why), visible=False))
     return result
 
 
