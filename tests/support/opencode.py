@@ -303,6 +303,10 @@ class OpencodeServer:
 
     # -- lifecycle
 
+    def prepare(self) -> None:
+        """Create the private dirs and config without starting anything (a TUI test starts its own process)."""
+        self._prepare_dirs()
+
     def _prepare_dirs(self) -> None:
         for path in [*self.xdg.values(), self.data_home, self.home, self.project_dir, self.config_dir]:
             path.mkdir(parents=True, exist_ok=True)
