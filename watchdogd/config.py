@@ -113,6 +113,10 @@ def opencode_data_dir() -> Path:
     return _xdg("XDG_DATA_HOME", ".local/share") / "opencode"
 
 
+def opencode_config_dir() -> Path:
+    return _xdg("XDG_CONFIG_HOME", ".config") / "opencode"
+
+
 def _check_tool_patterns(tools: dict[str, float]) -> dict[str, float]:
     for pattern in tools:
         if not pattern or len(pattern) > 200:
@@ -195,6 +199,10 @@ class LiveConfig(Strict):
     allow_dispose: bool = False
     allow_insecure_remote: bool = False
     timeout: Timeout = 5.0
+    # End an expired part's process when it has no API, the way its user would (SIGINT, then SIGTERM after
+    # stop_grace; never SIGKILL), then repair its rows. Opt-in per kind: "run" (`opencode run`), "tui".
+    stop_unreachable: list[Literal["run", "tui"]] = []
+    stop_grace: Duration = 5.0
 
 
 def _auto_or_bool(value: Any) -> Any:

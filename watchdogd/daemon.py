@@ -90,6 +90,7 @@ class Daemon:
         self._first_pass_done = threading.Event()
         self._live = None  # the live-server layer of the last evaluation (for status routes)
         self._outcomes: list = []  # of the pass in progress, for the publishers
+        self._told: set[tuple[str, str, str]] = set()  # report-only parts already logged (once per part)
         self._evaluated = False
         self._pass_ok = True
 
@@ -385,7 +386,7 @@ class Daemon:
             live = self._live = build_live(settings, [w.path for w in busy]) if busy else None
             reconcile(self.journal, {w.path: w.store for w in due})
             reaper = Reaper(settings, self.journal, stopping=self._stop.is_set, live=LiveRecovery(live) if live else None,
-                            backed_up=self.dbs.backed_up)
+                            backed_up=self.dbs.backed_up, told=self._told)
             for watched in due:
                 self._evaluate(watched, holders.get(watched.path, []), reaper, now, live)
         self._deadline = self._next_deadline()

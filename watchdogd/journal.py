@@ -271,6 +271,12 @@ class Journal:
     def recent(self, limit: int = 20) -> list[Action]:
         return self._select("1", (), limit)
 
+    def followups(self, action: Action) -> list[Action]:
+        """Later writes of the same run to the same part (the repair after a stop-process), oldest first."""
+        found = self._select("run_id = ? AND part_id = ? AND id > ? AND outcome = 'done' AND undo_of IS NULL",
+                             (action.run_id, action.part_id, action.id))
+        return found[::-1]
+
     def planned(self) -> list[Action]:
         return self._select("outcome = 'planned'")
 

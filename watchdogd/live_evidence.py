@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Callable
 
 from watchdogd.config import Settings
-from watchdogd.models import Candidate, Holder, OwnerKind, Ownership, Plan, Route
+from watchdogd.models import Candidate, Holder, OwnerKind, Ownership, Plan, ProcessKind, Route
 from watchdogd.opencode.discovery_net import loopback_listeners
 from watchdogd.opencode.endpoints import Endpoint, Endpoints
+from watchdogd.opencode.processes import describe, process_kind
 from watchdogd.opencode.server import ServerError, describe_error
+from watchdogd.stopping import unreachable_plan
 
 
 class LiveEvidence:
@@ -82,13 +84,29 @@ class LiveEvidence:
         if base.kind is OwnerKind.HELD:
             silent = [pid for pid in base.pids if pid not in answered]
             if silent:
-                why = "; ".join(_about(pid, self._silence(endpoints.get(pid), directory)) for pid in silent)
-                return Ownership(OwnerKind.UNREACHABLE, tuple(silent), detail=why)
+                return self._unreachable(cand, silent, endpoints, directory)
         if answered:  # a reachable server that holds the DB says idle: an orphan it can help repair
             endpoint = endpoints[answered[0]]
             return Ownership(OwnerKind.LIVE_IDLE, base.pids, endpoint.url,
                              f"idle on {endpoint.url} (opencode {endpoint.version})")
         return base
+
+    def _unreachable(self, cand: Candidate, silent: list[int], endpoints: dict[int, Endpoint],
+                     directory: str) -> Ownership:
+        """Holders that may own the part and cannot be asked: what each is ("opencode TUI, pid N, no HTTP API")."""
+        kinds: dict[int, ProcessKind | None] = {}
+        why = []
+        for pid in silent:
+            endpoint = endpoints.get(pid)
+            kinds[pid] = process_kind(pid) if endpoint is not None and not endpoint.listening else None
+            if kinds[pid] is not None:
+                why.append(describe(kinds[pid], pid))
+            else:
+                why.append(_about(pid, self._silence(endpoint, directory)))
+        # One process without an API: its kind decides the advice (and whether it may be stopped).
+        process = kinds.get(silent[0]) if len(silent) == 1 else None
+        owner = Ownership(OwnerKind.UNREACHABLE, tuple(silent), detail="; ".join(why), process=process)
+        return replace(owner, live_plan=unreachable_plan(owner, cand.tool, self.settings))
 
     def _busy_owner(self, cand: Candidate, base: Ownership, endpoint: Endpoint, state: str) -> Ownership:
         detail = f"{state} on {endpoint.url} (opencode {endpoint.version})"

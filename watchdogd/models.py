@@ -25,6 +25,15 @@ class OwnerKind(StrEnum):
     UNREACHABLE = "live-unreachable"  # a holder that may own it has no reachable API
 
 
+class ProcessKind(StrEnum):
+    """What an opencode process that holds a DB is (watchdogd/opencode/processes.py tells them apart)."""
+
+    TUI = "tui"  # the terminal UI: serves an API only when started with --port/--hostname/--mdns
+    RUN = "run"  # `opencode run`: never serves an API
+    SERVER = "server"  # `opencode serve` / `web`
+    OTHER = "other"  # another subcommand
+
+
 ORPHAN_KINDS = frozenset({OwnerKind.NONE, OwnerKind.RESTARTED, OwnerKind.LIVE_IDLE})
 
 
@@ -35,6 +44,7 @@ class Ownership:
     url: str | None = None
     detail: str = ""
     live_plan: Plan | None = None  # LIVE: how its server can free it (reject, abort, or report why not)
+    process: ProcessKind | None = None  # UNREACHABLE: what the process without an API is, when known
 
     @property
     def orphan(self) -> bool:
@@ -88,6 +98,7 @@ class Route(StrEnum):
     REJECT_QUESTION = "reject-question"  # through its live server: reject the pending question
     ABORT = "abort"  # through its live server: abort the session
     PATCH_PART = "patch-part"  # idle on a reachable server: PATCH the part through it
+    STOP_PROCESS = "stop-process"  # opt-in: end the owner that has no API (SIGINT, SIGTERM), then DB repair
     REPORT = "report"  # nothing may be written: reported, with why
     UNDO = "undo"  # journal rows of `undo`, never planned for a candidate
 

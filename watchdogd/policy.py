@@ -139,8 +139,8 @@ def plan_route(item: Assessment, report: DBReport) -> Plan | None:
         return Plan(Route.DB_REPAIR) if report.ok else Plan(Route.REPORT, f"DB not writable ({report.not_writable})")
     if owner.kind is OwnerKind.HELD:
         return Plan(Route.REPORT, f"live owner may hold it (pid {pids}); needs live recovery, no DB write")
-    if owner.kind is OwnerKind.UNREACHABLE:
-        return Plan(Route.REPORT, f"live owner has no reachable API (pid {pids}); no DB write")
+    if owner.kind is OwnerKind.UNREACHABLE:  # the evidence layer says what it is and what can be done
+        return owner.live_plan or Plan(Route.REPORT, f"live owner has no reachable API (pid {pids}); no DB write")
     return Plan(Route.REPORT, f"live owner {owner.label}")
 
 

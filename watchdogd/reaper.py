@@ -18,6 +18,7 @@ from watchdogd.journal import Journal, JournalError
 from watchdogd.models import ActionResult, Assessment, DBReport, Outcome, Plan, Route
 from watchdogd.opencode.store import OpencodeStore
 from watchdogd.policy import plan_route
+from watchdogd.stopping import stop_and_repair
 
 DB_REPAIR = Route.DB_REPAIR
 
@@ -31,8 +32,12 @@ class LiveRecovery(Protocol):
 
 class Reaper:
     def __init__(self, settings: Settings, journal: Journal, *, dry_run: bool = False, live: LiveRecovery | None = None,
-                 log=None, stopping=lambda: False, backed_up: set[Path] | None = None):
+                 log=None, stopping=lambda: False, backed_up: set[Path] | None = None,
+                 told: set[tuple[str, str, str]] | None = None):
+        self.settings = settings
         self.dry_run = dry_run
+        # Report-only parts already logged (the daemon keeps this across passes): once per part, not per pass.
+        self._told: set[tuple[str, str, str]] = set() if told is None else told
         self.live = live
         self.log = log or structlog.get_logger()
         self.stopping = stopping  # checked between actions: a stop never starts a new write
@@ -54,11 +59,16 @@ class Reaper:
             log.info("would act", reason=item.verdict.reason)
             return ActionResult(item, plan, Outcome.DRY_RUN, item.verdict.reason)
         if plan.route is Route.REPORT:
-            log.warning("expired, not written", reason=item.verdict.reason, why=plan.label)
+            key = (str(cand.db), cand.part_id, plan.label)
+            if key not in self._told:
+                self._told.add(key)
+                log.warning("expired, not written", reason=item.verdict.reason, why=plan.label)
             return ActionResult(item, plan, Outcome.REPORTED, plan.label)
         try:
             if plan.route is Route.DB_REPAIR:
                 outcome = self.repairer.repair(item, report, store)
+            elif plan.route is Route.STOP_PROCESS:
+                outcome = stop_and_repair(item, report, store, self.repairer, self.settings)
             elif self.live is not None:
                 outcome = self.live.free(item, plan, report, store, self.repairer)
             else:

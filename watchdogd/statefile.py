@@ -11,8 +11,11 @@ from typing import Any
 
 from watchdogd import __version__
 from watchdogd.commands.scan import candidate_record
+from watchdogd.durations import format_duration
+from watchdogd.models import OwnerKind
 from watchdogd.opencode.holders import is_watchdogd
 from watchdogd.policy import plan_route
+from watchdogd.opencode.processes import advice
 
 STATUS_FILE = "status.json"
 
@@ -61,6 +64,14 @@ def status_line(watched: Iterable, deadline: datetime | None, last_action: str) 
              f"{_plural(len(items), 'candidate')} ({expired} expired)"]
     if errors:
         parts.append(_plural(errors, "DB error"))
+    stuck = [a for a in items if a.verdict.expired and a.ownership.kind is OwnerKind.UNREACHABLE]
+    if stuck:
+        first = stuck[0]
+        pid = first.ownership.pids[0] if first.ownership.pids else 0
+        more = f" (+{len(stuck) - 1} more)" if len(stuck) > 1 else ""
+        parts.append(f"{first.candidate.tool} stuck {format_duration(first.verdict.age_s)} in "
+                     f"{first.ownership.detail or 'a process without an API'}: "
+                     f"{advice(first.ownership.process, first.candidate.tool, pid, recipe=False)}{more}")
     if deadline:
         parts.append(f"next deadline {deadline.astimezone().strftime('%H:%M:%S')}")
     if last_action:

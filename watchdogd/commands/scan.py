@@ -11,9 +11,10 @@ from watchdogd.config import Settings
 from watchdogd.durations import format_duration
 from watchdogd.inspect import surveyed
 from watchdogd.journal import Journal
-from watchdogd.models import Assessment, DBReport, Plan
+from watchdogd.models import Assessment, DBReport, OwnerKind, Plan
 from watchdogd.opencode.discovery import discover_databases
 from watchdogd.policy import plan_route
+from watchdogd.opencode.processes import advice
 from watchdogd.output import safe, table, when
 
 
@@ -42,6 +43,8 @@ def candidate_record(item: Assessment, report: DBReport, plan: Plan | None) -> d
         "age_s": round(verdict.age_s, 1),
         "owner": item.ownership.label,
         "owner_detail": item.ownership.detail or None,
+        "owner_process": item.ownership.process.value if item.ownership.process else None,
+        "advice": user_advice(item),
         "verdict": verdict.decision.value,
         "reason": verdict.reason,
         "expires_at": verdict.expires_at.isoformat() if verdict.expires_at else None,
@@ -52,6 +55,16 @@ def candidate_record(item: Assessment, report: DBReport, plan: Plan | None) -> d
         "queued_prompts": [{"message_id": mid, "time": datetime.fromtimestamp(ms / 1000, UTC).isoformat()}
                            for mid, ms in item.queued],
     }
+
+
+def user_advice(item: Assessment) -> str | None:
+    """For an expired part in a process the daemon cannot reach: how long, and what the user can do."""
+    owner = item.ownership
+    if owner.kind is not OwnerKind.UNREACHABLE or not item.verdict.expired:
+        return None
+    pid = owner.pids[0] if owner.pids else 0
+    stuck = format_duration(item.verdict.age_s)
+    return f"stuck for {stuck} in {owner.detail or 'a process without an API'}: {advice(owner.process, item.candidate.tool, pid)}"
 
 
 def db_problems(report: DBReport) -> list[str]:
@@ -104,6 +117,8 @@ def render(records: list[dict]) -> str:
 def notes(record: dict) -> list[str]:
     """The owner's evidence, and prompts opencode will drop (the user must re-send them)."""
     out = [f"owner: {safe(record['owner_detail'], 300)}"] if record.get("owner_detail") else []
+    if record.get("advice"):
+        out.append(f"what you can do: {safe(record['advice'], 400)}")
     queued = record.get("queued_prompts") or []
     if queued:
         listed = ", ".join(f"{safe(q['message_id'])} ({when_iso(q['time'])})" for q in queued)

@@ -19,6 +19,8 @@ from pathlib import Path
 from shtab import DIRECTORY as DIR
 
 from watchdogd.commands.options import EXIT_ERROR, PROG, Options, add_verb
+from watchdogd.config import opencode_config_dir
+from watchdogd.opencode.tui_config import reachability_hint
 from watchdogd.output import safe
 
 SCRIPT = "opencode-watchdogd"
@@ -263,6 +265,9 @@ def _install(args) -> int:
         write_atomic(path, text)
         state = "replaced" if existing is not None else "written"
     print(f"{state}: {path}")
+    hint = reachability_hint(opencode_config_dir(), Path.home())
+    if hint:
+        print(hint)
     if os.geteuid() == 0:
         print(f"note: this is a per-user unit for root; for a headless server see `{SCRIPT} service show "
               "--system`")

@@ -12,6 +12,7 @@ from watchdogd.opencode.store import OpencodeStore
 from watchdogd.opencode.writegate import WriteRules
 from watchdogd.output import safe
 from watchdogd.restore import undo_action
+from watchdogd.stopping import CANNOT_RESTART, STOP_PROCESS
 
 
 def add_parser(subparsers, opts: Options) -> None:
@@ -46,11 +47,15 @@ def run(args, settings: Settings) -> int:
                 print(f"opencode-watchdogd: error: action {action.id} is {action.outcome} ({action.route}); only done writes can be undone",
                       file=sys.stderr)
                 return 2
-            actions = [action]
+            # Undoing a stop also restores the rows repaired once the process was gone.
+            actions = [action, *journal.followups(action)] if action.route == STOP_PROCESS else [action]
         failures = 0
         stores: dict[str, OpencodeStore] = {}
         results = []
         for action in actions:
+            if action.route == STOP_PROCESS:
+                print(f"#{action.id} {safe(action.detail.split(';')[0], 200)}: {CANNOT_RESTART}")
+                continue
             store = stores.setdefault(action.db, OpencodeStore(Path(action.db), rules=WriteRules.from_settings(settings)))
             result = undo_action(journal, action, store)
             results.append(result)

@@ -74,6 +74,7 @@ class Endpoint:
     pid: int | None = None  # the local process behind it, when known
     error: str | None = None  # why it cannot be used
     error_kind: str | None = None  # ServerError.kind behind `error`
+    listening: bool = True  # False: the holder listens on no loopback TCP port (a plain TUI, `opencode run`)
 
     @property
     def version(self) -> str | None:
@@ -150,8 +151,9 @@ class Endpoints:
             return Endpoint(label, pid=pid, error=f"pid {pid} holds the DB but its open files cannot be read "
                                                   "(hardened, or another user's process), so its API port cannot be found")
         if not ports:
-            return Endpoint(label, pid=pid, error=f"pid {pid} holds the DB and is not listening on loopback "
-                                                  "TCP: no API to ask (a TUI without --port, or not an opencode server)")
+            return Endpoint(label, pid=pid, listening=False,
+                            error=f"pid {pid} holds the DB and is not listening on loopback "
+                                  "TCP: no API to ask (a TUI without --port, or not an opencode server)")
         seen: list[str] = []
         first: Endpoint | None = None
         for listener in ports[:MAX_PORTS_PROBED]:
