@@ -12,16 +12,16 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from tests.conftest import require_node
+from tests.e2e.test_tui import tool_part, wait_until
 from tests.support.fake_model import MCP_TOOL, FakeModel
 from tests.support.opencode import OpencodeServer, mcp_config, merge
 from tests.support.watchdog import Watchdog, abandoned
-from tests.e2e.test_tui import tool_part, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -37,13 +37,14 @@ def _default_sigint() -> None:
 
 
 @contextlib.contextmanager
-def opencode_run(tmp_path: Path, model: FakeModel, version: str) -> Iterator[tuple[subprocess.Popen, OpencodeServer]]:
+def opencode_run(tmp_path: Path, model: FakeModel,
+                 version: str) -> Iterator[tuple[subprocess.Popen, OpencodeServer]]:
     dirs = OpencodeServer(tmp_path / "run", model.url, version=version, config=HANGING_MCP)
     dirs.prepare()
     with open(dirs.base_dir / "run.log", "wb") as log:
         proc = subprocess.Popen([str(dirs.binary), "run", "Look it up. SCRIPT:mcp"], cwd=dirs.project_dir,
                                 env=dirs.env(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                preexec_fn=_default_sigint)
+                                preexec_fn=_default_sigint)  # noqa: PLW1509 (one signal() call, fork-safe)
     try:
         yield proc, dirs
     finally:
@@ -94,8 +95,8 @@ def test_a_stuck_run_is_described_never_written_and_repaired_after_ctrl_c(model,
             what = f"opencode run, pid {pid}, no HTTP API"
             assert cand["owner"] == f"live-unreachable:{pid}" and cand["owner_process"] == "run", cand
             assert what in cand["owner_detail"] and what in cand["line"], cand
-            assert cand["advice"].startswith("stuck for ") and f"press Ctrl+C in its terminal (or `kill -INT {pid}`)" \
-                in cand["advice"], cand
+            assert cand["advice"].startswith("stuck for "), cand
+            assert f"press Ctrl+C in its terminal (or `kill -INT {pid}`)" in cand["advice"], cand
             scan = watchdog.cli("scan")
             assert what in scan.stdout and "what you can do: stuck for" in scan.stdout, scan.stdout
             time.sleep(3)  # several passes (poll 1s): still never written, and told once

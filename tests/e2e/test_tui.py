@@ -41,7 +41,8 @@ def _rows(db: Path, sql: str, *args) -> list[tuple]:
 
 def tool_part(db: Path, tool: str = "question") -> tuple[str, str, dict] | None:
     """(part id, message id, data) of the newest `tool` part."""
-    for part_id, message_id, data in reversed(_rows(db, "SELECT id, message_id, data FROM part ORDER BY time_created")):
+    rows = _rows(db, "SELECT id, message_id, data FROM part ORDER BY time_created")
+    for part_id, message_id, data in reversed(rows):
         data = json.loads(data)
         if data.get("type") == "tool" and data.get("tool") == tool:
             return part_id, message_id, data
@@ -89,7 +90,7 @@ def test_a_tui_started_with_port_0_is_freed_live_and_keeps_working(version, mode
     watchdog = Watchdog(tmp_path, tui.db_path, policy={"tools": {"question": "3s"}}, watch={"debounce": "0.1s"})
     with watchdog.daemon(), tui:
         tui.prompt("Which colour? SCRIPT:question")
-        part_id, message_id, _ = running_part(tui)
+        _part_id, message_id, _ = running_part(tui)
         tui.terminal.wait_for("esc dismiss")
 
         def freed():
@@ -119,7 +120,8 @@ def test_a_plain_tui_is_named_never_written_and_repaired_after_kill_9(model, tmp
 
         def expired():
             status = watchdog.json("status")["status"] or {}
-            cands = [c for c in status.get("candidates", []) if c["part_id"] == part_id and c["verdict"] == "expired"]
+            cands = [c for c in status.get("candidates", [])
+                     if c["part_id"] == part_id and c["verdict"] == "expired"]
             return (status["status_line"], cands[0]) if cands else None
         line, cand = wait_until(expired, "the expired question published", 60, watchdog.daemon_log)
         what = f"opencode TUI, pid {pid}, no HTTP API"

@@ -19,6 +19,7 @@ import termios
 import threading
 import time
 from pathlib import Path
+from typing import Self
 
 import pyte
 
@@ -46,11 +47,11 @@ class Terminal:
         self.proc: subprocess.Popen[bytes] | None = None
         self._size = (rows, cols)
 
-    def start(self) -> "Terminal":
+    def start(self) -> Terminal:
         master, slave = os.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", self._size[0], self._size[1], 0, 0))
         self.proc = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdin=slave, stdout=slave, stderr=slave,
-                                     preexec_fn=_controlling_tty, close_fds=True)
+                                     preexec_fn=_controlling_tty, close_fds=True)  # noqa: PLW1509 (2 syscalls)
         os.close(slave)
         self._master = master
         threading.Thread(target=self._pump, name="pty-reader", daemon=True).start()
@@ -134,7 +135,7 @@ class OpencodeTui:
     def db_path(self) -> Path:
         return self.dirs.db_path
 
-    def start(self, wait_ready: bool = True) -> "OpencodeTui":
+    def start(self, wait_ready: bool = True) -> OpencodeTui:
         self.dirs.prepare()
         self.terminal.start()
         if wait_ready:
@@ -161,7 +162,7 @@ class OpencodeTui:
     def stop(self) -> None:
         self.terminal.stop()
 
-    def __enter__(self) -> "OpencodeTui":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -69,8 +69,11 @@ class Watchdog:
         return env
 
     def args(self, verb: str, *more: str) -> list[str]:
-        return [sys.executable, "-m", "watchdogd", verb, "-c", str(self.config), "--db", str(self.db),
-                "--state-dir", str(self.state_dir), "--log-format", "json", *more]
+        # Each verb takes only its own options: --db where opencode DBs are read, logging where it logs.
+        db = ["--db", str(self.db)] if verb in ("scan", "reap", "run") else []
+        log = ["--log-format", "json"] if verb in ("scan", "reap", "run", "undo") else []
+        return [sys.executable, "-m", "watchdogd", verb, "-c", str(self.config), *db,
+                "--state-dir", str(self.state_dir), *log, *more]
 
     def cli(self, verb: str, *more: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self.args(verb, *more), env=self.env(env), cwd=ROOT, capture_output=True, text=True,

@@ -64,7 +64,8 @@ def user_advice(item: Assessment) -> str | None:
         return None
     pid = owner.pids[0] if owner.pids else 0
     stuck = format_duration(item.verdict.age_s)
-    return f"stuck for {stuck} in {owner.detail or 'a process without an API'}: {advice(owner.process, item.candidate.tool, pid)}"
+    where = owner.detail or "a process without an API"
+    return f"stuck for {stuck} in {where}: {advice(owner.process, item.candidate.tool, pid)}"
 
 
 def db_problems(report: DBReport) -> list[str]:

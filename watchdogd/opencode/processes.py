@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from watchdogd.models import ProcessKind
 
@@ -25,7 +25,8 @@ _RUNTIMES = {"node", "bun", "nodejs"}
 _SERVERS = {"serve", "web"}
 # Other subcommands (`attach` is a TUI of another process's server: it owns no sessions itself).
 # `pr` checks out a branch and then runs the TUI, so it is not listed.
-_OTHERS = {"attach", "acp", "mcp", "debug", "providers", "auth", "agent", "upgrade", "uninstall", "models", "stats",
+_OTHERS = {"attach", "acp", "mcp", "debug", "providers", "auth", "agent", "upgrade", "uninstall", "models",
+           "stats",
            "export", "import", "github", "session", "plugin", "plug", "db", "completion", "generate"}
 
 LABELS = {ProcessKind.TUI: "opencode TUI", ProcessKind.RUN: "opencode run", ProcessKind.SERVER: "opencode server",

@@ -51,8 +51,8 @@ def reachability_hint(config_dir: Path, home: Path) -> str | None:
     ignored = _server_keys(config_dir)
     if _shell_adds_flag(home) and not ignored:
         return None
-    lines = ["hint: a plain `opencode` TUI serves no API, so the daemon can only tell you when a part is stuck "
-             f"in it; to have it freed live, {RECIPE}"]
+    lines = [("hint: a plain `opencode` TUI serves no API, so the daemon can only tell you when a part is stuck "
+              f"in it; to have it freed live, {RECIPE}")]
     if ignored:
         lines.append(f"hint: the TUI ignores {', '.join(ignored)}; only the --port flag makes it listen")
     return "\n".join(lines)
