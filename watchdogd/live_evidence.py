@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Callable
 
 from watchdogd.config import Settings
-from watchdogd.models import Candidate, Holder, OwnerKind, Ownership, Plan, ProcessKind, Route
+from watchdogd.models import (
+    Candidate,
+    Holder,
+    OwnerKind,
+    Ownership,
+    Plan,
+    ProcessKind,
+    Route,
+)
 from watchdogd.opencode.discovery_net import loopback_listeners
 from watchdogd.opencode.endpoints import Endpoint, Endpoints
 from watchdogd.opencode.processes import describe, process_kind

@@ -14,8 +14,8 @@ from watchdogd.commands.scan import candidate_record
 from watchdogd.durations import format_duration
 from watchdogd.models import OwnerKind
 from watchdogd.opencode.holders import is_watchdogd
-from watchdogd.policy import plan_route
 from watchdogd.opencode.processes import advice
+from watchdogd.policy import plan_route
 
 STATUS_FILE = "status.json"
 

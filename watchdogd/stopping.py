@@ -12,7 +12,16 @@ from __future__ import annotations
 from dataclasses import replace
 
 from watchdogd.config import Settings
-from watchdogd.models import ActionResult, Assessment, DBReport, Outcome, OwnerKind, Ownership, Plan, Route
+from watchdogd.models import (
+    ActionResult,
+    Assessment,
+    DBReport,
+    Outcome,
+    OwnerKind,
+    Ownership,
+    Plan,
+    Route,
+)
 from watchdogd.opencode.processes import LABELS, advice, stop_process
 from watchdogd.opencode.store import OpencodeStore
 

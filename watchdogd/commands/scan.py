@@ -13,9 +13,9 @@ from watchdogd.inspect import surveyed
 from watchdogd.journal import Journal
 from watchdogd.models import Assessment, DBReport, OwnerKind, Plan
 from watchdogd.opencode.discovery import discover_databases
-from watchdogd.policy import plan_route
 from watchdogd.opencode.processes import advice
 from watchdogd.output import safe, table, when
+from watchdogd.policy import plan_route
 
 
 def add_parser(subparsers, opts: Options) -> None:
