@@ -204,7 +204,8 @@ def stamp(event: dict) -> float:
 
 def insert_orphan(db: Path, started_at: float | None = None) -> tuple[str, float]:
     """A `question` part left running by a process that is already gone: short connection, closed.
-    `started_at` (epoch s) backdates the call and its rows, e.g. to before a writer process started."""
+    `started_at` (epoch s) backdates the call (its start, session and messages), e.g. to before a writer
+    process started; the part row's time_updated stays the commit's."""
     conn = sqlite3.connect(db, isolation_level=None, timeout=30)
     try:
         conn.execute("PRAGMA foreign_keys = ON")
@@ -220,8 +221,9 @@ def insert_orphan(db: Path, started_at: float | None = None) -> tuple[str, float
                      (mid, sid, now + 1, now + 1, compact({"parentID": user, "role": "assistant", "time": {"created": now + 1}})))
         data = {"type": "tool", "tool": "question", "callID": f"call_{now}", "state": {
             "status": "running", "input": {"questions": []}, "time": {"start": now + 3}}}
+        # time_updated is the commit, even for a backdated call: the orphan grace counts from the row's last change
         conn.execute("INSERT INTO part (id, message_id, session_id, time_created, time_updated, data) VALUES (?,?,?,?,?,?)",
-                     (pid, mid, sid, now + 2, now + 3, compact(data)))
+                     (pid, mid, sid, now + 2, max(now + 3, int(time.time() * 1000)), compact(data)))
         conn.execute("COMMIT")
         committed = time.time()
     finally:
