@@ -23,28 +23,32 @@ def _rows(action: Action) -> list[tuple[str, str, str | None, str | None]]:
 
 
 def undo_action(journal: Journal, action: Action, store: OpencodeStore) -> UndoResult:
-    """Restore each before-image only where the row still holds exactly what the daemon wrote."""
-    restored, missed = [], []
-    for table, row_id, before, after in _rows(action):
-        if before is None or after is None:
-            continue
-        try:
-            miss = store.compare_and_set([RowChange(table, row_id, after, before)])
-        except StoreError as exc:
-            missed.append(f"{table} {row_id}: {exc}")
-            continue
-        if miss:
-            missed.append(f"{table} {row_id}: changed since the daemon wrote it (or deleted); left as it is")
-        else:
-            restored.append(f"{table} {row_id}")
-    undo_id = None
-    if restored:
-        undo_id = journal.record(db=action.db, session_id=action.session_id, message_id=action.message_id, part_id=action.part_id,
-                     tool=action.tool, route="undo", reason=f"undo of action {action.id}", outcome="done",
-                     detail="restored " + ", ".join(restored), part_before=action.part_after, part_after=action.part_before,
-                     message_before=action.message_after, message_after=action.message_before, undo_of=action.id)
-        journal.settle(action.id, "undone", "; ".join(restored + missed))
-    return UndoResult(action, restored, missed, undo_id)
+    """Restore the part and the message together, or neither: one compare-and-set transaction on both rows
+    (each must still hold exactly what the daemon wrote, in the action's session), planned in the journal
+    first. A half-undone pair (part `running` again, message still completed) is never left behind."""
+    rows = [(table, row_id, before, after) for table, row_id, before, after in _rows(action)
+            if before is not None and after is not None]
+    names = [f"{table} {row_id}" for table, row_id, _before, _after in rows]
+    if not rows:
+        return UndoResult(action, [], [f"action {action.id}: no rows recorded to restore"])
+    changes = [RowChange(table, row_id, after, before, action.session_id) for table, row_id, before, after in rows]
+    try:
+        with journal.journaled(db=action.db, session_id=action.session_id, message_id=action.message_id,
+                               part_id=action.part_id, tool=action.tool, route="undo",
+                               reason=f"undo of action {action.id}", part_before=action.part_after,
+                               message_before=action.message_after, undo_of=action.id) as undo:
+            undo.rows(part_after=action.part_before, message_after=action.message_before)
+            missed = store.compare_and_set(changes)
+            if missed:
+                why = (f"the {missed} row changed since the daemon wrote it (or was deleted, or moved to another "
+                       "session): nothing restored, neither row")
+                undo.settle("skipped", why)
+                return UndoResult(action, [], [f"{name}: {why}" for name in names])
+            undo.settle("done", "restored " + ", ".join(names))
+    except StoreError as exc:  # settled `failed` by `journaled`
+        return UndoResult(action, [], [f"{name}: {exc}" for name in names])
+    journal.settle(action.id, "undone", "restored " + ", ".join(names))
+    return UndoResult(action, names, [], undo.id)
 
 
 def reconcile(journal: Journal, stores: dict[Path, OpencodeStore]) -> list[tuple[Action, str]]:

@@ -151,7 +151,8 @@ def test_rows_deleted_between_read_and_write(env, monkeypatch, observe):
 
 
 @scenario("cas", "undo after opencode rewrote a row the daemon had repaired",
-          "undo restores only rows that still hold exactly what the daemon wrote; opencode's row is kept")
+          "undo restores part and message together or neither (one compare-and-set transaction on both); "
+          "opencode's row is kept")
 def test_undo_never_clobbers(env, observe):
     db, settings, journal = env
     stuck = dbfactory.stuck_question(db)
@@ -169,5 +170,7 @@ def test_undo_never_clobbers(env, observe):
         store.close()
     assert dbfactory.read_text(db, "part", stuck.part_id) == theirs
     assert any("changed since the daemon wrote it" in r for r in result.not_restored)
-    assert dbfactory.read_text(db, "message", stuck.message_id) != message_ours  # untouched by them: restored
-    observe("part left as opencode wrote it (NOT restored, said so)", "message (unchanged since) restored")
+    assert dbfactory.read_text(db, "message", stuck.message_id) == message_ours  # neither: never half-undone
+    assert result.restored == []
+    observe("part left as opencode wrote it (NOT restored, said so)",
+            "message NOT restored either (both or neither: never a running part beside a completed message)")

@@ -33,3 +33,27 @@ def test_undo_last_is_the_last_pass_that_wrote(tmp_path, observe):
     assert pair_states(second, late) == {late[0].part_id: "untouched"}
     assert pair_states(first, early) == {early[0].part_id: "repaired"}
     observe("undo --last exit 0: DB 2's part and message restored, DB 1's repair kept")
+
+
+@scenario("cas", "`undo --last` of 20 repairs after opencode touched the assistant message of 10 of them (as it "
+          "does while a session goes on)",
+          "each pair is undone whole or not at all (part and message in one compare-and-set transaction): the 10 "
+          "untouched pairs restored, the 10 touched ones left repaired and listed as NOT restored; exit 1")
+def test_undo_is_both_rows_or_neither(tmp_path, observe):
+    db = dbfactory.make_db(tmp_path / "opencode.db")
+    orphans = add_orphans(db, 20)
+    assert cli(tmp_path, "reap", "--db", str(db), env=GRACE0).returncode == 0
+    touched = orphans[:10]
+    with dbfactory.connection(db) as conn:
+        for orphan in touched:
+            data = dbfactory.read_data(conn, "message", orphan.message_id)
+            data["tokens"] = {"input": 1, "output": 2}  # opencode updated it after the repair
+            conn.execute("UPDATE message SET data=? WHERE id=?", (dbfactory.compact(data), orphan.message_id))
+    undo = cli(tmp_path, "undo", "--last")
+    assert undo.returncode == 1, undo.stdout + undo.stderr
+    states = pair_states(db, orphans)
+    assert not [s for s in states.values() if s.startswith("HALF")], states
+    assert {states[o.part_id] for o in touched} == {"repaired"}  # neither row restored
+    assert {states[o.part_id] for o in orphans[10:]} == {"untouched"}
+    assert all(f"NOT restored part {o.part_id}" in undo.stdout for o in touched), undo.stdout
+    observe("exit 1: 10 pairs restored whole, 10 left repaired (NOT restored, listed); no half-undone pair")

@@ -56,15 +56,18 @@ def test_undo_skips_a_row_opencode_changed_since(db, journal, store, repaired):
     newer = json.loads(action.part_after)
     newer["state"]["error"] = "The user dismissed this question"
     overwrite(db, "part", stuck.part_id, f.compact(newer))
+    ours = f.read_text(db, "message", stuck.message_id)
     result = undo_action(journal, action, store)
-    assert result.restored == [f"message {stuck.message_id}"]
-    [miss] = result.not_restored
-    assert miss.startswith(f"part {stuck.part_id}: changed since the daemon wrote it")
+    assert result.restored == []  # both or neither: never a part running again beside a completed message
+    assert result.not_restored == [f"part {stuck.part_id}: the part row changed since the daemon wrote it (or was "
+                                   "deleted, or moved to another session): nothing restored, neither row",
+                                   f"message {stuck.message_id}: the part row changed since the daemon wrote it (or "
+                                   "was deleted, or moved to another session): nothing restored, neither row"]
     assert f.read_data(db, "part", stuck.part_id) == newer  # left exactly as opencode wrote it
-    assert f.read_text(db, "message", stuck.message_id) == message
+    assert f.read_text(db, "message", stuck.message_id) == ours != message
 
 
-def test_undo_with_nothing_left_to_restore_records_nothing(db, journal, store, repaired):
+def test_undo_with_nothing_left_to_restore_writes_nothing(db, journal, store, repaired):
     stuck, _part, _message, action = repaired
     with f.connection(db) as conn:
         conn.execute("DELETE FROM message WHERE id = ?", (stuck.message_id,))  # cascades to the part
@@ -74,7 +77,8 @@ def test_undo_with_nothing_left_to_restore_records_nothing(db, journal, store, r
     assert result.restored == [] and len(result.not_restored) == 2
     assert f.snapshot(db) == before
     assert journal.action(action.id).outcome == "done"
-    assert len(journal.recent(100)) == count
+    [undo] = journal.recent(100)[: len(journal.recent(100)) - count]  # planned first, settled skipped
+    assert (undo.route, undo.outcome, undo.undo_of) == ("undo", "skipped", action.id)
 
 
 def test_undo_twice_restores_nothing_the_second_time(db, journal, store, repaired):
