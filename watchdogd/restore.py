@@ -22,7 +22,7 @@ def _rows(action: Action) -> list[tuple[str, str, str | None, str | None]]:
             ("message", action.message_id, action.message_before, action.message_after)]
 
 
-def undo_action(journal: Journal, action: Action, store: OpencodeStore) -> UndoResult:
+def undo_action(journal: Journal, action: Action, store: OpencodeStore, force: bool = False) -> UndoResult:
     """Restore the part and the message together, or neither: one compare-and-set transaction on both rows
     (each must still hold exactly what the daemon wrote, in the action's session), planned in the journal
     first. A half-undone pair (part `running` again, message still completed) is never left behind."""
@@ -32,6 +32,9 @@ def undo_action(journal: Journal, action: Action, store: OpencodeStore) -> UndoR
     if not rows:
         return UndoResult(action, [], [f"action {action.id}: no rows recorded to restore"])
     changes = [RowChange(table, row_id, after, before, action.session_id) for table, row_id, before, after in rows]
+    moved_on = "" if force else _moved_on(action, store)
+    if moved_on:
+        return UndoResult(action, [], [f"{name}: {moved_on}" for name in names])
     try:
         with journal.journaled(db=action.db, session_id=action.session_id, message_id=action.message_id,
                                part_id=action.part_id, tool=action.tool, route="undo",
@@ -49,6 +52,18 @@ def undo_action(journal: Journal, action: Action, store: OpencodeStore) -> UndoR
         return UndoResult(action, [], [f"{name}: {exc}" for name in names])
     journal.settle(action.id, "undone", "restored " + ", ".join(names))
     return UndoResult(action, names, [], undo.id)
+
+
+def _moved_on(action: Action, store: OpencodeStore) -> str:
+    """Why restoring would put a `running` part into the middle of a conversation that went on, or ""."""
+    try:
+        newer = store.newer_messages(action.session_id, action.message_id)
+    except StoreError as exc:
+        return str(exc)
+    if not newer:
+        return ""
+    return (f"the session moved on ({newer} newer message(s) since): a running part in the middle of it is almost "
+            "never wanted; not restored (use --force to restore anyway)")
 
 
 def reconcile(journal: Journal, stores: dict[Path, OpencodeStore]) -> list[tuple[Action, str]]:

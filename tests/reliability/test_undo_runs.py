@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests import dbfactory
@@ -57,3 +59,29 @@ def test_undo_is_both_rows_or_neither(tmp_path, observe):
     assert {states[o.part_id] for o in orphans[10:]} == {"untouched"}
     assert all(f"NOT restored part {o.part_id}" in undo.stdout for o in touched), undo.stdout
     observe("exit 1: 10 pairs restored whole, 10 left repaired (NOT restored, listed); no half-undone pair")
+
+
+@scenario("cas", "`undo` of a repair after the session moved on (a newer user prompt and assistant reply); then "
+          "`undo --force --json`",
+          "refused with one line per row ('the session moved on (2 newer message(s) since) … use --force'), exit 1, "
+          "nothing written; with --force both rows restored, the JSON lists them, exit 0")
+def test_undo_refuses_when_the_session_moved_on(tmp_path, observe):
+    db = dbfactory.make_db(tmp_path / "opencode.db")
+    [orphan] = add_orphans(db, 1)
+    assert cli(tmp_path, "reap", "--db", str(db), env=GRACE0).returncode == 0
+    later = dbfactory.now_ms() + 1000
+    dbfactory.add_message(db, orphan.session_id, role="user", created_ms=later)
+    dbfactory.add_message(db, orphan.session_id, completed=True, created_ms=later + 1)
+    before = dbfactory.snapshot(db)
+    undo = cli(tmp_path, "undo", "--last")
+    assert undo.returncode == 1, undo.stdout + undo.stderr
+    assert f"NOT restored part {orphan.part_id}: the session moved on (2 newer message(s) since)" in undo.stdout
+    assert "use --force" in undo.stdout and dbfactory.snapshot(db) == before
+    forced = cli(tmp_path, "undo", "--last", "--force", "--json")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    [result] = json.loads(forced.stdout)
+    assert result["restored"] == [f"part {orphan.part_id}", f"message {orphan.message_id}"]
+    assert result["not_restored"] == [] and result["undo_action"]
+    assert pair_states(db, [orphan]) == {orphan.part_id: "untouched"}
+    observe("undo: exit 1, 'NOT restored part …: the session moved on (2 newer message(s) since) … (use --force "
+            "…)', nothing written", "undo --force --json: exit 0, both rows listed as restored, rows back as before")

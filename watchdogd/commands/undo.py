@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -22,11 +23,15 @@ def add_parser(subparsers, opts: Options) -> None:
         writes="the before-images back into the opencode DBs, only where a row still holds exactly what the "
                "daemon wrote; an undo action in the journal",
         example=f"{PROG} undo --last   (or: {PROG} undo 12)",
-        exits="0 all restored or nothing to undo, 1 some row not restored (listed)",
+        exits="0 all restored or nothing to undo, 1 some row not restored (listed; e.g. the session moved on: "
+              "--force)",
         parents=(opts.config, opts.state, opts.log))
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("action_id", nargs="?", type=int, metavar="ID", help="an action id from `history`")
     which.add_argument("--last", action="store_true", help="every write of the last run that wrote (all DBs)")
+    parser.add_argument("--force", action="store_true",
+                        help="restore even when the session has newer messages than the repaired one")
+    parser.add_argument("--json", action="store_true", help="print a JSON array, one object per action")
 
 
 def run(args, settings: Settings) -> int:
@@ -57,19 +62,25 @@ def run(args, settings: Settings) -> int:
                 print(f"#{action.id} {safe(action.detail.split(';')[0], 200)}: {CANNOT_RESTART}")
                 continue
             store = stores.setdefault(action.db, OpencodeStore(Path(action.db), rules=WriteRules.from_settings(settings)))
-            result = undo_action(journal, action, store)
+            result = undo_action(journal, action, store, force=args.force)
             results.append(result)
-            for row in result.restored:
+            for row in [] if args.json else result.restored:
                 print(f"#{action.id} restored {safe(row)}")
-            for row in result.not_restored:
+            for row in [] if args.json else result.not_restored:
                 print(f"#{action.id} NOT restored {safe(row, 300)}")
             failures += len(result.not_restored)
-        print(summary(results))
+        print(json.dumps([as_json(r) for r in results], indent=2) if args.json else summary(results))
         for store in stores.values():
             store.close()
         return 1 if failures else 0
     finally:
         journal.close()
+
+
+def as_json(result) -> dict:
+    return {"action": result.action.id, "db": result.action.db, "session_id": result.action.session_id,
+            "part_id": result.action.part_id, "restored": result.restored, "not_restored": result.not_restored,
+            "undo_action": result.undo_id}
 
 
 def summary(results) -> str:

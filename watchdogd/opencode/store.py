@@ -318,6 +318,12 @@ class OpencodeStore:
                 out[sid] = SessionInfo(sid, directory, title, parent)
         return out
 
+    def newer_messages(self, session_id: str, message_id: str) -> int:
+        """How many messages of the session were created after `message_id` (0 when it is gone)."""
+        rows = self._read("SELECT count(*) FROM message WHERE session_id = ? AND time_created > "
+                          "(SELECT time_created FROM message WHERE id = ?)", (session_id, message_id))
+        return rows[0][0] if rows else 0
+
     def row_session(self, table: str, row_id: str) -> str | None:
         """The session a part or message row belongs to (None: no such row)."""
         assert table in ("part", "message")
