@@ -176,7 +176,9 @@ class DBWatcher:
                 if kind:
                     found.add((db, kind))
             appeared = new_db(event)
-            if appeared is not None and appeared not in watch.dbs:
+            # Only where discovery looks (a DB's own folder), not in an ancestor watched while waiting.
+            in_db_folder = any(d.parent == event.folder for d in watch.dbs)
+            if appeared is not None and appeared not in watch.dbs and in_db_folder:
                 found.add((appeared, LIFECYCLE))
         return found
 

@@ -310,3 +310,18 @@ def test_the_watch_moves_down_as_the_path_is_created(tmp_path):
         assert seen.wait(WAIT) and (db, LIFECYCLE) in events
     finally:
         watcher.stop()
+
+
+def test_a_new_db_file_counts_only_in_a_db_directory_not_in_an_ancestor_watched_while_waiting(tmp_path):
+    db = tmp_path / "data" / "opencode" / "opencode.db"
+    events: list[tuple[Path, str]] = []
+    watcher = DBWatcher(lambda path, kind: events.append((path, kind)))
+    try:
+        watcher.sync([db])
+        (tmp_path / "opencode-stray.db").write_bytes(b"")  # in the ancestor: not where discovery looks
+        (tmp_path / "data").mkdir()
+        wait = threading.Event()
+        wait.wait(1.0)  # inotify delivers within milliseconds; nothing to poll for a non-event
+    finally:
+        watcher.stop()
+    assert (tmp_path / "opencode-stray.db", LIFECYCLE) not in events and (db, LIFECYCLE) in events
