@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from tests import dbfactory
 from tests.unit.helpers import make_settings, survey
-from watchdogd.models import Holder, Outcome, OwnerKind, Plan, Route
+from watchdogd.models import Holder, Outcome, OwnerKind, Plan, ProcessKind, Route
 from watchdogd.notifiers.notices import Event, NoticeKind, events, render, rough_age
 from watchdogd.notifiers.result import PassResult
 from watchdogd.reaper import Reaper
@@ -109,3 +109,18 @@ def test_titles_and_directories_are_neutralised_and_escaped(tmp_path, journal):
 def test_rough_ages():
     assert [rough_age(s) for s in (5, 59, 60, 89, 7200, 7260, 7290, 90000)] == [
         "5s", "59s", "1m", "1m", "2h", "2h1m", "2h2m", "1d1h"]
+
+
+def test_a_tui_without_an_api_gets_the_keys_that_free_it(tmp_path, journal):
+    db = dbfactory.make_db(tmp_path / "opencode.db")
+    dbfactory.stuck_question(db, age_s=3 * 3600)
+    result = one_pass(db, journal, make_settings(tmp_path), [old_holder()])
+    [reported] = result.outcomes
+    tui = replace(reported.item.ownership, kind=OwnerKind.UNREACHABLE, process=ProcessKind.TUI, pids=(4242,),
+                  detail="opencode TUI, pid 4242, no HTTP API")
+    stuck = replace(result, outcomes=(replace(reported, item=replace(reported.item, ownership=tui)),))
+    [event] = events(stuck, orphans=False, told=set())
+    assert event.advice.startswith("opencode TUI, pid 4242, no HTTP API: press Esc on the question in that TUI")
+    body = render(event.kind, [event]).body
+    assert body.startswith("Session “Fake session title” in /home/user/proj is stuck (question unanswered for 3h): "
+                           "opencode TUI, pid 4242")

@@ -18,6 +18,7 @@ from watchdogd.notifiers.result import (
     ORPHAN_REPAIRS,
     PassResult,
 )
+from watchdogd.opencode.processes import advice
 from watchdogd.output import safe
 
 LISTED = 3  # sessions named in a coalesced notification; the rest are counted
@@ -73,6 +74,10 @@ def _advice(outcome: ActionResult) -> str:
     if outcome.outcome is Outcome.FAILED:
         return (f"freeing it failed ({safe(outcome.detail, 160)}); it is tried again at the next pass. "
                 "See `opencode-watchdogd history`.")
+    if owner.kind is OwnerKind.UNREACHABLE and owner.process is not None and len(owner.pids) == 1:
+        # An opencode TUI or `opencode run` without an API: the verified keys for it (docs/tui.md).
+        what = safe(owner.detail, 160)
+        return f"{what}: {advice(owner.process, outcome.item.candidate.tool, owner.pids[0])}."
     if owner.kind is OwnerKind.UNREACHABLE:
         why = safe(owner.detail, 160) or f"pid {pids}: no reachable API"
         return (f"the opencode that may run it cannot be asked ({why}). Answer or cancel it in that opencode "

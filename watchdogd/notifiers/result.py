@@ -29,7 +29,7 @@ class PassResult:
 
 
 # The routes people are told about, by what they mean for the session.
-LIVE_FREES = frozenset({Route.REJECT_QUESTION, Route.ABORT})
+LIVE_FREES = frozenset({Route.REJECT_QUESTION, Route.ABORT, Route.STOP_PROCESS})  # stop: opt-in, owner ended
 ORPHAN_REPAIRS = frozenset({Route.DB_REPAIR, Route.PATCH_PART})
 # The owner may be running the part but cannot be asked: only the user can free it.
 NEEDS_USER_OWNERS = frozenset({OwnerKind.HELD, OwnerKind.UNREACHABLE})
