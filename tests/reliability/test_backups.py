@@ -104,7 +104,8 @@ def test_retention(tmp_path, observe):
 def test_big_db_is_not_copied(tmp_path, observe):
     db = dbfactory.make_db(tmp_path / "opencode.db")
     orphans = add_orphans(db, 1)
-    result = cli(tmp_path, "reap", "--db", str(db), env={**GRACE0, "OPENCODE_WATCHDOGD_BACKUP__MAX_DB_SIZE": "1KiB"})
+    result = cli(tmp_path, "reap", "--db", str(db), "-v",  # one-shot verbs log warnings only unless -v
+                 env={**GRACE0, "OPENCODE_WATCHDOGD_BACKUP__MAX_DB_SIZE": "1KiB"})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "over backup.max_db_size" in result.stderr
     assert copies(tmp_path / "state") == []
