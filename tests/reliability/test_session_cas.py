@@ -71,3 +71,23 @@ def test_message_moved_to_another_session_before_the_write(env, monkeypatch, obs
     assert dbfactory.read_text(db, "part", orphan.part_id) == orphan.part_before
     assert dbfactory.read_text(db, "message", orphan.message_id) == orphan.message_before
     observe(f"outcome skipped: '{outcome.detail.split(';')[0]}'", "part and message unchanged")
+
+
+@scenario("secrets", "a `[[servers]]` password_file that group and others can read (0644)",
+          "one warning naming the file, its mode and the fix (`chmod 600 …`); the password itself never printed")
+def test_shared_password_file_is_warned_about(tmp_path, observe):
+    secret = tmp_path / "password"
+    secret.write_text("s3cret-Pa55\n")
+    secret.chmod(0o644)
+    config = tmp_path / "config.toml"
+    config.write_text(f'[[servers]]\nurl = "http://127.0.0.1:1"\npassword_file = "{secret}"\n')
+    db = dbfactory.make_db(tmp_path / "opencode.db")
+    scan = cli(tmp_path, "scan", "--db", str(db), "--config", str(config))
+    warned = [line for line in scan.stderr.splitlines() if "password_file is readable by group or others" in line]
+    assert len(warned) == 1 and "0644" in warned[0] and f"chmod 600 {secret}" in warned[0], scan.stderr
+    assert "s3cret-Pa55" not in scan.stdout + scan.stderr
+    secret.chmod(0o600)
+    quiet = cli(tmp_path, "scan", "--db", str(db), "--config", str(config))
+    assert "readable by group or others" not in quiet.stderr
+    observe("0644: one warning 'password_file is readable by group or others' with mode 0644 and 'chmod 600 …'",
+            "0600: no warning; the password never printed")

@@ -14,8 +14,9 @@ owner's uid whose process holds the DB. Every server is confirmed with `GET /glo
 from __future__ import annotations
 
 import os
+import stat
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 from urllib.parse import urlsplit
 
 import structlog
@@ -65,6 +66,20 @@ def configured_credentials(server: ServerConfig) -> Credentials | None:
     return Credentials(server.username, password) if password else None
 
 
+def _warn_if_shared(server: ServerConfig) -> None:
+    """A password_file other users can read is a password they know: say so (once), with the fix."""
+    if server.password_file is None:
+        return
+    path = server.password_file.expanduser()
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return  # reported when it is read
+    if mode & 0o077:
+        _warn_once("password_file is readable by group or others", path=str(path), mode=f"{mode:04o}",
+                   fix=f"chmod 600 {path}")
+
+
 @dataclass
 class Endpoint:
     """A server that may own sessions: configured, or discovered behind a local DB holder."""
@@ -105,6 +120,7 @@ class Endpoints:
     def _configured_endpoint(self, server: ServerConfig) -> Endpoint:
         reason = insecure_reason(server.url, self.settings.live.allow_insecure_remote)
         if reason is None:
+            _warn_if_shared(server)
             try:
                 return Endpoint(server.url, ServerClient(server.url, configured_credentials(server), self.timeout))
             except OSError as exc:
