@@ -84,6 +84,7 @@ class DaemonProcess:
         for db in dbs:
             args += ["--db", str(db)]
         self.log_file = open(self.log_path, "a")  # a daemon started again on the same state keeps one log
+        self.log_start = self.log_file.tell()  # where this process's own lines begin
         self.proc = subprocess.Popen(args + (extra_args or []), env=full_env, stdout=self.log_file,
                                      stderr=subprocess.STDOUT, cwd=tmp)
 
@@ -99,6 +100,12 @@ class DaemonProcess:
 
     def wait_status(self, predicate, timeout: float = 15, what: str = "daemon status"):
         return wait_until(lambda: (s := self.status()) is not None and predicate(s) and s, timeout, what=what)
+
+    def own_log(self) -> bytes:
+        """What this process wrote to the shared log (not an earlier daemon's lines)."""
+        with open(self.log_path, "rb") as fh:
+            fh.seek(self.log_start)
+            return fh.read()
 
     def log_lines(self) -> list[dict]:
         out = []

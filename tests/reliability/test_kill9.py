@@ -33,14 +33,15 @@ def test_kill_minus_9_at_random_points(tmp_path, observe):
     truth: dict[int, bool] = {}  # planned action id -> did its write land (seen right after the kill)
     mid_work = 0
     for iteration in range(ITERATIONS):
-        batch = add_orphans(db, rng.randint(10, 40))
-        orphans += batch
+        orphans += add_orphans(db, rng.randint(10, 40))
+        before = pair_states(db, orphans)
+        batch = [o for o in orphans if before[o.part_id] == "untouched"]  # this run's work, leftovers included
         early = rng.random() < 0.2
         delay = rng.uniform(0.0, 1.0) if early else rng.uniform(0.0, 0.15)
         daemon = DaemonProcess(tmp_path, [db], env=ENV)
         try:
             if not early:
-                wait_until(lambda d=daemon: b'"backup ' in d.log_path.read_bytes(), timeout=60, interval=0.005,
+                wait_until(lambda d=daemon: b'"backup ' in d.own_log(), timeout=60, interval=0.005,
                            what=f"iteration {iteration}: the first write")
             time.sleep(delay)
             daemon.proc.kill()

@@ -38,7 +38,7 @@ def test_sighup_storm(tmp_path, observe):
     orphans = add_orphans(db, 60)
     daemon = DaemonProcess(tmp_path, [db], extra_args=["--config", str(config)])
     try:
-        wait_until(lambda: b'"backup ' in daemon.log_path.read_bytes(), timeout=30, interval=0.005, what="first write")
+        wait_until(lambda: b'"backup ' in daemon.own_log(), timeout=30, interval=0.005, what="first write")
         for _ in range(40):
             daemon.signal(signal.SIGHUP)
             time.sleep(0.005)
@@ -104,7 +104,7 @@ def test_sigterm_at_random_points(tmp_path, observe):
         orphans += add_orphans(db, rng.randint(10, 40))
         daemon = DaemonProcess(tmp_path, [db], env={**GRACE0, "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1h"})
         try:
-            wait_until(lambda d=daemon: b'"backup ' in d.log_path.read_bytes(), timeout=60, interval=0.005,
+            wait_until(lambda d=daemon: b'"backup ' in d.own_log(), timeout=60, interval=0.005,
                        what="first write")
             time.sleep(rng.uniform(0, 0.1))
             daemon.signal(signal.SIGTERM)
