@@ -38,7 +38,7 @@ def test_part_data_not_json(tmp_path, observe):
     assert f"part {bad} skipped: part data is not valid JSON" in scan.stderr
     reap = cli(tmp_path, "reap", "--db", str(db), env=GRACE0)
     assert reap.returncode == 0, reap.stdout + reap.stderr
-    assert f"part {bad} skipped: part data is not valid JSON" in reap.stdout
+    assert f"part {bad} skipped: part data is not valid JSON" in reap.stderr
     assert dbfactory.read_text(db, "part", bad) == before
     assert pair_states(db, [good]) == {good.part_id: "repaired"}
     observe("scan and reap: 'part … skipped: part data is not valid JSON'", "row unchanged; the good orphan repaired")
@@ -105,7 +105,7 @@ def test_fifty_megabyte_part(tmp_path, observe):
         conn.execute("UPDATE part SET data=? WHERE id=?", (huge, stuck.part_id))
     reap = cli(tmp_path, "reap", "--db", str(db), env=GRACE0)
     assert "Traceback" not in reap.stderr
-    assert f"part {stuck.part_id} skipped: part data is 50 MiB, over the 8 MiB limit" in reap.stdout
+    assert f"part {stuck.part_id} skipped: part data is 50 MiB, over the 8 MiB limit" in reap.stderr
     assert dbfactory.read_text(db, "part", stuck.part_id) == huge
     assert journal_actions(tmp_path / "state") == []
     observe("'part … skipped: part data is 50 MiB, over the 8 MiB limit: not parsed, never written'", "no write")
