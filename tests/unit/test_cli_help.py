@@ -52,7 +52,7 @@ OPTIONS = {
     "run": {"--config", "--db", "--state-dir", "-v", "-q", "--log-format"},
     "scan": {"--config", "--db", "--state-dir", "-v", "-q", "--log-format", "--json"},
     "reap": {"--config", "--db", "--state-dir", "-v", "-q", "--log-format", "--json", "--dry-run"},
-    "undo": {"--config", "--state-dir", "-v", "-q", "--log-format", "--last"},
+    "undo": {"--config", "--state-dir", "-v", "-q", "--log-format", "--last", "--force", "--json"},
     "history": {"--config", "--state-dir", "--json", "--limit", "--with-content"},
     "status": {"--config", "--state-dir", "--json"},
     "config check": {"--config", "--state-dir", "--log-format"},
