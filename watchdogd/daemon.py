@@ -23,21 +23,15 @@ from watchdogd import __version__
 from watchdogd.config import ConfigError, Settings, load_config
 from watchdogd.durations import format_duration
 from watchdogd.journal import Journal, JournalError
-from watchdogd.live_evidence import build_live
-from watchdogd.live_recovery import LiveRecovery
-from watchdogd.models import DBReport, Decision, Outcome
-from watchdogd.notifiers import PassResult, Publishers, ServerSeen
+from watchdogd.models import Outcome, PassResult
+from watchdogd.notifiers import Publishers
 from watchdogd.notify import Notifier
 from watchdogd.opencode.discovery import discover_databases
-from watchdogd.opencode.holders import find_holders
-from watchdogd.opencode.store import StoreError
 from watchdogd.opencode.writegate import WriteRules
-from watchdogd.reaper import Reaper
-from watchdogd.restore import reconcile
+from watchdogd.pipeline import PassContext, PassOptions, run_pass
 from watchdogd.statedir import StateDirError, StateLock
 from watchdogd.statefile import status_document, status_line, write_status
-from watchdogd.survey import survey_db
-from watchdogd.watched import WatchedDB, WatchedDBs
+from watchdogd.watched import WatchedDBs
 from watchdogd.watcher import CLOSE, LIFECYCLE, DBWatcher
 
 PASS_JOB = "pass"
@@ -88,11 +82,7 @@ class Daemon:
         self._rerun_at: datetime | None = None
         self._armed_at: datetime | None = None  # the earliest pass already requested from the scheduler
         self._first_pass_done = threading.Event()
-        self._live = None  # the live-server layer of the last evaluation (for status routes)
-        self._outcomes: list = []  # of the pass in progress, for the publishers
         self._told: set[tuple[str, str, str]] = set()  # report-only parts already logged (once per part)
-        self._evaluated = False
-        self._pass_ok = True
 
     # -- serve ---------------------------------------------------------------------------------
     def serve(self) -> int:
@@ -327,111 +317,58 @@ class Daemon:
                 changed, self._changed = self._changed, set()
                 self._running_since = time.monotonic()
                 self._armed_at = None
-            started = datetime.now(UTC)
-            self._outcomes, self._evaluated, self._pass_ok = [], False, True
+            started, result = datetime.now(UTC), None
             try:
-                self._pass(reasons, changed)
+                result = self._pass(reasons, changed)
             except Exception:  # a pass must never kill the daemon
-                self._pass_ok = False
                 self.log.exception("pass failed")
             finally:
                 with self._lock:
                     duration = time.monotonic() - self._running_since
                     self._running_since = None
-                self._publish_result(started, duration)
+                self._publish_result(result or self._failed_pass(started, duration))
                 self._first_pass_done.set()
                 self._schedule_next()
 
-    def _pass(self, reasons: set[str], changed: set[Path]) -> None:
+    def _pass(self, reasons: set[str], changed: set[Path]) -> PassResult:
         self.counters.passes += 1
         self.journal.next_run("run")  # one run per pass that writes: what `undo --last` restores
-        settings = self.settings
-        now = datetime.now(UTC)
-        if self._deadline and now >= self._deadline:
+        if self._deadline and datetime.now(UTC) >= self._deadline:
             reasons.add("deadline")
-        force = bool(reasons - {"change"})  # only plain commits may skip evaluation
-        if force:
+        everything = bool(reasons - {"change"})  # only plain commits may skip evaluation
+        if everything:
             self._sync_dbs()
-        # A pass for commits reads only the DBs that had them: its cost does not grow with the DBs watched.
-        looked_at = self.dbs.values() if force else [w for p, w in self.dbs.items() if p in changed or w.dirty]
-        due: list[WatchedDB] = []
-        for watched in looked_at:
-            if watched.tracker is None:
-                watched.report = DBReport(watched.path, error="database does not exist (yet)")
-                continue
-            try:
-                cands, bad, _mode = watched.tracker.refresh()
-            except StoreError as exc:
-                error = str(exc).removeprefix(f"{watched.path}: ")
-                try:
-                    schema = watched.store.schema()
-                    if not schema.writable:  # an unknown layout fails the candidate query: name the layout
-                        error = f"{schema.reason} ({error})"
-                except StoreError:
-                    pass
-                watched.report = DBReport(watched.path, error=error)
-                self.log.warning("database unreadable", db=str(watched.path), error=error)
-                continue
-            signature = tuple((c.part_id, c.data) for c in cands)
-            # A DB with nothing running and nothing new has nothing to evaluate, whatever woke the pass.
-            settled = not cands and not bad and watched.report is not None and watched.report.error is None
-            if watched.dirty or signature != watched.signature or (force and not settled):
-                watched.signature, watched.dirty = signature, False
-                due.append(watched)
-                watched.pending = (cands, bad)
-        self._evaluated = bool(due)
-        if due:
-            busy = [w for w in due if w.pending[0]]
-            holders = find_holders([w.path for w in busy], trust_pid_namespace=settings.watch.trust_pid_namespace)
-            live = self._live = build_live(settings, [w.path for w in busy]) if busy else None
-            reconcile(self.journal, {w.path: w.store for w in due})
-            reaper = Reaper(settings, self.journal, stopping=self._stop.is_set, live=LiveRecovery(live) if live else None,
-                            backed_up=self.dbs.backed_up, told=self._told)
-            for watched in due:
-                self._evaluate(watched, holders.get(watched.path, []), reaper, now, live)
-        self._deadline = self._next_deadline()
-        self.log.debug("pass", reasons=sorted(reasons), evaluated=len(due), next_deadline=self._deadline)
-        if due or force:
+        context = PassContext(self.settings, self.journal, stopping=self._stop.is_set, log=self.log,
+                              told=self._told)
+        result = run_pass(context, self.dbs, PassOptions(everything=everything, changed=frozenset(changed)))
+        self._deadline = result.next_deadline
+        self._count(result)
+        self.log.debug("pass", reasons=sorted(reasons), evaluated=result.evaluated, next_deadline=self._deadline)
+        if result.evaluated or everything:
             self._publish(reasons)
+        return result
 
-    def _evaluate(self, watched: WatchedDB, holders, reaper: Reaper, now: datetime, live) -> None:
-        try:
-            report = survey_db(watched.path, watched.store, holders, self.journal, self.settings, now, live,
-                               candidates=watched.pending)
-            watched.report = report
-            for outcome in reaper.reap(report, watched.store):
-                self._outcomes.append(outcome)
-                self._count(outcome)
-        except (JournalError, StoreError) as exc:
-            watched.dirty = True
-            self._pass_ok = False
-            self.log.error("pass incomplete", db=str(watched.path), error=str(exc))
+    def _failed_pass(self, started: datetime, duration: float) -> PassResult:
+        reports = tuple(w.report for w in self.dbs.values() if w.report)
+        return PassResult(started, duration, False, False, reports, (), self._deadline)
 
-    def _count(self, outcome) -> None:
+    def _count(self, result: PassResult) -> None:
         c = self.counters
-        name = {Outcome.DONE: "repaired", Outcome.FAILED: "failed", Outcome.SKIPPED: "skipped",
-                Outcome.REPORTED: "reported"}.get(outcome.outcome)
-        if name:
-            setattr(c, name, getattr(c, name) + 1)
-        if outcome.outcome is Outcome.DONE:
-            c.last_action = f"{outcome.route.value} {outcome.item.candidate.part_id} at {datetime.now().strftime('%H:%M:%S')}"
-        if outcome.outcome in (Outcome.DONE, Outcome.SKIPPED, Outcome.FAILED):
+        c.repaired += result.count(Outcome.DONE)
+        c.failed += result.count(Outcome.FAILED)
+        c.skipped += result.count(Outcome.SKIPPED)
+        c.reported += result.count(Outcome.REPORTED)
+        for outcome in result.outcomes:
+            if outcome.outcome is Outcome.DONE:
+                c.last_action = f"{outcome.route.value} {outcome.item.candidate.part_id} at " \
+                                f"{datetime.now().strftime('%H:%M:%S')}"
+        if any(o.outcome in (Outcome.DONE, Outcome.SKIPPED, Outcome.FAILED) for o in result.outcomes):
             # A write (or a miss) changes what we know: look again soon rather than at the next poll.
             self.wake("after-action", delay=self.settings.watch.debounce)
 
-    def _next_deadline(self) -> datetime | None:
-        deadlines = [a.verdict.expires_at for w in self.dbs.values() if w.report for a in w.report.assessments
-                     if a.verdict.decision is Decision.KEEP and a.verdict.expires_at is not None]
-        # A little after the deadline, so the verdict there is already "expired".
-        return min(deadlines) + timedelta(milliseconds=50) if deadlines else None
-
     # -- reporting -----------------------------------------------------------------------------
-    def _publish_result(self, started: datetime, duration: float) -> None:
+    def _publish_result(self, result: PassResult) -> None:
         """Hand the pass to the desktop notifier and the metrics; they never fail a pass."""
-        reached = self._live.servers_reached() if self._evaluated and self._live is not None else []
-        result = PassResult(started, duration, self._pass_ok, self._evaluated,
-                            tuple(w.report for w in self.dbs.values() if w.report), tuple(self._outcomes),
-                            self._deadline, tuple(ServerSeen(url, version) for url, version in reached))
         try:
             self.publishers.publish(result)
         except Exception:

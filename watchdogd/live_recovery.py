@@ -18,6 +18,7 @@ import time
 from dataclasses import replace
 from typing import Callable
 
+from watchdogd.config import LiveConfig
 from watchdogd.db_repair import DBRepairer
 from watchdogd.journal import JournaledAction
 from watchdogd.live_evidence import LiveEvidence
@@ -41,10 +42,10 @@ def _now_ms() -> int:
 class LiveRecovery:
     """Acts on live plans for one pass, with the servers its evidence found."""
 
-    def __init__(self, evidence: LiveEvidence, *, sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, evidence: LiveEvidence, config: LiveConfig, *, sleep: Callable[[float], None] = time.sleep):
         self.evidence = evidence
-        self.allow_dispose = evidence.settings.live.allow_dispose
-        self.timeout = evidence.settings.live.timeout
+        self.allow_dispose = config.allow_dispose
+        self.timeout = config.timeout
         self._sleep = sleep
 
     def free(self, item: Assessment, plan: Plan, report: DBReport, store: OpencodeStore,

@@ -191,3 +191,29 @@ class ActionResult:
     @property
     def ok(self) -> bool:
         return self.outcome in (Outcome.DONE, Outcome.DRY_RUN)
+
+
+@dataclass(frozen=True)
+class ServerSeen:
+    """An opencode server the pass asked (its version answered `GET /global/health`)."""
+
+    url: str
+    version: str
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """What one pass (watchdogd/pipeline.py) found and did; the status file, STATUS=, the notifiers, the
+    metrics and the CLI output all read it."""
+
+    started: datetime
+    duration_s: float
+    ok: bool  # the pass ran to the end (an unreadable DB is a fact it reports, not a failed pass)
+    evaluated: bool  # the pass judged some DB again (else `reports` are the previous passes')
+    reports: tuple[DBReport, ...] = ()
+    outcomes: tuple[ActionResult, ...] = ()
+    next_deadline: datetime | None = None
+    servers: tuple[ServerSeen, ...] = field(default=())
+
+    def count(self, outcome: Outcome) -> int:
+        return sum(1 for o in self.outcomes if o.outcome is outcome)

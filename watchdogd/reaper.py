@@ -1,6 +1,6 @@
 """Act on each planned assessment: a dispatch from its route to the action that frees it.
 
-The plan (route and why) was decided once by the pass (watchdogd/policy.py `plan_route`); this
+The plan (route and why) was decided once by the pass and stored on the assessment; this
 module only logs and delegates: db-repair to the DB repairer (watchdogd/db_repair.py), the live
 routes to the live recovery (watchdogd/live_recovery.py), which is given the same repairer.
 """
@@ -17,7 +17,6 @@ from watchdogd.db_repair import DBRepairer
 from watchdogd.journal import Journal, JournalError
 from watchdogd.models import ActionResult, Assessment, DBReport, Outcome, Plan, Route
 from watchdogd.opencode.store import OpencodeStore
-from watchdogd.policy import plan_route
 from watchdogd.stopping import stop_and_repair
 
 DB_REPAIR = Route.DB_REPAIR
@@ -46,9 +45,8 @@ class Reaper:
     def reap(self, report: DBReport, store: OpencodeStore) -> list[ActionResult]:
         outcomes = []
         for item in report.assessments:
-            plan = plan_route(item, report)
-            if plan and not self.stopping():
-                outcomes.append(self.act(item, plan, report, store))
+            if item.plan is not None and not self.stopping():
+                outcomes.append(self.act(item, item.plan, report, store))
         return outcomes
 
     def act(self, item: Assessment, plan: Plan, report: DBReport, store: OpencodeStore) -> ActionResult:

@@ -15,7 +15,6 @@ from watchdogd.durations import format_duration
 from watchdogd.models import OwnerKind
 from watchdogd.opencode.holders import is_watchdogd
 from watchdogd.opencode.processes import advice
-from watchdogd.policy import plan_route
 
 STATUS_FILE = "status.json"
 
@@ -86,7 +85,7 @@ def status_document(watched: Iterable, line: str, deadline: datetime | None) -> 
         "pid": os.getpid(), "version": __version__, "updated": datetime.now(UTC).isoformat(), "status_line": line,
         "next_deadline": deadline.isoformat() if deadline else None,
         "databases": [_db_status(w) for w in watched],
-        "candidates": [candidate_record(a, w.report, plan_route(a, w.report))
+        "candidates": [candidate_record(a, w.report, a.plan)
                        for w in watched if w.report for a in w.report.assessments],
     }
 

@@ -4,25 +4,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import UTC, datetime
 
 
-from tests import dbfactory
+from tests import dbfactory, passes
 from tests.reliability.conftest import scenario
 from tests.reliability.helpers import is_completed_message, is_repaired_part
 from watchdogd.opencode.store import OpencodeStore
-from watchdogd.reaper import Reaper
 from watchdogd.restore import undo_action
-from watchdogd.survey import survey_db
 
 
 def one_pass(db, journal, settings):
-    store = OpencodeStore(db)
-    try:
-        report = survey_db(db, store, [], journal, settings, datetime.now(UTC))
-        return Reaper(settings, journal).reap(report, store)
-    finally:
-        store.close()
+    return list(passes.one_pass(db, journal, settings).outcomes)
 
 
 def opencode_writes(db, sql: str, *params) -> None:

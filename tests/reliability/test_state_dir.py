@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 import stat
 import time
-from datetime import UTC, datetime
 
 import pytest
 
-from tests import dbfactory
+from tests import dbfactory, passes
 from tests.integration.daemonproc import DaemonProcess, wait_until
 from tests.reliability.conftest import scenario
 from tests.reliability.helpers import (
@@ -27,18 +26,11 @@ from tests.reliability.helpers import (
 from watchdogd.db_repair import DBRepairer
 from watchdogd.journal import Journal, JournalError
 from watchdogd.opencode.store import OpencodeStore
-from watchdogd.reaper import Reaper
 from watchdogd.restore import reconcile
-from watchdogd.survey import survey_db
 
 
-def one_pass(db, journal, settings, **reaper):
-    store = OpencodeStore(db)
-    try:
-        report = survey_db(db, store, [], journal, settings, datetime.now(UTC))
-        return Reaper(settings, journal, **reaper).reap(report, store)
-    finally:
-        store.close()
+def one_pass(db, journal, settings, **more):
+    return list(passes.one_pass(db, journal, settings, **more).outcomes)
 
 
 def failing(monkeypatch, method: str, after_calls: int = 0):
@@ -94,8 +86,7 @@ def test_journal_failure_after_the_write(env, monkeypatch, observe):
 
     # A message-only completion (what the live layer does after a PATCH): reconcile must look at the message.
     [extra] = add_orphans(db, 1)
-    store = OpencodeStore(db)
-    report = survey_db(db, store, [], journal, settings, datetime.now(UTC))
+    report, store = passes.look(db, journal, settings)
     [item] = report.assessments
     failing(monkeypatch, "settle")
     outcome = DBRepairer(settings, journal).repair(item, report, store, "test", part_change=False)

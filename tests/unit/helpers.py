@@ -1,17 +1,16 @@
-"""Shared helpers for the unit tier: settings, one survey pass, one repair pass."""
+"""Shared helpers for the unit tier: settings, one scan pass, one reap pass (both the real pipeline)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from tests.passes import look, one_pass
 from watchdogd.config import BackupConfig, PolicyConfig, Settings
 from watchdogd.journal import Journal
-from watchdogd.models import Holder
+from watchdogd.models import ActionResult, DBReport, Holder
 from watchdogd.opencode.store import OpencodeStore
-from watchdogd.reaper import Outcome, Reaper
-from watchdogd.survey import DBReport, survey_db
 
 
 def make_settings(tmp_path: Path, *, backup: dict[str, Any] | None = None, **policy: Any) -> Settings:
@@ -21,14 +20,10 @@ def make_settings(tmp_path: Path, *, backup: dict[str, Any] | None = None, **pol
 
 def survey(db: Path, journal: Journal, settings: Settings, holders: list[Holder] | None = None,
            now: datetime | None = None) -> tuple[DBReport, OpencodeStore]:
-    store = OpencodeStore(db)
-    return survey_db(db, store, holders or [], journal, settings, now or datetime.now(UTC)), store
+    """One `scan` pass (the pipeline's) over one DB; the caller closes the store."""
+    return look(db, journal, settings, holders, now=now)
 
 
-def repair_all(db: Path, journal: Journal, settings: Settings, holders: list[Holder] | None = None) -> list[Outcome]:
-    """One `reap` pass over one DB (no live layer)."""
-    report, store = survey(db, journal, settings, holders)
-    try:
-        return Reaper(settings, journal).reap(report, store)
-    finally:
-        store.close()
+def repair_all(db: Path, journal: Journal, settings: Settings, holders: list[Holder] | None = None) -> list[ActionResult]:
+    """One `reap` pass (the pipeline's) over one DB (no live layer)."""
+    return list(one_pass(db, journal, settings, holders).outcomes)

@@ -16,20 +16,18 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from tests import dbfactory as f  # noqa: E402
+from tests.passes import one_pass  # noqa: E402
 from tests.support.fake_api import FakeAPI  # noqa: E402
 from watchdogd.config import Settings  # noqa: E402
 from watchdogd.journal import Journal  # noqa: E402
 from watchdogd.live_evidence import LiveEvidence  # noqa: E402
 from watchdogd.live_evidence import build_live  # noqa: E402
-from watchdogd.live_recovery import ABORT, PATCH_PART, REJECT, LiveRecovery  # noqa: E402
+from watchdogd.live_recovery import ABORT, PATCH_PART, REJECT  # noqa: E402
 from watchdogd.models import Decision, Holder, OwnerKind  # noqa: E402
 from watchdogd.opencode.discovery_net import Listener  # noqa: E402
 from watchdogd.opencode.repair import MARKER  # noqa: E402
 from watchdogd.opencode.store import OpencodeStore  # noqa: E402
-from watchdogd.policy import plan_route  # noqa: E402
-from watchdogd.reaper import Reaper  # noqa: E402
 from watchdogd.restore import undo_action  # noqa: E402
-from watchdogd.survey import survey_db  # noqa: E402
 
 VERSIONS = ("1.15.3", "1.18.33")
 DIR = "/home/user/proj"
@@ -60,15 +58,13 @@ class Env:
 
     def run(self, settings: Settings, holders, layer, *, reap: bool = True):
         journal = Journal(settings.state_dir)
-        store = OpencodeStore(self.db)
         try:
-            report = survey_db(self.db, store, holders, journal, settings, live=layer)
-            plans = {a.candidate.part_id: plan_route(a, report) for a in report.assessments}
-            routes = {part_id: plan.label if plan else "" for part_id, plan in plans.items()}
-            outcomes = Reaper(settings, journal, live=LiveRecovery(layer) if layer else None).reap(report, store) if reap else []
+            result = one_pass(self.db, journal, settings, holders, layer, act=reap)
+            [report] = result.reports
+            routes = {a.candidate.part_id: a.plan.label if a.plan else "" for a in report.assessments}
+            outcomes = list(result.outcomes)
             actions = list(reversed(journal.recent(50)))
         finally:
-            store.close()
             journal.close()
         return report, routes, outcomes, actions
 

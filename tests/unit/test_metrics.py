@@ -12,22 +12,17 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests import dbfactory
-from tests.unit.helpers import make_settings, survey
+from tests import passes
+from tests.unit.helpers import make_settings
 from watchdogd.config import MetricsConfig
 from watchdogd.models import Holder
 from watchdogd.notifiers.metrics import Metrics
 from watchdogd.notifiers.result import PassResult, ServerSeen
-from watchdogd.reaper import Reaper
-from watchdogd.survey import DBReport
+from watchdogd.models import DBReport
 
 
 def one_pass(db, journal, settings, holders=None, **more) -> PassResult:
-    report, store = survey(db, journal, settings, holders)
-    try:
-        outcomes = Reaper(settings, journal).reap(report, store)
-    finally:
-        store.close()
-    return PassResult(datetime.now(UTC), 0.02, True, True, (report,), tuple(outcomes), **more)
+    return replace(passes.one_pass(db, journal, settings, holders), **more)
 
 
 def read(metrics: Metrics) -> dict:

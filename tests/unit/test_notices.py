@@ -8,20 +8,15 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from tests import dbfactory
-from tests.unit.helpers import make_settings, survey
+from tests import passes
+from tests.unit.helpers import make_settings
 from watchdogd.models import Holder, Outcome, OwnerKind, Plan, ProcessKind, Route
 from watchdogd.notifiers.notices import Event, NoticeKind, events, render, rough_age
 from watchdogd.notifiers.result import PassResult
-from watchdogd.reaper import Reaper
 
 
 def one_pass(db, journal, settings, holders=None) -> PassResult:
-    report, store = survey(db, journal, settings, holders)
-    try:
-        outcomes = Reaper(settings, journal).reap(report, store)
-    finally:
-        store.close()
-    return PassResult(datetime.now(UTC), 0.01, True, True, (report,), tuple(outcomes))
+    return passes.one_pass(db, journal, settings, holders)
 
 
 def old_holder() -> Holder:

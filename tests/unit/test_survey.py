@@ -8,19 +8,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests import dbfactory as f
+from tests import passes
 from tests.unit.helpers import make_settings, survey
 from watchdogd.journal import Journal
 from watchdogd.models import Decision, Holder, Ownership, OwnerKind
 
 
 def look(db, journal, settings, now, holders=None, live=None):
-    from watchdogd.opencode.store import OpencodeStore
-    from watchdogd.survey import survey_db
-    store = OpencodeStore(db)
-    try:
-        return survey_db(db, store, holders or [], journal, settings, now, live)
-    finally:
-        store.close()
+    report, store = passes.look(db, journal, settings, holders, live, now)
+    store.close()
+    return report
 
 
 def old_holder() -> Holder:
@@ -148,6 +145,9 @@ class FakeLive:
 
     def child_busy(self, candidate):
         return self.busy
+
+    def servers_reached(self):
+        return []
 
 
 def test_live_evidence_refines_ownership(tmp_path, db, journal):

@@ -8,13 +8,10 @@ import sys
 from watchdogd.commands.options import PROG, Options, add_verb
 from watchdogd.commands.scan import db_problems
 from watchdogd.config import Settings
-from watchdogd.inspect import surveyed
 from watchdogd.journal import Journal
-from watchdogd.live_recovery import LiveRecovery
 from watchdogd.opencode.discovery import discover_databases
 from watchdogd.output import safe
-from watchdogd.reaper import Reaper
-from watchdogd.restore import reconcile
+from watchdogd.pipeline import PassOptions, one_shot
 
 
 def add_parser(subparsers, opts: Options) -> None:
@@ -34,19 +31,16 @@ def run(args, settings: Settings) -> int:
     dbs = discover_databases(settings, args.db)
     journal = Journal(settings.state_dir)
     journal.start_run("reap --dry-run" if args.dry_run else "reap")
-    outcomes, failed = [], False
+    options = PassOptions(act=True, dry_run=args.dry_run)
     try:
-        with surveyed(settings, dbs, journal) as seen:
-            if not args.dry_run:
-                reconcile(journal, {store.path: store for _r, store in seen.reports})
-            reaper = Reaper(settings, journal, dry_run=args.dry_run, live=LiveRecovery(seen.live) if seen.live else None)
-            for report, store in seen.reports:
-                for line in db_problems(report):
-                    print(f"opencode-watchdogd: {safe(line, 400)}", file=sys.stderr)
-                failed |= bool(report.error and report.path.exists())
-                outcomes += reaper.reap(report, store)
+        result = one_shot(settings, journal, dbs, options)
     finally:
         journal.close()
+    for report in result.reports:
+        for line in db_problems(report):
+            print(f"opencode-watchdogd: {safe(line, 400)}", file=sys.stderr)
+    failed = any(report.failed for report in result.reports)
+    outcomes = list(result.outcomes)
     if args.json:
         print(json.dumps([{"db": str(o.item.candidate.db), "session_id": o.item.candidate.session_id,
                            "part_id": o.item.candidate.part_id, "tool": o.item.candidate.tool, "route": o.plan.label,

@@ -9,13 +9,12 @@ from datetime import UTC, datetime
 from watchdogd.commands.options import PROG, Options, add_verb
 from watchdogd.config import Settings
 from watchdogd.durations import format_duration
-from watchdogd.inspect import surveyed
 from watchdogd.journal import Journal
 from watchdogd.models import Assessment, DBReport, OwnerKind, Plan
 from watchdogd.opencode.discovery import discover_databases
 from watchdogd.opencode.processes import advice
 from watchdogd.output import safe, table, when
-from watchdogd.policy import plan_route
+from watchdogd.pipeline import PassOptions, one_shot
 
 
 def add_parser(subparsers, opts: Options) -> None:
@@ -83,17 +82,16 @@ def db_problems(report: DBReport) -> list[str]:
 def run(args, settings: Settings) -> int:
     dbs = discover_databases(settings, args.db)
     journal = Journal(settings.state_dir)
-    records, failed = [], False
     try:
-        with surveyed(settings, dbs, journal) as seen:
-            for report, _store in seen.reports:
-                for line in db_problems(report):
-                    print(f"opencode-watchdogd: {safe(line, 400)}", file=sys.stderr)
-                failed |= (bool(report.error and report.path.exists()) or bool(report.schema and not report.schema.writable)
-                           or bool(report.refusal))
-                records += [candidate_record(a, report, plan_route(a, report)) for a in report.assessments]
+        result = one_shot(settings, journal, dbs, PassOptions(act=False))
     finally:
         journal.close()
+    records, failed = [], False
+    for report in result.reports:
+        for line in db_problems(report):
+            print(f"opencode-watchdogd: {safe(line, 400)}", file=sys.stderr)
+        failed |= report.failed or bool(report.schema and not report.schema.writable) or bool(report.refusal)
+        records += [candidate_record(a, report, a.plan) for a in report.assessments]
     if args.json:
         print(json.dumps(records, indent=2))
     else:

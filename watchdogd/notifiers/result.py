@@ -1,31 +1,11 @@
-"""What one daemon pass hands to the notifiers and the metrics: read-only facts, computed once by the pass."""
+"""What the notifiers read of a pass: the pass result (watchdogd/models.py, made by watchdogd/pipeline.py)
+and the groups of routes and owners that decide what people are told."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
+from watchdogd.models import OwnerKind, PassResult, Route, ServerSeen
 
-from watchdogd.models import ActionResult, DBReport, OwnerKind, Route
-
-
-@dataclass(frozen=True)
-class ServerSeen:
-    """An opencode server the pass asked (its version answered `GET /global/health`)."""
-
-    url: str
-    version: str
-
-
-@dataclass(frozen=True)
-class PassResult:
-    started: datetime
-    duration_s: float
-    ok: bool  # the pass ran to the end (an unreadable DB is a fact it reports, not a failed pass)
-    evaluated: bool  # the pass judged the DBs again (else `reports` are the previous pass's)
-    reports: tuple[DBReport, ...] = ()
-    outcomes: tuple[ActionResult, ...] = ()
-    next_deadline: datetime | None = None
-    servers: tuple[ServerSeen, ...] = field(default=())
+__all__ = ["LIVE_FREES", "NEEDS_USER_OWNERS", "ORPHAN_REPAIRS", "PassResult", "ServerSeen"]
 
 
 # The routes people are told about, by what they mean for the session.
