@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 
-from watchdogd.opencode.rows import BadRow, Candidate, Holder, SessionInfo
+from watchdogd.opencode.rows import BadRow, Candidate, Holder, ProcessKind, SessionInfo
 from watchdogd.opencode.schema import SchemaVerdict
 
 
@@ -23,15 +23,6 @@ class OwnerKind(StrEnum):
     LIVE = "live"  # a reachable server reports the session busy
     LIVE_IDLE = "live-idle"  # the reachable server that holds the DB reports the session idle
     UNREACHABLE = "live-unreachable"  # a holder that may own it has no reachable API
-
-
-class ProcessKind(StrEnum):
-    """What an opencode process that holds a DB is (watchdogd/opencode/processes.py tells them apart)."""
-
-    TUI = "tui"  # the terminal UI: serves an API only when started with --port/--hostname/--mdns
-    RUN = "run"  # `opencode run`: never serves an API
-    SERVER = "server"  # `opencode serve` / `web`
-    OTHER = "other"  # another subcommand
 
 
 ORPHAN_KINDS = frozenset({OwnerKind.NONE, OwnerKind.RESTARTED, OwnerKind.LIVE_IDLE})

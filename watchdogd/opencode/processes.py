@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from watchdogd.models import ProcessKind
+from watchdogd.opencode.rows import ProcessKind
 
 # opencode's options that take a value (TUI, run and serve share these names).
 _WITH_VALUE = {"--port", "--hostname", "--log-level", "-m", "--model", "-s", "--session", "--prompt", "--agent",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,15 @@ class Holder:
     started_at: float  # epoch seconds; 0.0 when unknown (then it may own anything)
     cmdline: str
     visible: bool = True  # False: seen only through /proc/locks; its fds and sockets cannot be read
+
+
+class ProcessKind(StrEnum):
+    """What an opencode process that holds a DB is (watchdogd/opencode/processes.py tells them apart)."""
+
+    TUI = "tui"  # the terminal UI: serves an API only when started with --port/--hostname/--mdns
+    RUN = "run"  # `opencode run`: never serves an API
+    SERVER = "server"  # `opencode serve` / `web`
+    OTHER = "other"  # another subcommand
 
 
 @dataclass(frozen=True)
