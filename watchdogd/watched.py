@@ -23,7 +23,6 @@ class WatchedDB:
     signature: tuple = ()
     report: DBReport | None = None
     dirty: bool = True  # re-evaluate at the next pass even when the rows did not change
-    pending: tuple = ([], [])  # (candidates, bad rows) read this pass, waiting for evaluation
 
     def close(self) -> None:
         if self.store is not None:
