@@ -4,7 +4,7 @@ One `LiveEvidence` serves one pass (or one CLI command): server answers are cach
 What the act stage needs comes back on the `Ownership` it returns (the server's URL and, for a busy
 session, the live plan: reject the listed question, else abort, or report why not); the recovery
 (watchdogd/live_recovery.py) looks the endpoint up by that URL and re-reads what it acts on.
-Rules: DESIGN.md, and docs/opencode.md for the server API (every call carries `?directory=`).
+Rules: docs/architecture.md, and docs/opencode.md for the server API (every call carries `?directory=`).
 """
 
 from __future__ import annotations

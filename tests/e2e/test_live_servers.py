@@ -62,7 +62,8 @@ def test_a_holder_without_api_is_reported_and_never_written(opencode_server: Ope
         time.sleep(1.1)
         before = server.tool_parts(session["id"])
         [record] = watchdog.json("scan")
-        assert record["owner"] == f"live-unreachable:{tui.pid}" and "not listening" in record["owner_detail"]
+        assert record["owner"] == f"live-unreachable:{tui.pid}"
+        assert record["owner_detail"] == f"opencode TUI, pid {tui.pid}, no HTTP API"
         assert record["route"].startswith("report")
         [outcome] = watchdog.json("reap")
         assert outcome["outcome"] == "reported", outcome

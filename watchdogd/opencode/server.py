@@ -18,7 +18,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 # Refusals of a busy-gated route: 1.15 `400 {"_tag":"BadRequest"}`, 1.18 `409 SessionBusyError`,
-# 1.14 `400 UnknownError` (reference §9). Any 400 or 409 there means "still busy".
+# 1.14 `400 UnknownError` (docs/opencode.md). Any 400 or 409 there means "still busy".
 BUSY_STATUSES = (400, 409)
 MAX_BODY = 16 * 1024 * 1024  # far above any real answer (question lists, session maps)
 
