@@ -17,6 +17,7 @@ from watchdogd.commands.options import EXIT_ERROR, PROG, build_options
 from watchdogd.config import ConfigError, load_config
 from watchdogd.journal import JournalError
 from watchdogd.log import effective_level, setup_logging
+from watchdogd.opencode.endpoints import warn_shared_password_files
 from watchdogd.opencode.store import special_file_kind
 
 VERBS = {"run": run_cmd, "scan": scan, "reap": reap, "undo": undo, "history": history, "status": status,
@@ -136,6 +137,7 @@ def _main(argv: list[str]) -> int:
     one_shot = 0 if args.verb == "run" else 1
     level = effective_level(settings.log_level, getattr(args, "verbose", 0), getattr(args, "quiet", 0) + one_shot)
     setup_logging(level, settings.log_format)
+    warn_shared_password_files(settings.servers)
     try:
         code = VERBS[args.verb].run(args, settings)
         sys.stdout.flush()  # inside the try: a reader gone (`| head`) shows here, not as a traceback at exit

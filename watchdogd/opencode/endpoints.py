@@ -66,6 +66,12 @@ def configured_credentials(server: ServerConfig) -> Credentials | None:
     return Credentials(server.username, password) if password else None
 
 
+def warn_shared_password_files(servers: list[ServerConfig]) -> None:
+    """At start: a shared password_file is a configuration problem, whether or not a pass needs the server."""
+    for server in servers:
+        _warn_if_shared(server)
+
+
 def _warn_if_shared(server: ServerConfig) -> None:
     """A password_file other users can read is a password they know: say so (once), with the fix."""
     if server.password_file is None:
