@@ -59,7 +59,9 @@ def test_symlinked_db_is_resolved(tmp_path, observe):
         daemon.signal(1)
         wait_until(lambda: pair_states(other, moved)[moved[0].part_id] == "repaired", timeout=30,
                    what="repair in the new target")
-        assert [d["path"] for d in daemon.status()["databases"]] == [str(other)]
+        # The status file is published at the end of the pass that repaired it: wait for that pass.
+        daemon.wait_status(lambda s: [d["path"] for d in s["databases"]] == [str(other)], timeout=30,
+                           what="status showing the new target")
     finally:
         assert daemon.stop() == 0
     observe("status and journal show the real path; a commit in the real directory woke the daemon (poll 1h)",
