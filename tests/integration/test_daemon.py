@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tests import dbfactory
-from tests.integration.daemonproc import DaemonProcess, Holder, NotifySocket, wait_until
+from tests.integration.daemonproc import Holder, NotifySocket, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -24,20 +24,6 @@ def notify(tmp_path):
     sock = NotifySocket(tmp_path / "notify.sock")
     yield sock
     sock.close()
-
-
-@pytest.fixture
-def daemons():
-    started: list[DaemonProcess] = []
-
-    def start(*args, **kwargs) -> DaemonProcess:
-        proc = DaemonProcess(*args, **kwargs)
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        proc.stop()
 
 
 def test_ready_status_watchdog_and_graceful_stop(tmp_path, notify, daemons):

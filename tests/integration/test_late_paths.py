@@ -20,20 +20,6 @@ ENV = {"OPENCODE_WATCHDOGD_POLICY__ORPHAN_GRACE": "1s", "OPENCODE_WATCHDOGD_WATC
 WAIT_S = 30  # generous on a loaded machine, and far below the hour-long poll
 
 
-@pytest.fixture
-def daemons():
-    started: list[DaemonProcess] = []
-
-    def start(*args, **kwargs) -> DaemonProcess:
-        proc = DaemonProcess(*args, **kwargs)
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        proc.stop()
-
-
 def _repaired(db: Path, part_id: str) -> bool:
     try:
         return dbfactory.read_data(db, "part", part_id)["state"]["status"] == "error"
