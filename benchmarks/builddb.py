@@ -45,14 +45,66 @@ TOOLS = [
 _TOOL_NAMES = [t[0] for t in TOOLS]
 _TOOL_WEIGHTS = [t[1] for t in TOOLS]
 _TOOL_SIZES = {t[0]: (t[2], t[3]) for t in TOOLS}
-SEEDED_STUCK = [("question", "running"), ("bash", "running"), ("task", "running"), ("read", "running"),
-                ("github_search_issues", "running"), ("bash", "pending")]
+SEEDED_STUCK = [
+    ("question", "running"),
+    ("bash", "running"),
+    ("task", "running"),
+    ("read", "running"),
+    ("github_search_issues", "running"),
+    ("bash", "pending"),
+]
 
 
 def _corpus(rng: random.Random) -> str:
-    words = ("the def return import self value if else for in while class from None True False path file data "
-             "error test assert result config session message part tool status running completed json sqlite "
-             "query index table row column int str list dict async await yield print raise").split()
+    words = [
+        "the",
+        "def",
+        "return",
+        "import",
+        "self",
+        "value",
+        "if",
+        "else",
+        "for",
+        "in",
+        "while",
+        "class",
+        "from",
+        "None",
+        "True",
+        "False",
+        "path",
+        "file",
+        "data",
+        "error",
+        "test",
+        "assert",
+        "result",
+        "config",
+        "session",
+        "message",
+        "part",
+        "tool",
+        "status",
+        "running",
+        "completed",
+        "json",
+        "sqlite",
+        "query",
+        "index",
+        "table",
+        "row",
+        "column",
+        "int",
+        "str",
+        "list",
+        "dict",
+        "async",
+        "await",
+        "yield",
+        "print",
+        "raise",
+    ]
     lines = []
     for _ in range(9_000):
         indent = " " * (4 * rng.randint(0, 3))
@@ -95,19 +147,42 @@ class Generator:
     def tool_data(self, tool: str, status: str, ms: int) -> dict:
         rng = self.rng
         low, high = _TOOL_SIZES[tool]
-        path = f"/home/user/src/project/{rng.choice(('main', 'store', 'util', 'cli', 'models', 'test_api'))}.py"
-        inputs = {"read": {"filePath": path}, "bash": {"command": self.text(20, 120), "description": "Run the tests"},
-                  "edit": {"filePath": path, "oldString": self.text(50, 600), "newString": self.text(50, 600)},
-                  "grep": {"pattern": "def \\w+", "path": "/home/user/src/project"},
-                  "glob": {"pattern": "**/*.py"}, "write": {"filePath": path, "content": self.text(200, 4_000)},
-                  "todowrite": {"todos": [{"content": self.text(20, 80), "status": "pending", "priority": "high",
-                                           "id": str(i)} for i in range(rng.randint(2, 8))]},
-                  "task": {"description": "Explore the code", "prompt": self.text(100, 800), "subagent_type": "general"},
-                  "webfetch": {"url": "https://example.com/docs", "format": "markdown"},
-                  "question": {"questions": [{"question": "Which colour?", "header": "Colour",
-                                              "options": [{"label": "Red", "description": "red"},
-                                                          {"label": "Blue", "description": "blue"}]}]},
-                  "github_search_issues": {"query": self.text(10, 40)}}[tool]
+        path = (
+            f"/home/user/src/project/{rng.choice(('main', 'store', 'util', 'cli', 'models', 'test_api'))}.py"
+        )
+        inputs = {
+            "read": {"filePath": path},
+            "bash": {"command": self.text(20, 120), "description": "Run the tests"},
+            "edit": {"filePath": path, "oldString": self.text(50, 600), "newString": self.text(50, 600)},
+            "grep": {"pattern": "def \\w+", "path": "/home/user/src/project"},
+            "glob": {"pattern": "**/*.py"},
+            "write": {"filePath": path, "content": self.text(200, 4_000)},
+            "todowrite": {
+                "todos": [
+                    {"content": self.text(20, 80), "status": "pending", "priority": "high", "id": str(i)}
+                    for i in range(rng.randint(2, 8))
+                ]
+            },
+            "task": {
+                "description": "Explore the code",
+                "prompt": self.text(100, 800),
+                "subagent_type": "general",
+            },
+            "webfetch": {"url": "https://example.com/docs", "format": "markdown"},
+            "question": {
+                "questions": [
+                    {
+                        "question": "Which colour?",
+                        "header": "Colour",
+                        "options": [
+                            {"label": "Red", "description": "red"},
+                            {"label": "Blue", "description": "blue"},
+                        ],
+                    }
+                ]
+            },
+            "github_search_issues": {"query": self.text(10, 40)},
+        }[tool]
         start = ms + rng.randint(5, 50)
         if status == "pending":
             state = {"status": "pending", "input": {}, "raw": ""}
@@ -115,7 +190,10 @@ class Generator:
             state = {"status": "running", "input": inputs, "time": {"start": start}}
             if tool == "task":
                 state["title"] = "Explore the code"
-                state["metadata"] = {"sessionId": make_id("ses", ms, descending=True), "model": {"modelID": "m", "providerID": "p"}}
+                state["metadata"] = {
+                    "sessionId": make_id("ses", ms, descending=True),
+                    "model": {"modelID": "m", "providerID": "p"},
+                }
         else:
             output = self.text(low, high)
             metadata: dict = {"truncated": False}
@@ -123,14 +201,29 @@ class Generator:
                 metadata.update(output=output, exit=0, description="Run the tests")
             elif tool == "edit":
                 metadata["diff"] = self.text(300, 4_000)
-                metadata["filediff"] = {"file": path, "additions": rng.randint(1, 40), "deletions": rng.randint(0, 30)}
+                metadata["filediff"] = {
+                    "file": path,
+                    "additions": rng.randint(1, 40),
+                    "deletions": rng.randint(0, 30),
+                }
             elif tool == "read":
                 metadata["preview"] = output[:600]
-            state = {"status": "completed", "input": inputs, "output": output, "title": path, "metadata": metadata,
-                     "time": {"start": start, "end": start + rng.randint(10, 30_000)}}
+            state = {
+                "status": "completed",
+                "input": inputs,
+                "output": output,
+                "title": path,
+                "metadata": metadata,
+                "time": {"start": start, "end": start + rng.randint(10, 30_000)},
+            }
             if rng.random() < 0.03:
-                state = {"status": "error", "input": inputs, "error": "Tool execution aborted",
-                         "metadata": {"interrupted": True}, "time": {"start": start, "end": start + 100}}
+                state = {
+                    "status": "error",
+                    "input": inputs,
+                    "error": "Tool execution aborted",
+                    "metadata": {"interrupted": True},
+                    "time": {"start": start, "end": start + 100},
+                }
         return {"type": "tool", "callID": f"toolu_{new_call_id()[5:]}", "tool": tool, "state": state}
 
 
@@ -147,29 +240,52 @@ def build(path: Path, parts: int, *, version: str = "1.18.33", seed: int = 7, pr
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=OFF")
     conn.executescript(schema_sql(version))
-    conn.execute("INSERT INTO project (id, worktree, vcs, time_created, time_updated, sandboxes) "
-                 "VALUES ('global', '/', 'git', ?, ?, '[]')", (gen.now, gen.now))
+    conn.execute(
+        "INSERT INTO project (id, worktree, vcs, time_created, time_updated, sandboxes) "
+        "VALUES ('global', '/', 'git', ?, ?, '[]')",
+        (gen.now, gen.now),
+    )
     columns = {r[1] for r in conn.execute("PRAGMA table_info(session)")}
 
     sessions: list[tuple] = []
     messages: list[tuple] = []
     rows: list[tuple] = []
     # where to leave stuck parts: spread over the history, never in the newest rows
-    stuck_at = sorted(rng.sample(range(parts // 10, max(parts // 10 + len(SEEDED_STUCK), parts * 9 // 10)),
-                             len(SEEDED_STUCK)))
+    stuck_at = sorted(
+        rng.sample(
+            range(parts // 10, max(parts // 10 + len(SEEDED_STUCK), parts * 9 // 10)), len(SEEDED_STUCK)
+        )
+    )
     seeded: list[dict] = []
     written = 0
 
     def flush() -> None:
         conn.execute("BEGIN")
         if sessions:
-            names = ["id", "project_id", "slug", "directory", "title", "version", "time_created", "time_updated"]
+            names = [
+                "id",
+                "project_id",
+                "slug",
+                "directory",
+                "title",
+                "version",
+                "time_created",
+                "time_updated",
+            ]
             extra = [(c, i) for c, i in (("agent", 8), ("path", 9)) if c in columns]
-            conn.executemany(f"INSERT INTO session ({', '.join(names + [c for c, _ in extra])}) "
-                             f"VALUES ({', '.join('?' * (len(names) + len(extra)))})",
-                             [s[: len(names)] + tuple(s[i] for _, i in extra) for s in sessions])
-        conn.executemany("INSERT INTO message (id, session_id, time_created, time_updated, data) VALUES (?,?,?,?,?)", messages)
-        conn.executemany("INSERT INTO part (id, message_id, session_id, time_created, time_updated, data) VALUES (?,?,?,?,?,?)", rows)
+            conn.executemany(
+                f"INSERT INTO session ({', '.join(names + [c for c, _ in extra])}) "
+                f"VALUES ({', '.join('?' * (len(names) + len(extra)))})",
+                [s[: len(names)] + tuple(s[i] for _, i in extra) for s in sessions],
+            )
+        conn.executemany(
+            "INSERT INTO message (id, session_id, time_created, time_updated, data) VALUES (?,?,?,?,?)",
+            messages,
+        )
+        conn.executemany(
+            "INSERT INTO part (id, message_id, session_id, time_created, time_updated, data) VALUES (?,?,?,?,?,?)",
+            rows,
+        )
         conn.execute("COMMIT")
         sessions.clear()
         messages.clear()
@@ -185,19 +301,54 @@ def build(path: Path, parts: int, *, version: str = "1.18.33", seed: int = 7, pr
     while written < parts:
         ms = gen.tick()
         sid = make_id("ses", ms, descending=True)
-        sessions.append((sid, "global", "brave-falcon", "/home/user/src/project", gen.text(10, 50).replace("\n", " "),
-                         version, ms, ms + 60_000, "build", "home/user/src/project"))
+        sessions.append(
+            (
+                sid,
+                "global",
+                "brave-falcon",
+                "/home/user/src/project",
+                gen.text(10, 50).replace("\n", " "),
+                version,
+                ms,
+                ms + 60_000,
+                "build",
+                "home/user/src/project",
+            )
+        )
         for _turn in range(rng.randint(1, 12)):
             if written >= parts:
                 break
             ms = gen.tick()
             user = make_id("msg", ms)
-            messages.append((user, sid, ms, ms, compact({"role": "user", "time": {"created": ms}, "agent": "build",
-                                                          "model": {"providerID": "anthropic", "modelID": "claude"}})))
+            messages.append(
+                (
+                    user,
+                    sid,
+                    ms,
+                    ms,
+                    compact(
+                        {
+                            "role": "user",
+                            "time": {"created": ms},
+                            "agent": "build",
+                            "model": {"providerID": "anthropic", "modelID": "claude"},
+                        }
+                    ),
+                )
+            )
             add_part(user, sid, {"type": "text", "text": gen.text(20, 1_500)}, ms)
             if rng.random() < 0.1:
-                add_part(user, sid, {"type": "file", "mime": "text/plain", "filename": "notes.md",
-                                     "url": "file:///home/user/src/project/notes.md"}, ms)
+                add_part(
+                    user,
+                    sid,
+                    {
+                        "type": "file",
+                        "mime": "text/plain",
+                        "filename": "notes.md",
+                        "url": "file:///home/user/src/project/notes.md",
+                    },
+                    ms,
+                )
             parent = user
             for _step in range(rng.randint(1, 8)):
                 if written >= parts:
@@ -205,38 +356,86 @@ def build(path: Path, parts: int, *, version: str = "1.18.33", seed: int = 7, pr
                 ms = gen.tick()
                 mid = make_id("msg", ms)
                 stuck_here = bool(stuck_at) and written >= stuck_at[0]
-                msg = {"parentID": parent, "role": "assistant", "mode": "build", "agent": "build",
-                       "path": {"cwd": "/home/user/src/project", "root": "/home/user/src/project"},
-                       "cost": round(rng.random() / 20, 5),
-                       "tokens": {"input": rng.randint(100, 90_000), "output": rng.randint(10, 4_000), "reasoning": 0,
-                                  "cache": {"read": rng.randint(0, 80_000), "write": 0}},
-                       "modelID": "claude", "providerID": "anthropic", "time": {"created": ms}}
+                msg = {
+                    "parentID": parent,
+                    "role": "assistant",
+                    "mode": "build",
+                    "agent": "build",
+                    "path": {"cwd": "/home/user/src/project", "root": "/home/user/src/project"},
+                    "cost": round(rng.random() / 20, 5),
+                    "tokens": {
+                        "input": rng.randint(100, 90_000),
+                        "output": rng.randint(10, 4_000),
+                        "reasoning": 0,
+                        "cache": {"read": rng.randint(0, 80_000), "write": 0},
+                    },
+                    "modelID": "claude",
+                    "providerID": "anthropic",
+                    "time": {"created": ms},
+                }
                 if not stuck_here:
                     msg["time"]["completed"] = ms + rng.randint(500, 60_000)
                     msg["finish"] = rng.choice(["tool-calls", "tool-calls", "stop"])
                 messages.append((mid, sid, ms, ms + 2, compact(msg)))
-                add_part(mid, sid, {"type": "step-start", "snapshot": f"{rng.getrandbits(160):040x}"}, gen.tick())
+                add_part(
+                    mid, sid, {"type": "step-start", "snapshot": f"{rng.getrandbits(160):040x}"}, gen.tick()
+                )
                 if rng.random() < 0.4:
                     t = gen.tick()
-                    add_part(mid, sid, {"type": "reasoning", "text": gen.text(100, 2_500), "metadata": {"anthropic": {
-                        "signature": f"{rng.getrandbits(256):064x}"}}, "time": {"start": t, "end": t + 900}}, t)
+                    add_part(
+                        mid,
+                        sid,
+                        {
+                            "type": "reasoning",
+                            "text": gen.text(100, 2_500),
+                            "metadata": {"anthropic": {"signature": f"{rng.getrandbits(256):064x}"}},
+                            "time": {"start": t, "end": t + 900},
+                        },
+                        t,
+                    )
                 if rng.random() < 0.6:
                     t = gen.tick()
-                    add_part(mid, sid, {"type": "text", "text": gen.text(50, 1_800), "time": {"start": t, "end": t + 500}}, t)
+                    add_part(
+                        mid,
+                        sid,
+                        {"type": "text", "text": gen.text(50, 1_800), "time": {"start": t, "end": t + 500}},
+                        t,
+                    )
                 if stuck_here:
                     stuck_at.pop(0)
                     tool, status = SEEDED_STUCK[len(seeded)]
                     t = gen.tick()
                     data = gen.tool_data(tool, status, t)
                     pid = add_part(mid, sid, data, t)
-                    seeded.append({"part_id": pid, "part_data": compact(data), "message_id": mid,
-                                   "message_data": compact(msg), "session_id": sid, "tool": tool, "status": status})
+                    seeded.append(
+                        {
+                            "part_id": pid,
+                            "part_data": compact(data),
+                            "message_id": mid,
+                            "message_data": compact(msg),
+                            "session_id": sid,
+                            "tool": tool,
+                            "status": status,
+                        }
+                    )
                     continue  # the run died here: no step-finish
                 for _ in range(rng.choice((0, 1, 1, 1, 2, 2, 3))):
                     t = gen.tick()
-                    add_part(mid, sid, gen.tool_data(rng.choices(_TOOL_NAMES, _TOOL_WEIGHTS)[0], "completed", t), t)
-                add_part(mid, sid, {"type": "step-finish", "reason": msg["finish"], "snapshot": f"{rng.getrandbits(160):040x}",
-                                    "cost": msg["cost"], "tokens": msg["tokens"]}, gen.tick())
+                    add_part(
+                        mid, sid, gen.tool_data(rng.choices(_TOOL_NAMES, _TOOL_WEIGHTS)[0], "completed", t), t
+                    )
+                add_part(
+                    mid,
+                    sid,
+                    {
+                        "type": "step-finish",
+                        "reason": msg["finish"],
+                        "snapshot": f"{rng.getrandbits(160):040x}",
+                        "cost": msg["cost"],
+                        "tokens": msg["tokens"],
+                    },
+                    gen.tick(),
+                )
                 parent = mid
         if len(rows) >= BATCH_PARTS:
             flush()

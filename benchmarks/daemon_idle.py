@@ -45,8 +45,14 @@ def writer(db: Path, seconds: float, rate: float) -> int:
     conn.execute("PRAGMA busy_timeout=5000")
     commits, start = 0, time.monotonic()
     while time.monotonic() - start < seconds:
-        conn.execute("UPDATE part SET data=?, time_updated=? WHERE id=?",
-                     (dbfactory.compact({"type": "text", "text": "x" * (commits % 500)}), int(time.time() * 1000), pid))
+        conn.execute(
+            "UPDATE part SET data=?, time_updated=? WHERE id=?",
+            (
+                dbfactory.compact({"type": "text", "text": "x" * (commits % 500)}),
+                int(time.time() * 1000),
+                pid,
+            ),
+        )
         commits += 1
         time.sleep(max(0.0, commits / rate - (time.monotonic() - start)))
     conn.close()
@@ -82,12 +88,19 @@ def main() -> None:
             busy_passes = daemon.status()["passes"] - passes0
             windows = args.writer_seconds / 0.5
             print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
-            print(f"idle: {idle_ms:.1f} ms CPU per minute (target < 50), {idle_passes} passes in {args.idle_seconds:.0f} s "
-                  f"(poll 60 s), 20 kept candidates")
-            print(f"writer: {commits} commits in {args.writer_seconds:.0f} s ({commits / args.writer_seconds:.0f}/s); "
-                  f"{busy_passes} passes for {windows:.0f} debounce windows (ratio {busy_passes / windows:.2f}, target <= 1); "
-                  f"daemon CPU {100 * busy_cpu / args.writer_seconds:.2f}% of one core")
-            print(f"rss: {rss_kib(daemon.pid) / 1024:.1f} MiB now, peak {rss_kib(daemon.pid, 'VmHWM') / 1024:.1f} MiB")
+            print(
+                f"idle: {idle_ms:.1f} ms CPU per minute (target < 50), "
+                f"{idle_passes} passes in {args.idle_seconds:.0f} s (poll 60 s), 20 kept candidates"
+            )
+            print(
+                f"writer: {commits} commits in {args.writer_seconds:.0f} s ({commits / args.writer_seconds:.0f}/s); "
+                f"{busy_passes} passes for {windows:.0f} debounce windows "
+                f"(ratio {busy_passes / windows:.2f}, target <= 1); "
+                f"daemon CPU {100 * busy_cpu / args.writer_seconds:.2f}% of one core"
+            )
+            print(
+                f"rss: {rss_kib(daemon.pid) / 1024:.1f} MiB now, peak {rss_kib(daemon.pid, 'VmHWM') / 1024:.1f} MiB"
+            )
         finally:
             daemon.stop()
             notify.close()

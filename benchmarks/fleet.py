@@ -26,8 +26,9 @@ def make_fleet(root: Path, count: int) -> list[Path]:
     return dbs
 
 
-def measure(dbs: list[Path], args, workdir: Path, cpu_ns, run_writer, pings: bool = False,
-            writer: bool = True) -> dict:
+def measure(
+    dbs: list[Path], args, workdir: Path, cpu_ns, run_writer, pings: bool = False, writer: bool = True
+) -> dict:
     out: dict = {}
     with tempfile.TemporaryDirectory(prefix="fleet-", dir=workdir) as tmp:
         tmp = Path(tmp)
@@ -48,7 +49,9 @@ def measure(dbs: list[Path], args, workdir: Path, cpu_ns, run_writer, pings: boo
             code = daemon.stop()
             notify.close()
         if code not in (0, None):
-            raise RuntimeError(f"daemon over {len(dbs)} DBs exited with {code}:\n{daemon.log_path.read_text()[-2000:]}")
+            raise RuntimeError(
+                f"daemon over {len(dbs)} DBs exited with {code}:\n{daemon.log_path.read_text()[-2000:]}"
+            )
     return out
 
 

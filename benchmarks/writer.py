@@ -25,8 +25,10 @@ if str(ROOT) not in sys.path:
 
 from tests.dbfactory import compact, make_id  # noqa: E402
 
-UPSERT = ("INSERT INTO part (id, message_id, session_id, time_created, time_updated, data) VALUES (?,?,?,?,?,?) "
-          "ON CONFLICT(id) DO UPDATE SET data = excluded.data, time_updated = excluded.time_updated")
+UPSERT = (
+    "INSERT INTO part (id, message_id, session_id, time_created, time_updated, data) VALUES (?,?,?,?,?,?) "
+    "ON CONFLICT(id) DO UPDATE SET data = excluded.data, time_updated = excluded.time_updated"
+)
 
 
 def percentile(sorted_values: list[float], pct: float) -> float:
@@ -51,10 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     sid = make_id("ses", now, descending=True)
     mid = make_id("msg", now + 1)
     conn.execute("BEGIN IMMEDIATE")
-    conn.execute("INSERT INTO session (id, project_id, slug, directory, title, version, time_created, time_updated) "
-                 "VALUES (?, 'global', 'bench-probe', '/home/user/src/other', 'streaming', '1.18.33', ?, ?)", (sid, now, now))
-    conn.execute("INSERT INTO message (id, session_id, time_created, time_updated, data) VALUES (?,?,?,?,?)",
-                 (mid, sid, now + 1, now + 1, compact({"role": "assistant", "time": {"created": now + 1}})))
+    conn.execute(
+        "INSERT INTO session (id, project_id, slug, directory, title, version, time_created, time_updated) "
+        "VALUES (?, 'global', 'bench-probe', '/home/user/src/other', 'streaming', '1.18.33', ?, ?)",
+        (sid, now, now),
+    )
+    conn.execute(
+        "INSERT INTO message (id, session_id, time_created, time_updated, data) VALUES (?,?,?,?,?)",
+        (mid, sid, now + 1, now + 1, compact({"role": "assistant", "time": {"created": now + 1}})),
+    )
     conn.execute("COMMIT")
 
     text_id, text, commits, latencies = None, "", 0, []
@@ -74,9 +81,19 @@ def main(argv: list[str] | None = None) -> int:
             if kind == "step-start":
                 data = {"type": "step-start", "snapshot": f"{rng.getrandbits(160):040x}"}
             elif kind == "tool":
-                data = {"type": "tool", "tool": "read", "callID": f"toolu_{commits}", "state": {
-                    "status": "completed", "input": {"filePath": "/x.py"}, "output": "x" * rng.randint(500, 6000),
-                    "title": "/x.py", "metadata": {}, "time": {"start": ms - 50, "end": ms}}}
+                data = {
+                    "type": "tool",
+                    "tool": "read",
+                    "callID": f"toolu_{commits}",
+                    "state": {
+                        "status": "completed",
+                        "input": {"filePath": "/x.py"},
+                        "output": "x" * rng.randint(500, 6000),
+                        "title": "/x.py",
+                        "metadata": {},
+                        "time": {"start": ms - 50, "end": ms},
+                    },
+                }
             else:
                 text_id, text = pid, ""
                 data = {"type": "text", "text": text, "time": {"start": ms}}
@@ -95,9 +112,17 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - start
     conn.close()
     latencies.sort()
-    print(json.dumps({"commits": commits, "seconds": round(elapsed, 2), "rate": round(commits / elapsed, 1),
-                      "p50_ms": round(1000 * percentile(latencies, 50), 3),
-                      "p99_ms": round(1000 * percentile(latencies, 99), 3)}))
+    print(
+        json.dumps(
+            {
+                "commits": commits,
+                "seconds": round(elapsed, 2),
+                "rate": round(commits / elapsed, 1),
+                "p50_ms": round(1000 * percentile(latencies, 50), 3),
+                "p99_ms": round(1000 * percentile(latencies, 99), 3),
+            }
+        )
+    )
     return 0
 
 

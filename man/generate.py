@@ -21,9 +21,15 @@ from watchdogd.cli import EPILOG, build_parser  # noqa: E402
 
 ENVIRONMENT = [
     ("OPENCODE_WATCHDOGD_CONFIG", "the config file, when --config is not given"),
-    ("OPENCODE_WATCHDOGD_<KEY>", "any config key, `__` for nesting (OPENCODE_WATCHDOGD_POLICY__ORPHAN_GRACE=1s); "
-                                 "overrides the file, flags override it"),
-    ("XDG_CONFIG_HOME, XDG_STATE_HOME, XDG_DATA_HOME", "where the config, the state dir and opencode's DBs are"),
+    (
+        "OPENCODE_WATCHDOGD_<KEY>",
+        "any config key, `__` for nesting (OPENCODE_WATCHDOGD_POLICY__ORPHAN_GRACE=1s); "
+        "overrides the file, flags override it",
+    ),
+    (
+        "XDG_CONFIG_HOME, XDG_STATE_HOME, XDG_DATA_HOME",
+        "where the config, the state dir and opencode's DBs are",
+    ),
     ("OPENCODE_DB", "one more opencode DB to watch, as opencode itself reads it"),
     ("NO_COLOR", "no colour in log lines, even on a terminal"),
     ("JOURNAL_STREAM", "set by systemd: when it names stderr, log lines carry syslog priorities <3>...<7>"),
@@ -46,7 +52,9 @@ def entries(pairs) -> str:
     return "\n".join(f".TP\n.B {roff(name)}\n{roff(text)}" for name, text in pairs)
 
 
-def verb_parsers(parser: argparse.ArgumentParser, prefix: str = "") -> list[tuple[str, argparse.ArgumentParser]]:
+def verb_parsers(
+    parser: argparse.ArgumentParser, prefix: str = ""
+) -> list[tuple[str, argparse.ArgumentParser]]:
     found = []
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -61,17 +69,32 @@ def page() -> str:
     parser.epilog = None  # its text goes to EXIT STATUS below
     details = [(verb, sub.epilog.replace("\n         ", " ")) for verb, sub in verb_parsers(parser)]
     parser._manpage = [
-        {"heading": "verbs: what they read and write", "content": "\n".join(
-            f".TP\n.B {roff(verb)}\n" + "\n.br\n".join(roff(line) for line in text.splitlines())
-            for verb, text in details)},
+        {
+            "heading": "verbs: what they read and write",
+            "content": "\n".join(
+                f".TP\n.B {roff(verb)}\n" + "\n.br\n".join(roff(line) for line in text.splitlines())
+                for verb, text in details
+            ),
+        },
         {"heading": "exit status", "content": roff(EPILOG.split("\n\n", 1)[1].replace("\n", " "))},
         {"heading": "environment", "content": entries(ENVIRONMENT)},
         {"heading": "files", "content": entries(FILES)},
-        {"heading": "see also", "content": roff("systemctl(1), journalctl(1), systemd.service(5), README.md")},
+        {
+            "heading": "see also",
+            "content": roff("systemctl(1), journalctl(1), systemd.service(5), README.md"),
+        },
     ]
-    return str(Manpage(parser, _data={
-        "project_name": "opencode-watchdogd", "version": __version__, "manual_title": "opencode-watchdogd manual",
-        "description": "free opencode sessions stuck busy on tool calls that never finish"}))
+    return str(
+        Manpage(
+            parser,
+            _data={
+                "project_name": "opencode-watchdogd",
+                "version": __version__,
+                "manual_title": "opencode-watchdogd manual",
+                "description": "free opencode sessions stuck busy on tool calls that never finish",
+            },
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ if _ROOT not in sys.path:
 from tests.support.fake_model import FakeModel  # noqa: E402
 from tests.support.opencode import PINNED_VERSIONS, OpencodeServer  # noqa: E402
 
-
 CLOCK_SHIM_SOURCE = Path(__file__).parent / "reliability" / "data" / "fakeclock.c"
 
 
@@ -58,7 +57,9 @@ def clock_shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
             pytest.fail(message)
         pytest.skip(message)
     out = tmp_path_factory.mktemp("clock-shim") / "fakeclock.so"
-    subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(out), str(CLOCK_SHIM_SOURCE), "-ldl"], check=True)
+    subprocess.run(
+        [compiler, "-shared", "-fPIC", "-O2", "-o", str(out), str(CLOCK_SHIM_SOURCE), "-ldl"], check=True
+    )
     return out
 
 

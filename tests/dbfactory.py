@@ -50,15 +50,18 @@ CREATE TABLE `session` (
     `model` text, `cost` real DEFAULT 0 NOT NULL, `tokens_input` integer DEFAULT 0 NOT NULL,
     `tokens_output` integer DEFAULT 0 NOT NULL, `tokens_reasoning` integer DEFAULT 0 NOT NULL,
     `tokens_cache_read` integer DEFAULT 0 NOT NULL, `tokens_cache_write` integer DEFAULT 0 NOT NULL,
-    CONSTRAINT `fk_session_project_id_project_id_fk` FOREIGN KEY (`project_id`) REFERENCES `project`(`id`) ON DELETE CASCADE);
+    CONSTRAINT `fk_session_project_id_project_id_fk`
+    FOREIGN KEY (`project_id`) REFERENCES `project`(`id`) ON DELETE CASCADE);
 CREATE TABLE `message` (
     `id` text PRIMARY KEY, `session_id` text NOT NULL, `time_created` integer NOT NULL,
     `time_updated` integer NOT NULL, `data` text NOT NULL,
-    CONSTRAINT `fk_message_session_id_session_id_fk` FOREIGN KEY (`session_id`) REFERENCES `session`(`id`) ON DELETE CASCADE);
+    CONSTRAINT `fk_message_session_id_session_id_fk`
+    FOREIGN KEY (`session_id`) REFERENCES `session`(`id`) ON DELETE CASCADE);
 CREATE TABLE `part` (
     `id` text PRIMARY KEY, `message_id` text NOT NULL, `session_id` text NOT NULL, `time_created` integer NOT NULL,
     `time_updated` integer NOT NULL, `data` text NOT NULL,
-    CONSTRAINT `fk_part_message_id_message_id_fk` FOREIGN KEY (`message_id`) REFERENCES `message`(`id`) ON DELETE CASCADE);
+    CONSTRAINT `fk_part_message_id_message_id_fk`
+    FOREIGN KEY (`message_id`) REFERENCES `message`(`id`) ON DELETE CASCADE);
 CREATE INDEX `part_session_idx` ON `part` (`session_id`);
 CREATE INDEX `session_project_idx` ON `session` (`project_id`);
 CREATE INDEX `session_parent_idx` ON `session` (`parent_id`);
@@ -67,12 +70,16 @@ CREATE INDEX `part_message_id_id_idx` ON `part` (`message_id`,`id`);
 """
 
 QUESTION_INPUT = {
-    "questions": [{
-        "question": "Which colour should the widget be?",
-        "header": "Colour",
-        "options": [{"label": "Red", "description": "A red widget"},
-                    {"label": "Blue", "description": "A blue widget"}],
-    }]
+    "questions": [
+        {
+            "question": "Which colour should the widget be?",
+            "header": "Colour",
+            "options": [
+                {"label": "Red", "description": "A red widget"},
+                {"label": "Blue", "description": "A blue widget"},
+            ],
+        }
+    ]
 }
 
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -80,6 +87,7 @@ _serial = itertools.count(1)
 
 
 # -- ids and JSON ---------------------------------------------------------------------------------
+
 
 def compact(value: Any) -> str:
     """JSON as opencode stores it (JSON.stringify: no spaces, unicode kept)."""
@@ -130,6 +138,7 @@ def new_call_id() -> str:
 
 # -- the DB -----------------------------------------------------------------------------------------
 
+
 def schema_path(version: str) -> Path:
     return DATA_DIR / f"opencode-{version}.schema.sql"
 
@@ -167,8 +176,11 @@ def make_db(path: Path | str, version: str = "1.15.3", *, sql: str | None = None
         assert conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
         conn.executescript(sql if sql is not None else schema_sql(version))
         stamp = now_ms()
-        conn.execute("INSERT INTO project (id, worktree, vcs, time_created, time_updated, sandboxes)"
-                     " VALUES ('global', '/', NULL, ?, ?, '[]')", (stamp, stamp))
+        conn.execute(
+            "INSERT INTO project (id, worktree, vcs, time_created, time_updated, sandboxes)"
+            " VALUES ('global', '/', NULL, ?, ?, '[]')",
+            (stamp, stamp),
+        )
         conn.commit()
     finally:
         conn.close()
@@ -187,37 +199,73 @@ def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
 
 # -- rows -----------------------------------------------------------------------------------------
 
-def add_session(db, sid: str | None = None, *, parent_id: str | None = None, directory: str = DEFAULT_DIRECTORY,
-                title: str = "Fake session title", created_ms: int | None = None, agent: str = "build",
-                project_id: str = "global") -> str:
+
+def add_session(
+    db,
+    sid: str | None = None,
+    *,
+    parent_id: str | None = None,
+    directory: str = DEFAULT_DIRECTORY,
+    title: str = "Fake session title",
+    created_ms: int | None = None,
+    agent: str = "build",
+    project_id: str = "global",
+) -> str:
     created = now_ms() if created_ms is None else created_ms
     sid = sid or session_id(created)
     with connection(db) as conn:
-        row = {"id": sid, "project_id": project_id, "parent_id": parent_id, "slug": "tidy-cactus",
-               "directory": directory, "title": title, "version": db_version(conn),
-               "time_created": created, "time_updated": created}
-        optional = {"path": directory.lstrip("/"), "agent": agent,
-                    "model": compact({"id": "m", "providerID": "fake", "variant": "default"}),
-                    "summary_additions": 0, "summary_deletions": 0, "summary_files": 0}
+        row = {
+            "id": sid,
+            "project_id": project_id,
+            "parent_id": parent_id,
+            "slug": "tidy-cactus",
+            "directory": directory,
+            "title": title,
+            "version": db_version(conn),
+            "time_created": created,
+            "time_updated": created,
+        }
+        optional = {
+            "path": directory.lstrip("/"),
+            "agent": agent,
+            "model": compact({"id": "m", "providerID": "fake", "variant": "default"}),
+            "summary_additions": 0,
+            "summary_deletions": 0,
+            "summary_files": 0,
+        }
         columns = _columns(conn, "session")
         row.update({k: v for k, v in optional.items() if k in columns})
-        conn.execute(f"INSERT INTO session ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
+        conn.execute(
+            f"INSERT INTO session ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+            tuple(row.values()),
+        )
     return sid
 
 
 def user_message_data(created: int, agent: str = "build") -> dict[str, Any]:
-    return {"role": "user", "time": {"created": created}, "agent": agent,
-            "model": {"providerID": "fake", "modelID": "m"}}
+    return {
+        "role": "user",
+        "time": {"created": created},
+        "agent": agent,
+        "model": {"providerID": "fake", "modelID": "m"},
+    }
 
 
-def assistant_message_data(created: int, parent_id: str | None, directory: str = DEFAULT_DIRECTORY,
-                           completed: bool = False) -> dict[str, Any]:
+def assistant_message_data(
+    created: int, parent_id: str | None, directory: str = DEFAULT_DIRECTORY, completed: bool = False
+) -> dict[str, Any]:
     """The assistant message of reference §2: no `finish` and no `time.completed` while it runs."""
     data: dict[str, Any] = {
-        "parentID": parent_id or message_id(created - 1), "role": "assistant", "mode": "build", "agent": "build",
-        "path": {"cwd": directory, "root": "/"}, "cost": 0,
+        "parentID": parent_id or message_id(created - 1),
+        "role": "assistant",
+        "mode": "build",
+        "agent": "build",
+        "path": {"cwd": directory, "root": "/"},
+        "cost": 0,
         "tokens": {"input": 0, "output": 0, "reasoning": 0, "cache": {"read": 0, "write": 0}},
-        "modelID": "m", "providerID": "fake", "time": {"created": created},
+        "modelID": "m",
+        "providerID": "fake",
+        "time": {"created": created},
     }
     if completed:
         data["time"]["completed"] = created + 500
@@ -225,29 +273,58 @@ def assistant_message_data(created: int, parent_id: str | None, directory: str =
     return data
 
 
-def add_message(db, session: str, *, role: str = "assistant", completed: bool = False, created_ms: int | None = None,
-                parent_id: str | None = None, mid: str | None = None, data: dict | str | None = None,
-                directory: str = DEFAULT_DIRECTORY) -> str:
+def add_message(
+    db,
+    session: str,
+    *,
+    role: str = "assistant",
+    completed: bool = False,
+    created_ms: int | None = None,
+    parent_id: str | None = None,
+    mid: str | None = None,
+    data: dict | str | None = None,
+    directory: str = DEFAULT_DIRECTORY,
+) -> str:
     created = now_ms() if created_ms is None else created_ms
     mid = mid or message_id(created)
     if data is None:
-        data = (user_message_data(created) if role == "user"
-                else assistant_message_data(created, parent_id, directory, completed))
+        data = (
+            user_message_data(created)
+            if role == "user"
+            else assistant_message_data(created, parent_id, directory, completed)
+        )
     text = data if isinstance(data, str) else compact(data)
     with connection(db) as conn:
-        conn.execute("INSERT INTO message (id, session_id, time_created, time_updated, data) VALUES (?,?,?,?,?)",
-                     (mid, session, created, created + 2, text))
+        conn.execute(
+            "INSERT INTO message (id, session_id, time_created, time_updated, data) VALUES (?,?,?,?,?)",
+            (mid, session, created, created + 2, text),
+        )
     return mid
 
 
-def tool_state(tool: str, status: str, start_ms: int | None, *, raw: bool, input: dict | None = None,
-               child_session_id: str | None = None, parent_session_id: str | None = None,
-               output: str = "done", error: str = "Tool execution aborted") -> dict[str, Any]:
+def tool_state(
+    tool: str,
+    status: str,
+    start_ms: int | None,
+    *,
+    raw: bool,
+    input: dict | None = None,
+    child_session_id: str | None = None,
+    parent_session_id: str | None = None,
+    output: str = "done",
+    error: str = "Tool execution aborted",
+) -> dict[str, Any]:
     """`state` of a tool part as opencode writes it for each status."""
     if input is None:
-        input = (QUESTION_INPUT if tool == "question" else
-                 {"description": "ask the colour", "prompt": "Ask the user.", "subagent_type": "general"} if tool == "task"
-                 else {"command": "sleep 1000", "description": "wait"} if tool == "bash" else {})
+        input = (
+            QUESTION_INPUT
+            if tool == "question"
+            else {"description": "ask the colour", "prompt": "Ask the user.", "subagent_type": "general"}
+            if tool == "task"
+            else {"command": "sleep 1000", "description": "wait"}
+            if tool == "bash"
+            else {}
+        )
     start = now_ms() if start_ms is None else start_ms
     if status == "pending":
         return {"status": "pending", "input": {}, "raw": ""}
@@ -255,8 +332,11 @@ def tool_state(tool: str, status: str, start_ms: int | None, *, raw: bool, input
         state: dict[str, Any] = {}
         if tool == "task":
             state["title"] = input.get("description", "task")
-            state["metadata"] = {"parentSessionId": parent_session_id, "sessionId": child_session_id,
-                                 "model": {"modelID": "m", "providerID": "fake"}}
+            state["metadata"] = {
+                "parentSessionId": parent_session_id,
+                "sessionId": child_session_id,
+                "model": {"modelID": "m", "providerID": "fake"},
+            }
         elif child_session_id is not None:
             state["metadata"] = {"sessionId": child_session_id}
         state["status"] = "running"
@@ -266,17 +346,40 @@ def tool_state(tool: str, status: str, start_ms: int | None, *, raw: bool, input
         state["time"] = {"start": start}
         return state
     if status == "completed":
-        return {"status": "completed", "input": input, "output": output, "title": "", "metadata": {"truncated": False},
-                "time": {"start": start, "end": start + 100}}
+        return {
+            "status": "completed",
+            "input": input,
+            "output": output,
+            "title": "",
+            "metadata": {"truncated": False},
+            "time": {"start": start, "end": start + 100},
+        }
     if status == "error":
-        return {"status": "error", "input": input, "error": error, "time": {"start": start, "end": start + 100}}
+        return {
+            "status": "error",
+            "input": input,
+            "error": error,
+            "time": {"start": start, "end": start + 100},
+        }
     raise ValueError(f"unknown tool status {status!r}")
 
 
-def add_tool_part(db, session: str, message: str, tool: str = "question", status: str = "running", *,
-                  start_ms: int | None = None, call_id: str | None = None, child_session_id: str | None = None,
-                  raw: bool | None = None, created_ms: int | None = None, pid: str | None = None,
-                  input: dict | None = None, data: dict | str | None = None) -> str:
+def add_tool_part(
+    db,
+    session: str,
+    message: str,
+    tool: str = "question",
+    status: str = "running",
+    *,
+    start_ms: int | None = None,
+    call_id: str | None = None,
+    child_session_id: str | None = None,
+    raw: bool | None = None,
+    created_ms: int | None = None,
+    pid: str | None = None,
+    input: dict | None = None,
+    data: dict | str | None = None,
+) -> str:
     """A tool part; `raw=None` writes `"raw":""` as the DB's release does (1.14/1.15 only).
 
     Without `created_ms` the row is created 12 ms before `start_ms`, as opencode does.
@@ -288,23 +391,41 @@ def add_tool_part(db, session: str, message: str, tool: str = "question", status
         if raw is None:
             raw = db_version(conn) == "1.15.3"
         if data is None:
-            state = tool_state(tool, status, start, raw=raw, input=input, child_session_id=child_session_id,
-                               parent_session_id=session)
+            state = tool_state(
+                tool,
+                status,
+                start,
+                raw=raw,
+                input=input,
+                child_session_id=child_session_id,
+                parent_session_id=session,
+            )
             data = {"type": "tool", "tool": tool, "callID": call_id or new_call_id(), "state": state}
         text = data if isinstance(data, str) else compact(data)
-        conn.execute("INSERT INTO part (id, message_id, session_id, time_created, time_updated, data) VALUES (?,?,?,?,?,?)",
-                     (pid, message, session, created, created + 1, text))
+        conn.execute(
+            "INSERT INTO part (id, message_id, session_id, time_created, time_updated, data) VALUES (?,?,?,?,?,?)",
+            (pid, message, session, created, created + 1, text),
+        )
     return pid
 
 
-def add_text_part(db, session: str, message: str, text: str = "Please ask me. SCRIPT:question", *,
-                  created_ms: int | None = None, pid: str | None = None) -> str:
+def add_text_part(
+    db,
+    session: str,
+    message: str,
+    text: str = "Please ask me. SCRIPT:question",
+    *,
+    created_ms: int | None = None,
+    pid: str | None = None,
+) -> str:
     created = now_ms() if created_ms is None else created_ms
     pid = pid or part_id(created)
     data = {"type": "text", "text": text, "time": {"start": created, "end": created}}
     with connection(db) as conn:
-        conn.execute("INSERT INTO part (id, message_id, session_id, time_created, time_updated, data) VALUES (?,?,?,?,?,?)",
-                     (pid, message, session, created, created, compact(data)))
+        conn.execute(
+            "INSERT INTO part (id, message_id, session_id, time_created, time_updated, data) VALUES (?,?,?,?,?,?)",
+            (pid, message, session, created, created, compact(data)),
+        )
     return pid
 
 
@@ -312,8 +433,10 @@ def add_step_start(db, session: str, message: str, *, created_ms: int | None = N
     created = now_ms() if created_ms is None else created_ms
     pid = part_id(created)
     with connection(db) as conn:
-        conn.execute("INSERT INTO part (id, message_id, session_id, time_created, time_updated, data) VALUES (?,?,?,?,?,?)",
-                     (pid, message, session, created, created, compact({"type": "step-start"})))
+        conn.execute(
+            "INSERT INTO part (id, message_id, session_id, time_created, time_updated, data) VALUES (?,?,?,?,?,?)",
+            (pid, message, session, created, created, compact({"type": "step-start"})),
+        )
     return pid
 
 
@@ -327,23 +450,36 @@ class Stuck:
     start_ms: int
 
 
-def stuck_question(db, age_s: float = 7200, *, tool: str = "question", status: str = "running",
-                   directory: str = DEFAULT_DIRECTORY, session: str | None = None, start_ms: int | None = None,
-                   child_session_id: str | None = None) -> Stuck:
+def stuck_question(
+    db,
+    age_s: float = 7200,
+    *,
+    tool: str = "question",
+    status: str = "running",
+    directory: str = DEFAULT_DIRECTORY,
+    session: str | None = None,
+    start_ms: int | None = None,
+    child_session_id: str | None = None,
+) -> Stuck:
     """The whole stuck state of reference §2: a session, the user's prompt, and an assistant message
     (no time.completed) whose `question` part has been `running` for `age_s` seconds."""
     start = start_ms if start_ms is not None else now_ms() - int(age_s * 1000)
     sid = session or add_session(db, directory=directory, created_ms=start - 400)
     user = add_message(db, sid, role="user", created_ms=start - 300)
     add_text_part(db, sid, user, created_ms=start - 299)
-    assistant = add_message(db, sid, role="assistant", created_ms=start - 100, parent_id=user, directory=directory)
+    assistant = add_message(
+        db, sid, role="assistant", created_ms=start - 100, parent_id=user, directory=directory
+    )
     add_step_start(db, sid, assistant, created_ms=start - 50)
     cid = new_call_id()
-    pid = add_tool_part(db, sid, assistant, tool, status, start_ms=start, call_id=cid, child_session_id=child_session_id)
+    pid = add_tool_part(
+        db, sid, assistant, tool, status, start_ms=start, call_id=cid, child_session_id=child_session_id
+    )
     return Stuck(sid, user, assistant, pid, cid, start)
 
 
 # -- reading back -------------------------------------------------------------------------------------
+
 
 def read_row(db, table: str, row_id: str) -> dict[str, Any] | None:
     assert table in ("session", "message", "part")
@@ -394,11 +530,15 @@ sys.stdin.read()
 
 
 @contextlib.contextmanager
-def holder_process(db: Path | str, hold: str = "open", argv0: str | None = None) -> Iterator[subprocess.Popen[str]]:
+def holder_process(
+    db: Path | str, hold: str = "open", argv0: str | None = None
+) -> Iterator[subprocess.Popen[str]]:
     """Another process with the DB open, like an opencode server: `open` (a connection after one read),
     `read` (a read transaction left open) or `write` (the write lock held). Ends when the block exits."""
     args = [argv0 or sys.executable, "-c", _HOLDER_CODE, str(db), hold]
-    proc = subprocess.Popen(args, executable=sys.executable, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        args, executable=sys.executable, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         line = proc.stdout.readline()
         if line.strip() != "ready":

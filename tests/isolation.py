@@ -10,9 +10,12 @@ import pytest
 XDG = ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME", "XDG_RUNTIME_DIR")
 
 
-def private_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, drop_prefix: str = "OPENCODE_WATCHDOGD_",
-                drop: tuple[str, ...] = ("OPENCODE_DB", "NOTIFY_SOCKET", "JOURNAL_STREAM", "DBUS_SESSION_BUS_ADDRESS"),
-                ) -> dict[str, Path]:
+def private_env(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    drop_prefix: str = "OPENCODE_WATCHDOGD_",
+    drop: tuple[str, ...] = ("OPENCODE_DB", "NOTIFY_SOCKET", "JOURNAL_STREAM", "DBUS_SESSION_BUS_ADDRESS"),
+) -> dict[str, Path]:
     for name in list(os.environ):
         if name.startswith(drop_prefix) or name in drop:
             monkeypatch.delenv(name)

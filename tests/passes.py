@@ -17,11 +17,23 @@ from watchdogd.pipeline import PassContext, PassOptions, run_pass
 from watchdogd.watched import WatchedDBs
 
 
-def context(settings: Settings, journal: Journal, holders: list[Holder] | None = None, live=None,
-            now: datetime | None = None, **more) -> PassContext:
+def context(
+    settings: Settings,
+    journal: Journal,
+    holders: list[Holder] | None = None,
+    live=None,
+    now: datetime | None = None,
+    **more,
+) -> PassContext:
     at = now or datetime.now(UTC)
-    return PassContext(settings, journal, holders=lambda paths: {p: list(holders or []) for p in paths},
-                       live=lambda: live, now=lambda: at, **more)
+    return PassContext(
+        settings,
+        journal,
+        holders=lambda paths: {p: list(holders or []) for p in paths},
+        live=lambda: live,
+        now=lambda: at,
+        **more,
+    )
 
 
 def open_dbs(db: Path, settings: Settings) -> WatchedDBs:
@@ -30,18 +42,36 @@ def open_dbs(db: Path, settings: Settings) -> WatchedDBs:
     return dbs
 
 
-def one_pass(db: Path, journal: Journal, settings: Settings, holders: list[Holder] | None = None, live=None,
-             now: datetime | None = None, *, act: bool = True, dry_run: bool = False, **more) -> PassResult:
+def one_pass(
+    db: Path,
+    journal: Journal,
+    settings: Settings,
+    holders: list[Holder] | None = None,
+    live=None,
+    now: datetime | None = None,
+    *,
+    act: bool = True,
+    dry_run: bool = False,
+    **more,
+) -> PassResult:
     """A `reap` pass (or with act=False a `scan` pass) over one DB, as the CLI runs it."""
     dbs = open_dbs(db, settings)
     try:
-        return run_pass(context(settings, journal, holders, live, now, **more), dbs, PassOptions(act, dry_run))
+        return run_pass(
+            context(settings, journal, holders, live, now, **more), dbs, PassOptions(act, dry_run)
+        )
     finally:
         dbs.close()
 
 
-def look(db: Path, journal: Journal, settings: Settings, holders: list[Holder] | None = None, live=None,
-         now: datetime | None = None) -> tuple[DBReport, OpencodeStore]:
+def look(
+    db: Path,
+    journal: Journal,
+    settings: Settings,
+    holders: list[Holder] | None = None,
+    live=None,
+    now: datetime | None = None,
+) -> tuple[DBReport, OpencodeStore]:
     """A `scan` pass over one DB; its store stays open (close it) for a test that acts on the report."""
     dbs = open_dbs(db, settings)
     run_pass(context(settings, journal, holders, live, now), dbs, PassOptions(act=False))

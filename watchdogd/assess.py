@@ -56,8 +56,9 @@ def with_sessions(candidates: list[Candidate], sessions: dict[str, SessionInfo])
     return out
 
 
-def gather(candidates: list[Candidate], holders: list[Holder], live: LiveEvidence | None,
-           store: OpencodeStore) -> dict[str, Evidence]:
+def gather(
+    candidates: list[Candidate], holders: list[Holder], live: LiveEvidence | None, store: OpencodeStore
+) -> dict[str, Evidence]:
     """Ownership (holders, then live servers), subagent state and queued prompts for each candidate."""
     out: dict[str, Evidence] = {}
     for cand in candidates:
@@ -96,8 +97,15 @@ def _epoch(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
-def judge(report: DBReport, candidates: list[Candidate], evidence: dict[str, Evidence], seen: SightingTimes,
-          sessions: dict[str, SessionInfo], policy: PolicyConfig, now: datetime) -> list[Assessment]:
+def judge(
+    report: DBReport,
+    candidates: list[Candidate],
+    evidence: dict[str, Evidence],
+    seen: SightingTimes,
+    sessions: dict[str, SessionInfo],
+    policy: PolicyConfig,
+    now: datetime,
+) -> list[Assessment]:
     """Verdicts, then plans, for one DB's candidates (pure). Subagents first: a `task` part's fate
     depends on how its child session is doing."""
 
@@ -106,8 +114,15 @@ def judge(report: DBReport, candidates: list[Candidate], evidence: dict[str, Evi
         sighting = Sighting(_epoch(first), _epoch(owner_seen))
         found = evidence[cand.part_id]
         verdict = evaluate(cand, found.ownership, sighting, policy, now, child)
-        return Assessment(cand, found.ownership, verdict, sighting, sessions.get(cand.session_id), found.queued,
-                          found.child_at_work)
+        return Assessment(
+            cand,
+            found.ownership,
+            verdict,
+            sighting,
+            sessions.get(cand.session_id),
+            found.queued,
+            found.child_at_work,
+        )
 
     judged = {c.part_id: one(c) for c in candidates if not c.child_session_id}
     by_session: dict[str, list[Verdict]] = {}
@@ -115,7 +130,9 @@ def judge(report: DBReport, candidates: list[Candidate], evidence: dict[str, Evi
         by_session.setdefault(item.candidate.session_id, []).append(item.verdict)
     for cand in candidates:
         if cand.child_session_id:
-            child = classify_child(by_session.get(cand.child_session_id, []), evidence[cand.part_id].child_busy)
+            child = classify_child(
+                by_session.get(cand.child_session_id, []), evidence[cand.part_id].child_busy
+            )
             judged[cand.part_id] = one(cand, child)
     items = [judged[c.part_id] for c in candidates]
     report.assessments = items  # the plan of one candidate may depend on its siblings (a working subagent)

@@ -22,8 +22,9 @@ def db_size(db: Path) -> int:
     return sum(os.path.getsize(p) for p in (db, Path(f"{db}-wal")) if p.exists())
 
 
-def take_backup(settings: Settings, db: Path, source: sqlite3.Connection,
-                journal: Journal | None = None) -> tuple[Path | None, str]:
+def take_backup(
+    settings: Settings, db: Path, source: sqlite3.Connection, journal: Journal | None = None
+) -> tuple[Path | None, str]:
     """(path, why): the copy made, or None and the reason none was made.
 
     The SQLite online backup API copies a consistent snapshot page by page, so a copy never
@@ -36,7 +37,10 @@ def take_backup(settings: Settings, db: Path, source: sqlite3.Connection,
     if settings.backup.keep == 0:
         return None, "backups disabled (backup.keep = 0)"
     if size > limit:
-        return None, f"DB is {size // 1048576} MiB, over backup.max_db_size ({limit // 1048576} MiB): row before-images only"
+        return (
+            None,
+            f"DB is {size // 1048576} MiB, over backup.max_db_size ({limit // 1048576} MiB): row before-images only",
+        )
     folder = backup_dir(settings, db)
     private_dir(folder.parent, "backup dir")  # state_dir/backups: 0700, ours, never a symlink
     private_dir(folder, "backup dir")

@@ -20,8 +20,17 @@ from watchdogd.log import effective_level, setup_logging
 from watchdogd.opencode.endpoints import warn_shared_password_files
 from watchdogd.opencode.store import special_file_kind
 
-VERBS = {"run": run_cmd, "scan": scan, "reap": reap, "undo": undo, "history": history, "status": status,
-         "config": config_cmd, "service": service, "completion": completion}
+VERBS = {
+    "run": run_cmd,
+    "scan": scan,
+    "reap": reap,
+    "undo": undo,
+    "history": history,
+    "status": status,
+    "config": config_cmd,
+    "service": service,
+    "completion": completion,
+}
 NESTED = {"config": {"check", "show"}, "service": {"install", "uninstall", "show"}}
 NEEDS_EXISTING_DB = {"scan", "reap"}  # `run` and `service` may name a DB opencode has not created yet
 
@@ -37,8 +46,12 @@ I/O error (one line on stderr, no traceback). A verb whose reader goes away
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     description="Frees opencode sessions stuck busy on tool calls that never finish.")
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Frees opencode sessions stuck busy on tool calls that never finish.",
+    )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     subparsers = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     opts = build_options()
@@ -63,10 +76,10 @@ def misplaced_options(argv: list[str]) -> str | None:
     at = next((i for i, word in enumerate(argv) if word in VERBS), None)
     if at is None:
         return None
-    verb = argv[at:at + 1]
+    verb = argv[at : at + 1]
     if at + 1 < len(argv) and argv[at + 1] in NESTED.get(argv[at], ()):
-        verb = argv[at:at + 2]
-    rest = argv[:at] + argv[at + len(verb):]
+        verb = argv[at : at + 2]
+    rest = argv[:at] + argv[at + len(verb) :]
     if not _parses(verb + rest):  # e.g. `--db X history`: history takes no --db
         return f"options go after the verb, and only those it takes: see `{PROG} {' '.join(verb)} --help`"
     return f"options go after the verb: {PROG} {shlex.join(verb + rest)}"
@@ -135,7 +148,9 @@ def _main(argv: list[str]) -> int:
     args.flags_used = ["--" + key.replace("_", "-") for key in overrides(args)]
     # One-shot verbs print their result on stdout; their log shows warnings and errors unless -v.
     one_shot = 0 if args.verb == "run" else 1
-    level = effective_level(settings.log_level, getattr(args, "verbose", 0), getattr(args, "quiet", 0) + one_shot)
+    level = effective_level(
+        settings.log_level, getattr(args, "verbose", 0), getattr(args, "quiet", 0) + one_shot
+    )
     setup_logging(level, settings.log_format)
     warn_shared_password_files(settings.servers)
     try:

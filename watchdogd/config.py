@@ -46,6 +46,7 @@ Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(dur
 
 def _within(low: float, high: float, never: bool = False) -> AfterValidator:
     """A duration bound: finite and in [low, high] ("never" too when `never`), else one line with the range."""
+
     def check(seconds: float) -> float:
         if never and seconds == math.inf:
             return seconds
@@ -54,6 +55,7 @@ def _within(low: float, high: float, never: bool = False) -> AfterValidator:
             accepted = f"from {duration_text(low)} to {duration_text(high)}" + (", or never" if never else "")
             raise ValueError(f"{shown} is out of range (accepted: {accepted})")
         return seconds
+
     return AfterValidator(check)
 
 
@@ -83,7 +85,7 @@ class ListenAddress:
 
 
 def parse_listen(value: str) -> ListenAddress:
-    """"127.0.0.1:9464", "[::1]:9464", "localhost:9464" or "0.0.0.0:9464"; raise ValueError in one line."""
+    """ "127.0.0.1:9464", "[::1]:9464", "localhost:9464" or "0.0.0.0:9464"; raise ValueError in one line."""
     host, sep, port = value.rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
@@ -125,7 +127,12 @@ def _check_tool_patterns(tools: dict[str, float]) -> dict[str, float]:
 
 
 # A person may still answer a question; MCP tools (`<server>_<tool>`) and bash have their own timeouts.
-DEFAULT_TOOL_THRESHOLDS: dict[str, float] = {"question": 7200.0, "task": 7200.0, "bash": 3600.0, "*_*": 1800.0}
+DEFAULT_TOOL_THRESHOLDS: dict[str, float] = {
+    "question": 7200.0,
+    "task": 7200.0,
+    "bash": 3600.0,
+    "*_*": 1800.0,
+}
 
 
 class Strict(BaseModel):
@@ -189,8 +196,10 @@ class ServerConfig(Strict):
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"server url must start with http:// or https://: {url!r}")
         if "@" in url.split("://", 1)[1].split("/", 1)[0]:  # never echo it: it holds a password
-            raise ValueError("server url must not carry credentials (user:password@host): they would show in logs "
-                             "and `config show`; use username and password_file")
+            raise ValueError(
+                "server url must not carry credentials (user:password@host): they would show in logs "
+                "and `config show`; use username and password_file"
+            )
         return url.rstrip("/")
 
 
@@ -242,8 +251,10 @@ class MetricsConfig(Strict):
     def _listen(cls, value: str | None, info: ValidationInfo) -> str | None:
         # allow_remote is declared first, so it is already validated here.
         if value is not None and not parse_listen(value).loopback and not info.data.get("allow_remote"):
-            raise ValueError(f"{value!r} is not a loopback address; set metrics.allow_remote = true to serve "
-                             "metrics to the network")
+            raise ValueError(
+                f"{value!r} is not a loopback address; set metrics.allow_remote = true to serve "
+                "metrics to the network"
+            )
         return value
 
     @field_validator("textfile")
@@ -253,11 +264,15 @@ class MetricsConfig(Strict):
             return None
         path = path.expanduser()
         if path.suffix != ".prom":
-            raise ValueError(f"{path}: must end in .prom (node_exporter's textfile collector reads only *.prom)")
+            raise ValueError(
+                f"{path}: must end in .prom (node_exporter's textfile collector reads only *.prom)"
+            )
         if not path.parent.is_dir():
             raise ValueError(f"{path.parent}: directory does not exist")
         if not _can_create_in(path.parent):
-            raise ValueError(f"{path.parent}: directory is not writable (the file is replaced atomically in it)")
+            raise ValueError(
+                f"{path.parent}: directory is not writable (the file is replaced atomically in it)"
+            )
         return path
 
 
@@ -286,9 +301,12 @@ class Settings(BaseSettings):
     @field_validator("state_dir", mode="before")
     @classmethod
     def _not_empty(cls, value: Any) -> Any:
-        # Path("") is ".": an empty value would silently mean the current directory (under the user unit, $HOME).
+        # Path("") is ".": an empty value would silently mean the current directory (under the user unit,
+        # $HOME).
         if isinstance(value, str) and not value.strip():
-            raise ValueError("must not be empty: give an absolute path (e.g. ~/.local/state/opencode-watchdogd)")
+            raise ValueError(
+                "must not be empty: give an absolute path (e.g. ~/.local/state/opencode-watchdogd)"
+            )
         return value
 
     @field_validator("state_dir")
@@ -296,8 +314,10 @@ class Settings(BaseSettings):
     def _expand(cls, path: Path) -> Path:
         path = path.expanduser()
         if not path.is_absolute():
-            raise ValueError(f"must be an absolute path, not {str(path)!r} (relative paths depend on the "
-                             "directory the command starts in)")
+            raise ValueError(
+                f"must be an absolute path, not {str(path)!r} (relative paths depend on the "
+                "directory the command starts in)"
+            )
         return path
 
     @classmethod
@@ -324,7 +344,9 @@ def _read_config_file(path: Path) -> bytes:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file (a FIFO, device or socket)"
+            kind = (
+                "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file (a FIFO, device or socket)"
+            )
             raise ConfigError(f"{path}: cannot read config file: it is {kind}")
         if st.st_size > MAX_CONFIG_BYTES:
             raise ConfigError(f"{path}: config file is {st.st_size} bytes, over the 1 MiB limit")
@@ -337,8 +359,10 @@ def _read_config_file(path: Path) -> bytes:
 
 
 # Keys whose environment value is a JSON array (every other nested key takes a JSON object).
-_ENV_ARRAYS = {"SERVERS": '\'[{"url": "http://127.0.0.1:4096", "password_file": "/path"}]\'',
-               "WATCH__DATABASES": '\'["/home/me/.local/share/opencode/opencode.db"]\''}
+_ENV_ARRAYS = {
+    "SERVERS": '\'[{"url": "http://127.0.0.1:4096", "password_file": "/path"}]\'',
+    "WATCH__DATABASES": "'[\"/home/me/.local/share/opencode/opencode.db\"]'",
+}
 
 
 def _env_json_problem(error: str) -> str:
@@ -357,9 +381,11 @@ def _env_json_problem(error: str) -> str:
         tail = upper.removeprefix(ENV_PREFIX)
         if tail in _ENV_ARRAYS:
             return f"env {name}: not valid JSON; it takes a JSON array, e.g. {name}={_ENV_ARRAYS[tail]}"
-        example = "{\"orphan_grace\": \"1m\"}" if tail == "POLICY" else "{\"key\": \"value\"}"
-        return (f"env {name}: not valid JSON; it takes a JSON object, e.g. {name}='{example}', or set one key "
-                f"per variable: {name}__<KEY>=value")
+        example = '{"orphan_grace": "1m"}' if tail == "POLICY" else '{"key": "value"}'
+        return (
+            f"env {name}: not valid JSON; it takes a JSON object, e.g. {name}='{example}', or set one key "
+            f"per variable: {name}__<KEY>=value"
+        )
     return f"env {prefix}…: not valid JSON ({error})"
 
 
@@ -391,7 +417,9 @@ def sources_in_effect(explicit: Path | None, used: Path | None, flags: list[str]
     return out
 
 
-def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> tuple[Settings, Path | None]:
+def load_config(
+    path: Path | None = None, overrides: dict[str, Any] | None = None
+) -> tuple[Settings, Path | None]:
     """Load, merge and validate; raise ConfigError with one line naming the file, key and problem."""
     config_path, required = resolve_config_path(path)
     toml_data: dict[str, Any] = {}
@@ -402,13 +430,17 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
         except FileNotFoundError:
             raise ConfigError(f"{config_path}: config file not found") from None
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{config_path}: cannot read config file: {getattr(exc, 'strerror', None) or exc}") from None
+            raise ConfigError(
+                f"{config_path}: cannot read config file: {getattr(exc, 'strerror', None) or exc}"
+            ) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{config_path}: not valid TOML: {exc}") from None
         used_path = config_path
     settings_cls: type[Settings] = Settings
     if used_path is not None:
-        settings_cls = type("FileSettings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": used_path}})
+        settings_cls = type(
+            "FileSettings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": used_path}}
+        )
     try:
         return settings_cls(**(overrides or {})), used_path
     except SettingsError as exc:  # an env value of a nested key that is not JSON
@@ -417,7 +449,9 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
         raise ConfigError(_one_line(exc, toml_data, used_path, set(overrides or ()))) from None
 
 
-def _one_line(exc: ValidationError, toml_data: dict[str, Any], path: Path | None, flags: set[str] = frozenset()) -> str:
+def _one_line(
+    exc: ValidationError, toml_data: dict[str, Any], path: Path | None, flags: set[str] = frozenset()
+) -> str:
     error = exc.errors()[0]
     loc = [str(part) for part in error["loc"]]
     key = ".".join(loc)

@@ -60,11 +60,19 @@ def _lock_state_dir(state_dir: Path) -> StateLock:
 
 
 class Daemon:
-    def __init__(self, settings: Settings, config_path: Path | None, db_args: list[Path] | None, overrides: dict,
-                 config_used: Path | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        config_path: Path | None,
+        db_args: list[Path] | None,
+        overrides: dict,
+        config_used: Path | None = None,
+    ):
         self.settings = settings
         self.config_path = config_path  # as given on the command line: reloads resolve it again
-        self.config_used = config_used  # the file in effect (from --config, $OPENCODE_WATCHDOGD_CONFIG or the default)
+        self.config_used = (
+            config_used  # the file in effect (from --config, $OPENCODE_WATCHDOGD_CONFIG or the default)
+        )
         self.db_args = db_args
         self.overrides = overrides
         self.log = structlog.get_logger("watchdogd")
@@ -102,8 +110,13 @@ class Daemon:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=UTC,
         )
-        self.scheduler.add_job(self.run_pass, "interval", seconds=self.settings.watch.poll_interval, id=PASS_JOB,
-                               next_run_time=datetime.now(UTC))
+        self.scheduler.add_job(
+            self.run_pass,
+            "interval",
+            seconds=self.settings.watch.poll_interval,
+            id=PASS_JOB,
+            next_run_time=datetime.now(UTC),
+        )
         self.watcher = DBWatcher(self._on_file_event)
         try:
             self.startup()
@@ -118,12 +131,20 @@ class Daemon:
         signal.signal(signal.SIGHUP, self._on_hup)
         self._reasons.add("start")
         waiting = self._sync_dbs()
-        self.log.info("starting", version=__version__, pid=os.getpid(), databases=[str(p) for p in self.dbs],
-                      config=str(self.config_used) if self.config_used else "none (defaults and environment)")
+        self.log.info(
+            "starting",
+            version=__version__,
+            pid=os.getpid(),
+            databases=[str(p) for p in self.dbs],
+            config=str(self.config_used) if self.config_used else "none (defaults and environment)",
+        )
         missing = [str(p) for p, w in self.dbs.items() if w.ident is None]
         if missing:  # once, at start: found by file events on the nearest existing directory, not by the poll
-            self.log.info("waiting for databases to appear", databases=missing,
-                          watching=sorted({str(folder) for folder in waiting.values()}) or None)
+            self.log.info(
+                "waiting for databases to appear",
+                databases=missing,
+                watching=sorted({str(folder) for folder in waiting.values()}) or None,
+            )
         self.scheduler.start()
         # READY=1 only after the first pass (or a stop request during it).
         while not self._first_pass_done.wait(timeout=0.2) and not self._stop.is_set():
@@ -139,9 +160,15 @@ class Daemon:
         if missing:
             parts.append(f"waiting for {len(missing)} to appear")
         deadline = self._deadline.isoformat(timespec="seconds") if self._deadline else "none"
-        parts.append(f"next deadline {deadline}; polling every {format_duration(self.settings.watch.poll_interval)}")
-        self.log.info("ready: " + ", ".join(parts), watching=present, waiting_for_db=missing or None,
-                      next_deadline=self._deadline)
+        parts.append(
+            f"next deadline {deadline}; polling every {format_duration(self.settings.watch.poll_interval)}"
+        )
+        self.log.info(
+            "ready: " + ", ".join(parts),
+            watching=present,
+            waiting_for_db=missing or None,
+            next_deadline=self._deadline,
+        )
 
     def main_loop(self) -> None:
         interval = self.notifier.watchdog_interval
@@ -164,7 +191,9 @@ class Daemon:
     def _on_clock_jump(self, seconds: float) -> None:
         """The scheduler sleeps on the monotonic clock toward wall-clock run times: after a step back it would
         wait out the step (no poll, no deadline), after a step forward (resume) up to a poll late. Re-arm now."""
-        self.log.warning("wall clock jumped; passing now and re-arming the schedule", seconds=round(seconds, 1))
+        self.log.warning(
+            "wall clock jumped; passing now and re-arming the schedule", seconds=round(seconds, 1)
+        )
         self.wake("clock-jump", force=True)
 
     def shutdown(self) -> int:
@@ -183,9 +212,15 @@ class Daemon:
         if finished:
             self.dbs.close()
         c = self.counters
-        self.log.info(f"stopped after {c.passes} passes: {c.repaired} repaired, {c.failed} failed, {c.skipped} skipped, "
-                      f"{c.reported} reported (up {format_duration(time.monotonic() - c.started)})",
-                      passes=c.passes, repaired=c.repaired, failed=c.failed, skipped=c.skipped, reported=c.reported)
+        self.log.info(
+            f"stopped after {c.passes} passes: {c.repaired} repaired, {c.failed} failed, {c.skipped} skipped, "
+            f"{c.reported} reported (up {format_duration(time.monotonic() - c.started)})",
+            passes=c.passes,
+            repaired=c.repaired,
+            failed=c.failed,
+            skipped=c.skipped,
+            reported=c.reported,
+        )
         self.publishers.close()
         if finished:
             self.journal.close()
@@ -229,7 +264,11 @@ class Daemon:
             if self._running_since is not None:
                 self._rerun_at = min(self._rerun_at or at, at)
                 return
-            if not force and self._armed_at is not None and at - timedelta(seconds=delay) <= self._armed_at <= at:
+            if (
+                not force
+                and self._armed_at is not None
+                and at - timedelta(seconds=delay) <= self._armed_at <= at
+            ):
                 return  # a pass is already due sooner: the common case while opencode streams
             self._armed_at = at
         self._run_no_later_than(at, force)
@@ -251,8 +290,11 @@ class Daemon:
     def _alive(self) -> bool:
         """Scheduler, a pass not hung, and the file watcher's thread: all needed for the daemon to do its job."""
         running = self._running_since
-        return (self.scheduler.running and (running is None or time.monotonic() - running < HUNG_PASS_S)
-                and self.watcher.alive())
+        return (
+            self.scheduler.running
+            and (running is None or time.monotonic() - running < HUNG_PASS_S)
+            and self.watcher.alive()
+        )
 
     # -- reload --------------------------------------------------------------------------------
     def reload(self) -> None:
@@ -300,7 +342,11 @@ class Daemon:
     # -- the pass ------------------------------------------------------------------------------
     def _sync_dbs(self) -> dict[Path, Path]:
         """Attach the DBs and place the watches; returns DBs whose directory is missing -> the ancestor watched."""
-        self.dbs.sync(discover_databases(self.settings, self.db_args), self.settings, announce=bool(self.counters.passes))
+        self.dbs.sync(
+            discover_databases(self.settings, self.db_args),
+            self.settings,
+            announce=bool(self.counters.passes),
+        )
         waiting = self.watcher.sync(list(self.dbs))
         if self.counters.passes and any(w.ident is None and w.path.exists() for w in self.dbs.values()):
             # Created while the watch moved down to its directory: no event will come for it.
@@ -309,7 +355,8 @@ class Daemon:
 
     def run_pass(self) -> None:
         with self._pass_lock:
-            # Events queued until now are covered by this pass (it reads after them); the watcher listens again.
+            # Events queued until now are covered by this pass (it reads after them); the watcher listens
+            # again.
             for db, kind in self.watcher.drain():
                 self._note_event(db, kind)
             with self._lock:
@@ -338,12 +385,15 @@ class Daemon:
         everything = bool(reasons - {"change"})  # only plain commits may skip evaluation
         if everything:
             self._sync_dbs()
-        context = PassContext(self.settings, self.journal, stopping=self._stop.is_set, log=self.log,
-                              told=self._told)
+        context = PassContext(
+            self.settings, self.journal, stopping=self._stop.is_set, log=self.log, told=self._told
+        )
         result = run_pass(context, self.dbs, PassOptions(everything=everything, changed=frozenset(changed)))
         self._deadline = result.next_deadline
         self._count(result)
-        self.log.debug("pass", reasons=sorted(reasons), evaluated=result.evaluated, next_deadline=self._deadline)
+        self.log.debug(
+            "pass", reasons=sorted(reasons), evaluated=result.evaluated, next_deadline=self._deadline
+        )
         if result.evaluated or everything:
             self._publish(reasons)
         return result
@@ -360,8 +410,10 @@ class Daemon:
         c.reported += result.count(Outcome.REPORTED)
         for outcome in result.outcomes:
             if outcome.outcome is Outcome.DONE:
-                c.last_action = f"{outcome.route.value} {outcome.item.candidate.part_id} at " \
-                                f"{datetime.now().strftime('%H:%M:%S')}"
+                c.last_action = (
+                    f"{outcome.route.value} {outcome.item.candidate.part_id} at "
+                    f"{datetime.now().strftime('%H:%M:%S')}"
+                )
         if any(o.outcome in (Outcome.DONE, Outcome.SKIPPED, Outcome.FAILED) for o in result.outcomes):
             # A write (or a miss) changes what we know: look again soon rather than at the next poll.
             self.wake("after-action", delay=self.settings.watch.debounce)
@@ -382,9 +434,15 @@ class Daemon:
         self.notifier.status(line)
         c = self.counters
         data = status_document(self.dbs.values(), line, self._deadline) | {
-            "config": str(self.config_used) if self.config_used else None, "passes": c.passes,
+            "config": str(self.config_used) if self.config_used else None,
+            "passes": c.passes,
             "last_pass": {"at": datetime.now(UTC).isoformat(), "reasons": sorted(reasons)},
-            "counts": {"repaired": c.repaired, "failed": c.failed, "skipped": c.skipped, "reported": c.reported},
+            "counts": {
+                "repaired": c.repaired,
+                "failed": c.failed,
+                "skipped": c.skipped,
+                "reported": c.reported,
+            },
         }
         try:
             write_status(self.settings.state_dir, data)

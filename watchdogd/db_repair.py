@@ -37,18 +37,32 @@ class DBRepairer:
             return
         path, why = take_backup(self.settings, store.path, store.reader, self.journal)
         self._backed_up.add(store.path)
-        self.log.info("backup taken" if path else "backup skipped", db=str(store.path),
-                      backup=str(path) if path else None, why=why)
+        self.log.info(
+            "backup taken" if path else "backup skipped",
+            db=str(store.path),
+            backup=str(path) if path else None,
+            why=why,
+        )
 
-    def repair(self, item: Assessment, report: DBReport, store: OpencodeStore, why: str | None = None, *,
-               part_change: bool = True, group_of: int | None = None) -> ActionResult:
+    def repair(
+        self,
+        item: Assessment,
+        report: DBReport,
+        store: OpencodeStore,
+        why: str | None = None,
+        *,
+        part_change: bool = True,
+        group_of: int | None = None,
+    ) -> ActionResult:
         """Part → error "abandoned", its assistant message completed; one transaction, compare-and-set.
 
         Given an assessment and its DB's report (the pass's write gate; the store still guards each
         write), return what happened. `part_change=False` only completes the message (after a live free).
         """
         cand = item.candidate
-        if report.refusal:  # before the backup and the journal: nothing is copied or planned for a DB never written
+        if (
+            report.refusal
+        ):  # before the backup and the journal: nothing is copied or planned for a DB never written
             return ActionResult(item, REPAIR, Outcome.REPORTED, f"no DB write: {report.refusal}")
         why = why or ("its opencode process is gone" if item.ownership.orphan else "expired by policy")
         text = abandoned_text(cand.tool, cand.status, item.verdict.age_s, why)
@@ -62,20 +76,35 @@ class DBRepairer:
             return ActionResult(item, REPAIR, Outcome.FAILED, f"cannot prepare repair: {exc}")
         shape = unexpected_shape(cand.data, message_before)
         if shape:  # rows others write: never guess at one we do not understand
-            return ActionResult(item, REPAIR, Outcome.SKIPPED, f"unexpected row shape ({shape}): nothing written")
+            return ActionResult(
+                item, REPAIR, Outcome.SKIPPED, f"unexpected row shape ({shape}): nothing written"
+            )
         now_ms = int(time.time() * 1000)
         message_after = finished_message(message_before, text, now_ms) if message_before else None
         if not part_change and message_after is None:
-            return ActionResult(item, REPAIR, Outcome.SKIPPED, "nothing to repair: the message is already completed")
+            return ActionResult(
+                item, REPAIR, Outcome.SKIPPED, "nothing to repair: the message is already completed"
+            )
         action_id = None
         try:
-            with self.journal.journaled(db=str(cand.db), session_id=cand.session_id, message_id=cand.message_id,
-                                        part_id=cand.part_id, tool=cand.tool, route=Route.DB_REPAIR,
-                                        reason=item.verdict.reason, part_before=cand.data,
-                                        message_before=message_before, group_of=group_of) as action:
+            with self.journal.journaled(
+                db=str(cand.db),
+                session_id=cand.session_id,
+                message_id=cand.message_id,
+                part_id=cand.part_id,
+                tool=cand.tool,
+                route=Route.DB_REPAIR,
+                reason=item.verdict.reason,
+                part_before=cand.data,
+                message_before=message_before,
+                group_of=group_of,
+            ) as action:
                 action_id = action.id
-                part_after = abandoned_part(cand.data, text, now_ms, action.id, item.verdict.reason) if part_change \
+                part_after = (
+                    abandoned_part(cand.data, text, now_ms, action.id, item.verdict.reason)
+                    if part_change
                     else None
+                )
                 return self._write(item, store, action, text, (message_before, message_after), part_after)
         except StoreError as exc:  # settled `failed` by `journaled`
             return ActionResult(item, REPAIR, Outcome.FAILED, str(exc), action_id)
@@ -86,11 +115,20 @@ class DBRepairer:
         owner = store.row_session("message", cand.message_id)
         if owner is None or owner == cand.session_id:
             return None
-        return (f"its message {cand.message_id} belongs to session {owner}, not to the part's session "
-                f"{cand.session_id}: not repaired (a DB edit there could complete another session)")
+        return (
+            f"its message {cand.message_id} belongs to session {owner}, not to the part's session "
+            f"{cand.session_id}: not repaired (a DB edit there could complete another session)"
+        )
 
-    def _write(self, item: Assessment, store: OpencodeStore, action: JournaledAction, text: str,
-               message: tuple[str | None, str | None], part_after: str | None) -> ActionResult:
+    def _write(
+        self,
+        item: Assessment,
+        store: OpencodeStore,
+        action: JournaledAction,
+        text: str,
+        message: tuple[str | None, str | None],
+        part_after: str | None,
+    ) -> ActionResult:
         cand = item.candidate
         message_before, message_after = message
         action.rows(part_after=part_after, message_after=message_after)
@@ -98,7 +136,9 @@ class DBRepairer:
         if part_after is not None:
             changes.append(RowChange("part", cand.part_id, cand.data, part_after, cand.session_id))
         if message_after is not None:
-            changes.append(RowChange("message", cand.message_id, message_before, message_after, cand.session_id))
+            changes.append(
+                RowChange("message", cand.message_id, message_before, message_after, cand.session_id)
+            )
         missed = store.compare_and_set(changes)
         if missed:
             detail = f"{missed} changed since it was read (opencode moved on); nothing written, re-checked next pass"
@@ -108,7 +148,14 @@ class DBRepairer:
         try:
             action.settle(Outcome.DONE, "; ".join(written))
         except JournalError as exc:
-            # Written, and its `planned` row already holds the before/after rows: the next reconcile settles it.
-            return ActionResult(item, REPAIR, Outcome.DONE, f"{text} (written, but the journal could not record the "
-                                f"outcome: {exc}; its planned row is settled at the next pass)", action.id)
+            # Written, and its `planned` row already holds the before/after rows: the next reconcile settles
+            # it.
+            return ActionResult(
+                item,
+                REPAIR,
+                Outcome.DONE,
+                f"{text} (written, but the journal could not record the "
+                f"outcome: {exc}; its planned row is settled at the next pass)",
+                action.id,
+            )
         return ActionResult(item, REPAIR, Outcome.DONE, text, action.id)

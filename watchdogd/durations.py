@@ -55,7 +55,7 @@ def format_duration(seconds: float) -> str:
         counts.append((count, unit))
     first = next(i for i, (count, _unit) in enumerate(counts) if count)
     # The largest unit and the one right below it: 3h (not "3h2s"), 1d1h, 1m30s.
-    return "".join(f"{count}{unit}" for count, unit in counts[first:first + 2] if count)
+    return "".join(f"{count}{unit}" for count, unit in counts[first : first + 2] if count)
 
 
 def duration_text(seconds: float) -> str:

@@ -32,8 +32,17 @@ IN_DELETE_SELF, IN_MOVE_SELF, IN_Q_OVERFLOW, IN_IGNORED = 0x400, 0x800, 0x4000, 
 IN_ONLYDIR, IN_ISDIR = 0x01000000, 0x40000000
 IN_NONBLOCK, IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
 # No IN_OPEN / IN_CLOSE_NOWRITE / IN_ACCESS: read-only openers (the daemon itself, a `scan`) cause no events.
-DIR_MASK = (IN_MODIFY | IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO
-            | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
+DIR_MASK = (
+    IN_MODIFY
+    | IN_CLOSE_WRITE
+    | IN_CREATE
+    | IN_DELETE
+    | IN_MOVED_FROM
+    | IN_MOVED_TO
+    | IN_DELETE_SELF
+    | IN_MOVE_SELF
+    | IN_ONLYDIR
+)
 _HEADER = struct.Struct("iIII")  # wd, mask, cookie, len
 IDLE_READS_PER_S = 20
 
@@ -157,7 +166,7 @@ class Inotify:
         events, offset = [], 0
         while offset + _HEADER.size <= len(buf):
             wd, mask, _cookie, length = _HEADER.unpack_from(buf, offset)
-            name = buf[offset + _HEADER.size:offset + _HEADER.size + length].rstrip(b"\0")
+            name = buf[offset + _HEADER.size : offset + _HEADER.size + length].rstrip(b"\0")
             offset += _HEADER.size + length
             folder = self._folders.get(wd)
             if mask & IN_IGNORED:

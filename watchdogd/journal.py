@@ -112,7 +112,9 @@ def _why_unwritable(folder: Path) -> str:
     return ""
 
 
-def _select(conn: sqlite3.Connection, where: str, params: tuple = (), limit: int | None = None) -> list[Action]:
+def _select(
+    conn: sqlite3.Connection, where: str, params: tuple = (), limit: int | None = None
+) -> list[Action]:
     present = {row[1] for row in conn.execute("PRAGMA table_info(actions)")}
     # A journal from before a column existed (read-only here, so never migrated) reads it as NULL.
     columns = [name if name in present else "NULL" for name in Action.__dataclass_fields__]
@@ -152,11 +154,17 @@ class JournaledAction:
         self.id = action_id
         self.outcome: Outcome | None = None
 
-    def rows(self, *, part_after: str | None = None, message_before: str | None = None,
-             message_after: str | None = None) -> None:
+    def rows(
+        self,
+        *,
+        part_after: str | None = None,
+        message_before: str | None = None,
+        message_after: str | None = None,
+    ) -> None:
         """The rows the action is about to write (before the write: crash reconciliation compares them)."""
-        self.journal.update_rows(self.id, part_after=part_after, message_before=message_before,
-                                 message_after=message_after)
+        self.journal.update_rows(
+            self.id, part_after=part_after, message_before=message_before, message_after=message_after
+        )
 
     def settle(self, outcome: Outcome, detail: str = "", server_version: str | None = None) -> None:
         self.journal.settle(self.id, outcome, detail, server_version)
@@ -207,7 +215,9 @@ class Journal:
     # -- runs and actions ----------------------------------------------------------------------
     def start_run(self, command: str) -> int:
         if self.run_id is None:
-            cur = self._write("INSERT INTO runs(command, pid, started) VALUES (?,?,?)", (command, os.getpid(), time.time()))
+            cur = self._write(
+                "INSERT INTO runs(command, pid, started) VALUES (?,?,?)", (command, os.getpid(), time.time())
+            )
             self.run_id = cur.lastrowid
         return self.run_id
 
@@ -217,18 +227,52 @@ class Journal:
         self.run_id = None
         self._run_command = command
 
-    def record(self, *, db: str, session_id: str, message_id: str, part_id: str, tool: str, route: str,
-               reason: str, outcome: str = Outcome.PLANNED, detail: str = "", part_before: str | None = None,
-               part_after: str | None = None, message_before: str | None = None, message_after: str | None = None,
-               server_version: str | None = None, undo_of: int | None = None, group_of: int | None = None) -> int:
+    def record(
+        self,
+        *,
+        db: str,
+        session_id: str,
+        message_id: str,
+        part_id: str,
+        tool: str,
+        route: str,
+        reason: str,
+        outcome: str = Outcome.PLANNED,
+        detail: str = "",
+        part_before: str | None = None,
+        part_after: str | None = None,
+        message_before: str | None = None,
+        message_after: str | None = None,
+        server_version: str | None = None,
+        undo_of: int | None = None,
+        group_of: int | None = None,
+    ) -> int:
         """Insert one action row (`planned` unless told otherwise) and return its id."""
         run_id = self.start_run(self._run_command)
         cur = self._write(
-            "INSERT INTO actions(run_id, time, db, session_id, message_id, part_id, tool, route, reason, outcome, detail,"
-            " part_before, part_after, message_before, message_after, server_version, undo_of, group_of)"
+            "INSERT INTO actions(run_id, time, db, session_id, message_id, part_id, tool, route, reason, outcome,"
+            " detail, part_before, part_after, message_before, message_after, server_version, undo_of, group_of)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (run_id, time.time(), db, session_id, message_id, part_id, tool, route, reason, outcome, detail,
-             part_before, part_after, message_before, message_after, server_version, undo_of, group_of),
+            (
+                run_id,
+                time.time(),
+                db,
+                session_id,
+                message_id,
+                part_id,
+                tool,
+                route,
+                reason,
+                outcome,
+                detail,
+                part_before,
+                part_after,
+                message_before,
+                message_after,
+                server_version,
+                undo_of,
+                group_of,
+            ),
         )
         return cur.lastrowid
 
@@ -250,16 +294,28 @@ class Journal:
                 action.settle(Outcome.FAILED, str(exc) or type(exc).__name__)
             raise
 
-    def update_rows(self, action_id: int, *, part_after: str | None = None, message_before: str | None = None,
-                    message_after: str | None = None) -> None:
-        self._write("UPDATE actions SET part_after=coalesce(?, part_after), message_before=coalesce(?, message_before),"
-                    " message_after=coalesce(?, message_after) WHERE id=?",
-                    (part_after, message_before, message_after, action_id))
+    def update_rows(
+        self,
+        action_id: int,
+        *,
+        part_after: str | None = None,
+        message_before: str | None = None,
+        message_after: str | None = None,
+    ) -> None:
+        self._write(
+            "UPDATE actions SET part_after=coalesce(?, part_after), message_before=coalesce(?, message_before),"
+            " message_after=coalesce(?, message_after) WHERE id=?",
+            (part_after, message_before, message_after, action_id),
+        )
 
-    def settle(self, action_id: int, outcome: str, detail: str = "", server_version: str | None = None) -> None:
+    def settle(
+        self, action_id: int, outcome: str, detail: str = "", server_version: str | None = None
+    ) -> None:
         assert outcome in OUTCOMES, outcome
-        self._write("UPDATE actions SET outcome=?, detail=?, server_version=coalesce(?, server_version) WHERE id=?",
-                    (outcome, detail, server_version, action_id))
+        self._write(
+            "UPDATE actions SET outcome=?, detail=?, server_version=coalesce(?, server_version) WHERE id=?",
+            (outcome, detail, server_version, action_id),
+        )
 
     def _select(self, where: str, params: tuple = (), limit: int | None = None) -> list[Action]:
         return _select(self.conn, where, params, limit)
@@ -273,8 +329,10 @@ class Journal:
 
     def followups(self, action: Action) -> list[Action]:
         """Later writes of the same run to the same part (the repair after a stop-process), oldest first."""
-        found = self._select("run_id = ? AND part_id = ? AND id > ? AND outcome = 'done' AND undo_of IS NULL",
-                             (action.run_id, action.part_id, action.id))
+        found = self._select(
+            "run_id = ? AND part_id = ? AND id > ? AND outcome = 'done' AND undo_of IS NULL",
+            (action.run_id, action.part_id, action.id),
+        )
         return found[::-1]
 
     def planned(self) -> list[Action]:
@@ -285,7 +343,11 @@ class Journal:
         row = self.conn.execute(
             "SELECT run_id FROM actions WHERE outcome IN ('done','undone') AND undo_of IS NULL ORDER BY id DESC LIMIT 1"
         ).fetchone()
-        return self._select("run_id = ? AND undo_of IS NULL AND outcome IN ('done','undone')", (row[0],)) if row else []
+        return (
+            self._select("run_id = ? AND undo_of IS NULL AND outcome IN ('done','undone')", (row[0],))
+            if row
+            else []
+        )
 
     # -- backup copies this journal's owner wrote (rotation deletes only these) ---------------------
     def record_backup(self, db: str, path: str) -> None:
@@ -293,7 +355,10 @@ class Journal:
 
     def backups(self, db: str) -> list[str]:
         """Recorded copies of `db`, oldest first."""
-        return [row[0] for row in self.conn.execute("SELECT path FROM backups WHERE db=? ORDER BY time, path", (db,))]
+        return [
+            row[0]
+            for row in self.conn.execute("SELECT path FROM backups WHERE db=? ORDER BY time, path", (db,))
+        ]
 
     def forget_backup(self, path: str) -> None:
         self._write("DELETE FROM backups WHERE path=?", (path,))
@@ -301,8 +366,12 @@ class Journal:
     # -- sightings -----------------------------------------------------------------------------
     def sightings(self, db: str) -> dict[str, tuple[float, float | None]]:
         """part id -> (first seen, last seen with an owner), as any command of this state dir saw them."""
-        return {pid: (first, owner) for pid, first, owner in
-                self.conn.execute("SELECT part_id, first_seen, owner_seen FROM part_sightings WHERE db=?", (db,))}
+        return {
+            pid: (first, owner)
+            for pid, first, owner in self.conn.execute(
+                "SELECT part_id, first_seen, owner_seen FROM part_sightings WHERE db=?", (db,)
+            )
+        }
 
     def record_sightings(self, db: str, seen: dict[str, tuple[float, float | None]]) -> None:
         """Replace this DB's sightings with `seen` (candidates no longer live are forgotten)."""
@@ -310,7 +379,9 @@ class Journal:
             with self.conn:
                 self.conn.execute("BEGIN")
                 self.conn.execute("DELETE FROM part_sightings WHERE db=?", (db,))
-                self.conn.executemany("INSERT INTO part_sightings VALUES (?,?,?,?)",
-                                      [(db, pid, first, owner) for pid, (first, owner) in seen.items()])
+                self.conn.executemany(
+                    "INSERT INTO part_sightings VALUES (?,?,?,?)",
+                    [(db, pid, first, owner) for pid, (first, owner) in seen.items()],
+                )
         except sqlite3.Error as exc:
             raise JournalError(f"journal {self.path}: {exc}") from None

@@ -38,7 +38,9 @@ class LiveEvidence:
         self.timeout = settings.live.timeout
         self._servers = Endpoints(settings, listeners)
         self._db_holders: dict[Path, dict[int, Endpoint]] = {}
-        self._answers: dict[tuple[str, str, str], object] = {}  # (url, what, directory) -> value | ServerError
+        self._answers: dict[
+            tuple[str, str, str], object
+        ] = {}  # (url, what, directory) -> value | ServerError
 
     def servers_reached(self) -> list[tuple[str, str]]:
         """(url, opencode version) of the servers this pass reached."""
@@ -56,7 +58,11 @@ class LiveEvidence:
         key = (endpoint.url, what, directory)
         if key not in self._answers:
             client = endpoint.client
-            call = {"status": client.busy_sessions, "questions": client.questions, "permissions": client.permissions}[what]
+            call = {
+                "status": client.busy_sessions,
+                "questions": client.questions,
+                "permissions": client.permissions,
+            }[what]
             try:
                 self._answers[key] = call(directory)
             except ServerError as exc:
@@ -83,7 +89,9 @@ class LiveEvidence:
         endpoints = self._db_holders[cand.db]
         directory = cand.directory
         if not directory:
-            return replace(base, detail="the session's directory is unknown (no session row): its server cannot be asked")
+            return replace(
+                base, detail="the session's directory is unknown (no session row): its server cannot be asked"
+            )
         for endpoint in [*endpoints.values(), *self._servers.remote()]:
             status = self._ask(endpoint, "status", directory)
             if status is not None and cand.session_id in status:
@@ -95,12 +103,17 @@ class LiveEvidence:
                 return self._unreachable(cand, silent, endpoints, directory)
         if answered:  # a reachable server that holds the DB says idle: an orphan it can help repair
             endpoint = endpoints[answered[0]]
-            return Ownership(OwnerKind.LIVE_IDLE, base.pids, endpoint.url,
-                             f"idle on {endpoint.url} (opencode {endpoint.version})")
+            return Ownership(
+                OwnerKind.LIVE_IDLE,
+                base.pids,
+                endpoint.url,
+                f"idle on {endpoint.url} (opencode {endpoint.version})",
+            )
         return base
 
-    def _unreachable(self, cand: Candidate, silent: list[int], endpoints: dict[int, Endpoint],
-                     directory: str) -> Ownership:
+    def _unreachable(
+        self, cand: Candidate, silent: list[int], endpoints: dict[int, Endpoint], directory: str
+    ) -> Ownership:
         """Holders that may own the part and cannot be asked: what each is ("opencode TUI, pid N, no HTTP API")."""
         kinds: dict[int, ProcessKind | None] = {}
         why = []
@@ -119,18 +132,29 @@ class LiveEvidence:
     def _busy_owner(self, cand: Candidate, base: Ownership, endpoint: Endpoint, state: str) -> Ownership:
         detail = f"{state} on {endpoint.url} (opencode {endpoint.version})"
         # A server that started after the part cannot be running it: it is busy with a newer prompt.
-        newer = endpoint.pid is not None and (base.kind is OwnerKind.RESTARTED or
-                                              (base.kind is OwnerKind.HELD and endpoint.pid not in base.pids))
+        newer = endpoint.pid is not None and (
+            base.kind is OwnerKind.RESTARTED
+            or (base.kind is OwnerKind.HELD and endpoint.pid not in base.pids)
+        )
         if newer:
-            plan = Plan(Route.REPORT, f"the session is busy with a newer run on {endpoint.url}; this part is older "
-                                      "than that server, repaired once the session is idle")
+            plan = Plan(
+                Route.REPORT,
+                f"the session is busy with a newer run on {endpoint.url}; this part is older "
+                "than that server, repaired once the session is idle",
+            )
         elif cand.tool == "question" and self.listed_question(endpoint, cand) is not None:
             plan = Plan(Route.REJECT_QUESTION)
         else:
             plan = Plan(Route.ABORT)
-        asks = [p for p in self._ask(endpoint, "permissions", cand.directory) or [] if p.get("sessionID") == cand.session_id]
+        asks = [
+            p
+            for p in self._ask(endpoint, "permissions", cand.directory) or []
+            if p.get("sessionID") == cand.session_id
+        ]
         if asks:
-            detail += "; pending permission asks: " + ", ".join(f"{p.get('id')} ({p.get('permission')})" for p in asks)
+            detail += "; pending permission asks: " + ", ".join(
+                f"{p.get('id')} ({p.get('permission')})" for p in asks
+            )
         return Ownership(OwnerKind.LIVE, (endpoint.pid,) if endpoint.pid else (), endpoint.url, detail, plan)
 
     def listed_question(self, endpoint: Endpoint, cand: Candidate, fresh: bool = False) -> dict | None:
@@ -146,8 +170,12 @@ class LiveEvidence:
             listed = self._ask(endpoint, "questions", cand.directory)
         for request in listed or []:
             tool = request.get("tool") if isinstance(request.get("tool"), dict) else {}
-            if (request.get("sessionID") == cand.session_id and tool.get("callID") == cand.call_id
-                    and tool.get("messageID", cand.message_id) == cand.message_id and isinstance(request.get("id"), str)):
+            if (
+                request.get("sessionID") == cand.session_id
+                and tool.get("callID") == cand.call_id
+                and tool.get("messageID", cand.message_id) == cand.message_id
+                and isinstance(request.get("id"), str)
+            ):
                 return request
         return None
 

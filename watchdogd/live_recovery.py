@@ -42,14 +42,17 @@ def _now_ms() -> int:
 class LiveRecovery:
     """Acts on live plans for one pass, with the servers its evidence found."""
 
-    def __init__(self, evidence: LiveEvidence, config: LiveConfig, *, sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self, evidence: LiveEvidence, config: LiveConfig, *, sleep: Callable[[float], None] = time.sleep
+    ):
         self.evidence = evidence
         self.allow_dispose = config.allow_dispose
         self.timeout = config.timeout
         self._sleep = sleep
 
-    def free(self, item: Assessment, plan: Plan, report: DBReport, store: OpencodeStore,
-             repairer: DBRepairer) -> ActionResult:
+    def free(
+        self, item: Assessment, plan: Plan, report: DBReport, store: OpencodeStore, repairer: DBRepairer
+    ) -> ActionResult:
         try:
             if plan.route is PATCH_PART:
                 return self._repair_orphan(item, report, store, repairer)
@@ -66,8 +69,9 @@ class LiveRecovery:
         return endpoint
 
     # -- reject / abort ------------------------------------------------------------------------
-    def _free_busy(self, item: Assessment, route: Route, report: DBReport, store: OpencodeStore,
-                   repairer: DBRepairer) -> ActionResult:
+    def _free_busy(
+        self, item: Assessment, route: Route, report: DBReport, store: OpencodeStore, repairer: DBRepairer
+    ) -> ActionResult:
         cand = item.candidate
         endpoint = self._known_endpoint(item)
         if endpoint is None:
@@ -76,8 +80,12 @@ class LiveRecovery:
         # A fresh look first: the pass's answers may be seconds old, and nothing is done yet.
         try:
             if sid not in client.busy_sessions(directory):
-                return ActionResult(item, Plan(route), Outcome.SKIPPED,
-                                    f"no longer busy on {endpoint.url}; re-checked next pass")
+                return ActionResult(
+                    item,
+                    Plan(route),
+                    Outcome.SKIPPED,
+                    f"no longer busy on {endpoint.url}; re-checked next pass",
+                )
             request = self.evidence.listed_question(endpoint, cand, fresh=True) if route is REJECT else None
             asks = [p for p in client.permissions(directory) if p.get("sessionID") == sid]
         except ServerError as exc:
@@ -85,10 +93,17 @@ class LiveRecovery:
         route = REJECT if request is not None else ABORT
         queued = store.queued_user_messages(sid, cand.start_ms or 0)
         log = repairer.log.bind(session=sid, part=cand.part_id, server=endpoint.url, version=endpoint.version)
-        with repairer.journal.journaled(db=str(cand.db), session_id=sid, message_id=cand.message_id,
-                                        part_id=cand.part_id, tool=cand.tool, route=route,
-                                        reason=item.verdict.reason, part_before=cand.data,
-                                        server_version=endpoint.version) as action:
+        with repairer.journal.journaled(
+            db=str(cand.db),
+            session_id=sid,
+            message_id=cand.message_id,
+            part_id=cand.part_id,
+            tool=cand.tool,
+            route=route,
+            reason=item.verdict.reason,
+            part_before=cand.data,
+            server_version=endpoint.version,
+        ) as action:
             steps = _permission_steps(asks, log)
             if not self._free_and_verify(action, endpoint, cand.session_id, directory, request, steps):
                 return ActionResult(item, Plan(route), Outcome.FAILED, "; ".join(steps), action.id)
@@ -98,8 +113,15 @@ class LiveRecovery:
         steps += self._finish_rows(item, report, store, repairer, endpoint, why, action.id)
         return ActionResult(item, Plan(route), Outcome.DONE, "; ".join(steps), action.id)
 
-    def _free_and_verify(self, action: JournaledAction, endpoint: Endpoint, sid: str, directory: str,
-                         request: dict | None, steps: list[str]) -> bool:
+    def _free_and_verify(
+        self,
+        action: JournaledAction,
+        endpoint: Endpoint,
+        sid: str,
+        directory: str,
+        request: dict | None,
+        steps: list[str],
+    ) -> bool:
         """Reject (or abort), verify, dispose when allowed; on failure settle `failed` with the steps."""
         client = endpoint.client
         try:
@@ -148,8 +170,16 @@ class LiveRecovery:
             self._sleep(0.1)
 
     # -- the rows after a free -----------------------------------------------------------------
-    def _finish_rows(self, item: Assessment, report: DBReport, store: OpencodeStore, repairer: DBRepairer,
-                     endpoint: Endpoint, why: str, group_of: int) -> list[str]:
+    def _finish_rows(
+        self,
+        item: Assessment,
+        report: DBReport,
+        store: OpencodeStore,
+        repairer: DBRepairer,
+        endpoint: Endpoint,
+        why: str,
+        group_of: int,
+    ) -> list[str]:
         """After a free: say in the part that the watchdog abandoned it; complete the message if left open."""
         cand = item.candidate
         row = store.row_data("part", cand.part_id)
@@ -167,18 +197,36 @@ class LiveRecovery:
             return [detail]
         return [detail] + self._finish_message(item, report, store, repairer, why, group_of)
 
-    def _patch(self, item: Assessment, store: OpencodeStore, repairer: DBRepairer, endpoint: Endpoint, row: str,
-               why: str, group_of: int | None = None) -> tuple[int | None, str, ServerError | None]:
+    def _patch(
+        self,
+        item: Assessment,
+        store: OpencodeStore,
+        repairer: DBRepairer,
+        endpoint: Endpoint,
+        row: str,
+        why: str,
+        group_of: int | None = None,
+    ) -> tuple[int | None, str, ServerError | None]:
         """PATCH the part to "abandoned" through the server; journaled with the rows as stored."""
         cand = item.candidate
-        with repairer.journal.journaled(db=str(cand.db), session_id=cand.session_id, message_id=cand.message_id,
-                                        part_id=cand.part_id, tool=cand.tool, route=PATCH_PART,
-                                        reason=item.verdict.reason, part_before=row,
-                                        server_version=endpoint.version, group_of=group_of) as action:
+        with repairer.journal.journaled(
+            db=str(cand.db),
+            session_id=cand.session_id,
+            message_id=cand.message_id,
+            part_id=cand.part_id,
+            tool=cand.tool,
+            route=PATCH_PART,
+            reason=item.verdict.reason,
+            part_before=row,
+            server_version=endpoint.version,
+            group_of=group_of,
+        ) as action:
             text = abandoned_text(cand.tool, cand.status, item.verdict.age_s, why)
             part = json.loads(abandoned_part(row, text, _now_ms(), action.id, item.verdict.reason))
             try:
-                endpoint.client.patch_part(cand.session_id, cand.message_id, cand.part_id, part, cand.directory)
+                endpoint.client.patch_part(
+                    cand.session_id, cand.message_id, cand.part_id, part, cand.directory
+                )
             except ServerError as exc:
                 detail = f"PATCH of the part failed: {describe_error(exc, endpoint.url)}"
                 action.settle(Outcome.FAILED, detail, endpoint.version)
@@ -192,8 +240,15 @@ class LiveRecovery:
             action.settle(Outcome.DONE, "part marked abandoned through the server", endpoint.version)
         return action.id, f"part marked abandoned through the server (#{action.id})", None
 
-    def _finish_message(self, item: Assessment, report: DBReport, store: OpencodeStore, repairer: DBRepairer,
-                        why: str, group_of: int) -> list[str]:
+    def _finish_message(
+        self,
+        item: Assessment,
+        report: DBReport,
+        store: OpencodeStore,
+        repairer: DBRepairer,
+        why: str,
+        group_of: int,
+    ) -> list[str]:
         """No route completes a message: a compare-and-set in the DB, now that the session is idle."""
         cand = item.candidate
         message = store.row_data("message", cand.message_id)
@@ -205,12 +260,16 @@ class LiveRecovery:
         fresh = replace(item, candidate=replace(cand, data=current))
         outcome = repairer.repair(fresh, report, store, why, part_change=False, group_of=group_of)
         tag = f" (#{outcome.action_id})" if outcome.action_id else ""
-        return [f"message completed in the DB{tag}" if outcome.outcome is Outcome.DONE else
-                f"message not completed: {outcome.outcome}{tag}: {outcome.detail}"]
+        return [
+            f"message completed in the DB{tag}"
+            if outcome.outcome is Outcome.DONE
+            else f"message not completed: {outcome.outcome}{tag}: {outcome.detail}"
+        ]
 
     # -- idle on its server, running in the DB -------------------------------------------------
-    def _repair_orphan(self, item: Assessment, report: DBReport, store: OpencodeStore,
-                       repairer: DBRepairer) -> ActionResult:
+    def _repair_orphan(
+        self, item: Assessment, report: DBReport, store: OpencodeStore, repairer: DBRepairer
+    ) -> ActionResult:
         """Idle on a reachable server, `running` in the DB: PATCH the part, complete the message."""
         cand, plan = item.candidate, Plan(PATCH_PART)
         endpoint = self._known_endpoint(item)
@@ -220,13 +279,16 @@ class LiveRecovery:
         try:
             free, how = _check_free(endpoint.client, cand.session_id, cand.directory)
             if not free:
-                return ActionResult(item, plan, Outcome.SKIPPED, f"not idle on {endpoint.url} ({how}); re-checked "
-                                                                 "next pass")
+                return ActionResult(
+                    item, plan, Outcome.SKIPPED, f"not idle on {endpoint.url} ({how}); re-checked next pass"
+                )
         except ServerError as exc:
             return ActionResult(item, plan, Outcome.FAILED, describe_error(exc, endpoint.url))
         current = store.row_data("part", cand.part_id)
         if current != cand.data:
-            return ActionResult(item, plan, Outcome.SKIPPED, "the part changed since it was read (opencode moved on)")
+            return ActionResult(
+                item, plan, Outcome.SKIPPED, "the part changed since it was read (opencode moved on)"
+            )
         action_id, detail, error = self._patch(item, store, repairer, endpoint, current, why)
         if action_id is None:
             if error is not None and error.kind in ("route-missing", "http"):
@@ -248,9 +310,12 @@ def _permission_steps(asks: list[dict], log) -> list[str]:
 def _queued_steps(queued: list[tuple[str, int]], log) -> list[str]:
     if not queued:
         return []
-    log.warning("prompts queued while stuck; opencode drops them, re-send them", messages=[m for m, _ in queued])
-    prompts = ", ".join(f"{mid} ({time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(ms / 1000))})"
-                        for mid, ms in queued)
+    log.warning(
+        "prompts queued while stuck; opencode drops them, re-send them", messages=[m for m, _ in queued]
+    )
+    prompts = ", ".join(
+        f"{mid} ({time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(ms / 1000))})" for mid, ms in queued
+    )
     return [f"prompts sent while stuck, which opencode drops, re-send them: {prompts}"]
 
 

@@ -66,8 +66,10 @@ def _clean(value, limit: int):
 def neutralise(_logger, _method: str, event_dict: dict) -> dict:
     """One printable, bounded line per record, in both renderers: control characters (terminal escapes,
     newlines, bidi overrides) in any value, the event and tracebacks included, become visible `\\xNN`."""
-    return {safe(key, 200): _clean(value, TRACEBACK_LIMIT if key == "exception" else VALUE_LIMIT)
-            for key, value in event_dict.items()}
+    return {
+        safe(key, 200): _clean(value, TRACEBACK_LIMIT if key == "exception" else VALUE_LIMIT)
+        for key, value in event_dict.items()
+    }
 
 
 def on_journal(stream, env=os.environ) -> bool:
@@ -105,8 +107,9 @@ def _renderer(fmt: str, journal: bool, colour: bool):
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer(serializer=json.dumps, default=str)
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=colour, pad_event_to=0, pad_level=False,
-                                                 exception_formatter=structlog.dev.plain_traceback)
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=colour, pad_event_to=0, pad_level=False, exception_formatter=structlog.dev.plain_traceback
+        )
     return WithPriority(renderer) if journal else renderer
 
 
@@ -117,8 +120,11 @@ def setup_logging(level: str = "info", fmt: str = "auto", stream=None, env=os.en
     processors = [structlog.contextvars.merge_contextvars, structlog.processors.add_log_level]
     if fmt == "json" or not journal:
         processors.append(structlog.processors.TimeStamper(fmt="iso", utc=True))
-    processors += [structlog.processors.format_exc_info, neutralise,
-                   _renderer(fmt, journal, not journal and wants_colour(stream, env))]
+    processors += [
+        structlog.processors.format_exc_info,
+        neutralise,
+        _renderer(fmt, journal, not journal and wants_colour(stream, env)),
+    ]
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),

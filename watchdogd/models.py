@@ -104,7 +104,9 @@ class Plan:
     @property
     def label(self) -> str:
         """The route as `scan`, `status` and `reap --json` show it: `report: <why>` for a report."""
-        return f"{self.route.value}: {self.why}" if self.route is Route.REPORT and self.why else self.route.value
+        return (
+            f"{self.route.value}: {self.why}" if self.route is Route.REPORT and self.why else self.route.value
+        )
 
 
 class Outcome(StrEnum):
@@ -148,7 +150,9 @@ class DBReport:
     @property
     def ok(self) -> bool:
         """Writable: readable, a known layout, and the write gate allows it."""
-        return self.error is None and self.schema is not None and self.schema.writable and self.refusal is None
+        return (
+            self.error is None and self.schema is not None and self.schema.writable and self.refusal is None
+        )
 
     @property
     def not_writable(self) -> str:

@@ -25,7 +25,6 @@ import structlog
 
 from watchdogd.assess import Evidence, LiveEvidence, gather, judge, sightings, with_sessions
 from watchdogd.config import Settings
-from watchdogd.watched import WatchedDB, WatchedDBs
 from watchdogd.journal import Journal, JournalError
 from watchdogd.live_evidence import build_live
 from watchdogd.live_recovery import LiveRecovery
@@ -36,6 +35,7 @@ from watchdogd.opencode.store import StoreError
 from watchdogd.opencode.writegate import write_refusal
 from watchdogd.reaper import Reaper
 from watchdogd.restore import reconcile
+from watchdogd.watched import WatchedDB, WatchedDBs
 
 MISSING = "database does not exist (yet)"
 DEADLINE_SLACK = timedelta(milliseconds=50)  # a pass a little after a deadline finds the part already expired
@@ -95,9 +95,16 @@ def run_pass(ctx: PassContext, dbs: WatchedDBs, options: PassOptions = PassOptio
     ok, outcomes = True, []
     if options.act and not options.dry_run and due:
         reconcile(ctx.journal, {d.watched.path: d.watched.store for d in due})
-    reaper = Reaper(ctx.settings, ctx.journal, dry_run=options.dry_run, stopping=ctx.stopping, log=ctx.log,
-                    live=LiveRecovery(live, ctx.settings.live) if live is not None else None, backed_up=dbs.backed_up,
-                    told=ctx.told)
+    reaper = Reaper(
+        ctx.settings,
+        ctx.journal,
+        dry_run=options.dry_run,
+        stopping=ctx.stopping,
+        log=ctx.log,
+        live=LiveRecovery(live, ctx.settings.live) if live is not None else None,
+        backed_up=dbs.backed_up,
+        told=ctx.told,
+    )
     for item in due:
         try:
             outcomes += _judge_act_record(ctx, item, reaper if options.act else None, started)
@@ -106,8 +113,16 @@ def run_pass(ctx: PassContext, dbs: WatchedDBs, options: PassOptions = PassOptio
             ctx.log.error("pass incomplete", db=str(item.watched.path), error=str(exc))
     reports = tuple(w.report for w in dbs.values() if w.report is not None)
     servers = tuple(ServerSeen(url, version) for url, version in live.servers_reached()) if live else ()
-    return PassResult(started, time.monotonic() - clock, ok, bool(due), reports, tuple(outcomes),
-                      next_deadline(reports), servers)
+    return PassResult(
+        started,
+        time.monotonic() - clock,
+        ok,
+        bool(due),
+        reports,
+        tuple(outcomes),
+        next_deadline(reports),
+        servers,
+    )
 
 
 def _looked_at(dbs: WatchedDBs, options: PassOptions) -> Iterable[WatchedDB]:
@@ -187,7 +202,9 @@ def _evidence(ctx: PassContext, due: list[_Due]) -> LiveEvidence | None:
     return live
 
 
-def _judge_act_record(ctx: PassContext, item: _Due, reaper: Reaper | None, now: datetime) -> list[ActionResult]:
+def _judge_act_record(
+    ctx: PassContext, item: _Due, reaper: Reaper | None, now: datetime
+) -> list[ActionResult]:
     """Judge and plan one DB, act on its plans (unless only looking), then record its sightings."""
     report, store = item.report, item.watched.store
     item.watched.report = report
@@ -196,8 +213,9 @@ def _judge_act_record(ctx: PassContext, item: _Due, reaper: Reaper | None, now: 
     path = str(item.watched.path)
     known = ctx.journal.sightings(path)
     seen = sightings(known, item.evidence, now)
-    report.assessments = judge(report, item.candidates, item.evidence, seen, item.sessions,
-                               ctx.settings.policy, now)
+    report.assessments = judge(
+        report, item.candidates, item.evidence, seen, item.sessions, ctx.settings.policy, now
+    )
     outcomes = reaper.reap(report, store) if reaper is not None else []
     if seen != known:
         ctx.journal.record_sightings(path, seen)
@@ -206,13 +224,22 @@ def _judge_act_record(ctx: PassContext, item: _Due, reaper: Reaper | None, now: 
 
 def next_deadline(reports: Iterable[DBReport]) -> datetime | None:
     """When the next kept candidate expires (a little after, so the pass then finds it expired)."""
-    deadlines = [a.verdict.expires_at for r in reports for a in r.assessments
-                 if a.verdict.decision is Decision.KEEP and a.verdict.expires_at is not None]
+    deadlines = [
+        a.verdict.expires_at
+        for r in reports
+        for a in r.assessments
+        if a.verdict.decision is Decision.KEEP and a.verdict.expires_at is not None
+    ]
     return min(deadlines) + DEADLINE_SLACK if deadlines else None
 
 
-def one_shot(settings: Settings, journal: Journal, paths: list[Path], options: PassOptions,
-             ctx: PassContext | None = None) -> PassResult:
+def one_shot(
+    settings: Settings,
+    journal: Journal,
+    paths: list[Path],
+    options: PassOptions,
+    ctx: PassContext | None = None,
+) -> PassResult:
     """A CLI verb's pass: fresh trackers (a full scan), every DB looked at, stores closed afterwards."""
     dbs = WatchedDBs()
     dbs.sync(paths, settings, announce=False)

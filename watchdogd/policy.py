@@ -38,7 +38,9 @@ def effective_start(candidate: Candidate, sighting: Sighting, now: datetime) -> 
         return sighting.first_seen, " (no start time recorded; counting from first sighting)"
     start = _from_ms(start_ms)
     if start > now:
-        return min(sighting.first_seen, now), " (start time is in the future, clock skew; counting from first sighting)"
+        return min(
+            sighting.first_seen, now
+        ), " (start time is in the future, clock skew; counting from first sighting)"
     return start, ""
 
 
@@ -52,7 +54,10 @@ def orphan_anchor(candidate: Candidate, sighting: Sighting, now: datetime) -> tu
     if changed_ms is None:
         changed, note = sighting.first_seen, "the part was first seen (its row has no time)"
     elif _from_ms(changed_ms) > now:
-        changed, note = min(sighting.first_seen, now), "the part was first seen (its row's time is in the future)"
+        changed, note = (
+            min(sighting.first_seen, now),
+            "the part was first seen (its row's time is in the future)",
+        )
     else:
         changed, note = _from_ms(changed_ms), "the part last changed"
     if sighting.owner_seen is not None and sighting.owner_seen > changed:
@@ -73,9 +78,19 @@ def evaluate(
     what = f"{candidate.tool} {candidate.status} for {format_duration(age)}{note}"
 
     if child is ChildState.ACTIVE:
-        return Verdict(Decision.NEVER, f"{what}; its subagent session {candidate.child_session_id} is still active", None, age)
+        return Verdict(
+            Decision.NEVER,
+            f"{what}; its subagent session {candidate.child_session_id} is still active",
+            None,
+            age,
+        )
     if child is ChildState.STUCK:
-        return Verdict(Decision.KEEP, f"{what}; its subagent session {candidate.child_session_id} is stuck: free the child, not the parent", None, age)
+        return Verdict(
+            Decision.KEEP,
+            f"{what}; its subagent session {candidate.child_session_id} is stuck: free the child, not the parent",
+            None,
+            age,
+        )
 
     if ownership.orphan:
         since, anchor = orphan_anchor(candidate, sighting, now)
@@ -85,8 +100,12 @@ def evaluate(
             return Verdict(Decision.EXPIRED, f"{what}; {why}", deadline, age)
         left = format_duration((deadline - now).total_seconds())
         grace = format_duration(policy.orphan_grace)
-        return Verdict(Decision.KEEP, f"{what}; {why}; repair in {left} (policy.orphan_grace = {grace} after {anchor})",
-                       deadline, age)
+        return Verdict(
+            Decision.KEEP,
+            f"{what}; {why}; repair in {left} (policy.orphan_grace = {grace} after {anchor})",
+            deadline,
+            age,
+        )
 
     if candidate.status == "pending":
         threshold, key = policy.pending, "policy.pending"
@@ -136,11 +155,17 @@ def plan_route(item: Assessment, report: DBReport) -> Plan | None:
     if owner.kind is OwnerKind.LIVE:
         return _live_plan(item, report)
     if owner.kind in (OwnerKind.NONE, OwnerKind.RESTARTED):
-        return Plan(Route.DB_REPAIR) if report.ok else Plan(Route.REPORT, f"DB not writable ({report.not_writable})")
+        return (
+            Plan(Route.DB_REPAIR)
+            if report.ok
+            else Plan(Route.REPORT, f"DB not writable ({report.not_writable})")
+        )
     if owner.kind is OwnerKind.HELD:
         return Plan(Route.REPORT, f"live owner may hold it (pid {pids}); needs live recovery, no DB write")
     if owner.kind is OwnerKind.UNREACHABLE:  # the evidence layer says what it is and what can be done
-        return owner.live_plan or Plan(Route.REPORT, f"live owner has no reachable API (pid {pids}); no DB write")
+        return owner.live_plan or Plan(
+            Route.REPORT, f"live owner has no reachable API (pid {pids}); no DB write"
+        )
     return Plan(Route.REPORT, f"live owner {owner.label}")
 
 
@@ -149,8 +174,12 @@ def _live_plan(item: Assessment, report: DBReport) -> Plan:
     if plan is None:
         return Plan(Route.REPORT, f"live owner {item.ownership.label}; not asked in this pass")
     session = item.candidate.session_id
-    if plan.route is Route.ABORT and any(a.child_at_work for a in report.assessments
-                                         if a.candidate.session_id == session):
-        return Plan(Route.REPORT, "an abort would cancel a subagent of this session that is busy or in an "
-                                  "unknown state; free the child instead")
+    if plan.route is Route.ABORT and any(
+        a.child_at_work for a in report.assessments if a.candidate.session_id == session
+    ):
+        return Plan(
+            Route.REPORT,
+            "an abort would cancel a subagent of this session that is busy or in an "
+            "unknown state; free the child instead",
+        )
     return plan

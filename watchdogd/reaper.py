@@ -25,14 +25,24 @@ DB_REPAIR = Route.DB_REPAIR
 class LiveRecovery(Protocol):
     """Frees sessions through their owning server (the live layer)."""
 
-    def free(self, item: Assessment, plan: Plan, report: DBReport, store: OpencodeStore,
-             repairer: DBRepairer) -> ActionResult: ...
+    def free(
+        self, item: Assessment, plan: Plan, report: DBReport, store: OpencodeStore, repairer: DBRepairer
+    ) -> ActionResult: ...
 
 
 class Reaper:
-    def __init__(self, settings: Settings, journal: Journal, *, dry_run: bool = False, live: LiveRecovery | None = None,
-                 log=None, stopping=lambda: False, backed_up: set[Path] | None = None,
-                 told: set[tuple[str, str, str]] | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        journal: Journal,
+        *,
+        dry_run: bool = False,
+        live: LiveRecovery | None = None,
+        log=None,
+        stopping=lambda: False,
+        backed_up: set[Path] | None = None,
+        told: set[tuple[str, str, str]] | None = None,
+    ):
         self.settings = settings
         self.dry_run = dry_run
         # Report-only parts already logged (the daemon keeps this across passes): once per part, not per pass.
@@ -51,8 +61,9 @@ class Reaper:
 
     def act(self, item: Assessment, plan: Plan, report: DBReport, store: OpencodeStore) -> ActionResult:
         cand = item.candidate
-        log = self.log.bind(db=str(cand.db), session=cand.session_id, part=cand.part_id, tool=cand.tool,
-                            route=plan.label)
+        log = self.log.bind(
+            db=str(cand.db), session=cand.session_id, part=cand.part_id, tool=cand.tool, route=plan.label
+        )
         if self.dry_run:
             log.info("would act", reason=item.verdict.reason)
             return ActionResult(item, plan, Outcome.DRY_RUN, item.verdict.reason)
@@ -76,6 +87,10 @@ class Reaper:
             log.error("journal unavailable, nothing written", error=str(exc))
             return ActionResult(item, plan, Outcome.FAILED, f"journal unavailable: {exc}")
         level = "info" if outcome.ok else "warning"
-        getattr(log, level)(f"action {outcome.outcome}", action=outcome.action_id, detail=outcome.detail,
-                            reason=item.verdict.reason)
+        getattr(log, level)(
+            f"action {outcome.outcome}",
+            action=outcome.action_id,
+            detail=outcome.detail,
+            reason=item.verdict.reason,
+        )
         return outcome

@@ -18,8 +18,13 @@ from pathlib import Path
 
 JOURNAL_FILE = "journal.db"
 LOCK_FILE = "daemon.lock"
-OUR_FILES = {JOURNAL_FILE: "journal", JOURNAL_FILE + "-wal": "journal", JOURNAL_FILE + "-shm": "journal",
-             "status.json": "status file", LOCK_FILE: "lock file"}
+OUR_FILES = {
+    JOURNAL_FILE: "journal",
+    JOURNAL_FILE + "-wal": "journal",
+    JOURNAL_FILE + "-shm": "journal",
+    "status.json": "status file",
+    LOCK_FILE: "lock file",
+}
 
 
 class StateDirError(OSError):
@@ -46,8 +51,10 @@ def _check_ours(path: Path, st: os.stat_result, what: str, kind: int) -> None:
         expected = "a directory" if kind == stat.S_IFDIR else "a regular file"
         raise StateDirError(f"{what} {path} is not {expected}: refusing to use it")
     if st.st_uid != os.geteuid():
-        raise StateDirError(f"{what} {path} is owned by uid {st.st_uid}, not by this process (uid {os.geteuid()}): "
-                            "refusing to keep another user's journal there; use --state-dir")
+        raise StateDirError(
+            f"{what} {path} is owned by uid {st.st_uid}, not by this process (uid {os.geteuid()}): "
+            "refusing to keep another user's journal there; use --state-dir"
+        )
 
 
 def private_dir(path: Path, what: str = "state dir", tighten: bool = True) -> None:
@@ -109,7 +116,9 @@ def prepare_state_dir(path: Path) -> None:
     """
     if not path.is_absolute():
         raise StateDirError(f"state dir {str(path)!r} is not an absolute path")
-    private_dir(path, tighten=False)  # created 0700; an existing one may be shared ($HOME): its mode is not ours
+    private_dir(
+        path, tighten=False
+    )  # created 0700; an existing one may be shared ($HOME): its mode is not ours
     for name, what in OUR_FILES.items():
         private_file(path / name, what, create=False)
     backups = path / "backups"
@@ -141,8 +150,10 @@ class StateLock:
             os.close(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
                 who = f"pid {holder}" if holder else "pid unknown"
-                raise StateDirError(f"already running ({who}) on state dir {self.path.parent}; stop it first, "
-                                    "or use another --state-dir") from None
+                raise StateDirError(
+                    f"already running ({who}) on state dir {self.path.parent}; stop it first, "
+                    "or use another --state-dir"
+                ) from None
             raise StateDirError(f"lock file {self.path}: {_why(exc)}") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

@@ -59,8 +59,10 @@ def status_line(watched: Iterable, deadline: datetime | None, last_action: str) 
     items = [a for r in reports for a in r.assessments]
     expired = sum(a.verdict.expired for a in items)
     errors = sum(1 for r in reports if r.error and r.path.exists())
-    parts = [f"watching {len(watched)} DB{'s' if len(watched) != 1 else ''}",
-             f"{_plural(len(items), 'candidate')} ({expired} expired)"]
+    parts = [
+        f"watching {len(watched)} DB{'s' if len(watched) != 1 else ''}",
+        f"{_plural(len(items), 'candidate')} ({expired} expired)",
+    ]
     if errors:
         parts.append(_plural(errors, "DB error"))
     stuck = [a for a in items if a.verdict.expired and a.ownership.kind is OwnerKind.UNREACHABLE]
@@ -68,9 +70,11 @@ def status_line(watched: Iterable, deadline: datetime | None, last_action: str) 
         first = stuck[0]
         pid = first.ownership.pids[0] if first.ownership.pids else 0
         more = f" (+{len(stuck) - 1} more)" if len(stuck) > 1 else ""
-        parts.append(f"{first.candidate.tool} stuck {format_duration(first.verdict.age_s)} in "
-                     f"{first.ownership.detail or 'a process without an API'}: "
-                     f"{advice(first.ownership.process, first.candidate.tool, pid, recipe=False)}{more}")
+        parts.append(
+            f"{first.candidate.tool} stuck {format_duration(first.verdict.age_s)} in "
+            f"{first.ownership.detail or 'a process without an API'}: "
+            f"{advice(first.ownership.process, first.candidate.tool, pid, recipe=False)}{more}"
+        )
     if deadline:
         parts.append(f"next deadline {deadline.astimezone().strftime('%H:%M:%S')}")
     if last_action:
@@ -82,20 +86,27 @@ def status_document(watched: Iterable, line: str, deadline: datetime | None) -> 
     """What `status` shows: the DBs with their schema verdicts, and every candidate as `scan` lists it."""
     watched = list(watched)
     return {
-        "pid": os.getpid(), "version": __version__, "updated": datetime.now(UTC).isoformat(), "status_line": line,
+        "pid": os.getpid(),
+        "version": __version__,
+        "updated": datetime.now(UTC).isoformat(),
+        "status_line": line,
         "next_deadline": deadline.isoformat() if deadline else None,
         "databases": [_db_status(w) for w in watched],
-        "candidates": [candidate_record(a, w.report, a.plan)
-                       for w in watched if w.report for a in w.report.assessments],
+        "candidates": [
+            candidate_record(a, w.report, a.plan) for w in watched if w.report for a in w.report.assessments
+        ],
     }
 
 
 def _db_status(watched) -> dict[str, Any]:
     report = watched.report
-    return {"path": str(watched.path), "exists": watched.ident is not None,
-            "schema": report.schema.label if report and report.schema else None,
-            "schema_reason": report.schema.reason if report and report.schema else None,
-            "error": report.error if report else None,
-            "write_refusal": report.refusal if report else None,
-            "candidates": len(report.assessments) if report else 0,
-            "bad_rows": len(report.bad_rows) if report else 0}
+    return {
+        "path": str(watched.path),
+        "exists": watched.ident is not None,
+        "schema": report.schema.label if report and report.schema else None,
+        "schema_reason": report.schema.reason if report and report.schema else None,
+        "error": report.error if report else None,
+        "write_refusal": report.refusal if report else None,
+        "candidates": len(report.assessments) if report else 0,
+        "bad_rows": len(report.bad_rows) if report else 0,
+    }

@@ -31,8 +31,12 @@ CANNOT_RESTART = "undo cannot start it again: start it yourself if you still nee
 
 def may_stop(owner: Ownership, settings: Settings) -> bool:
     """Only one process could own the part, it has no API, and its kind is listed (never by default)."""
-    return (owner.kind is OwnerKind.UNREACHABLE and len(owner.pids) == 1 and owner.process is not None
-            and owner.process.value in settings.live.stop_unreachable)
+    return (
+        owner.kind is OwnerKind.UNREACHABLE
+        and len(owner.pids) == 1
+        and owner.process is not None
+        and owner.process.value in settings.live.stop_unreachable
+    )
 
 
 def unreachable_plan(owner: Ownership, tool: str, settings: Settings) -> Plan:
@@ -45,15 +49,23 @@ def unreachable_plan(owner: Ownership, tool: str, settings: Settings) -> Plan:
     return Plan(Route.REPORT, f"{what}; no DB write while it lives; {advice(owner.process, tool, pid)}")
 
 
-def stop_and_repair(item: Assessment, report: DBReport, store: OpencodeStore, repairer,
-                    settings: Settings) -> ActionResult:
+def stop_and_repair(
+    item: Assessment, report: DBReport, store: OpencodeStore, repairer, settings: Settings
+) -> ActionResult:
     cand, owner, plan = item.candidate, item.ownership, Plan(STOP_PROCESS)
     pid, kind = owner.pids[0], owner.process
     assert kind is not None
     what = f"{LABELS[kind]} pid {pid}"
-    with repairer.journal.journaled(db=str(cand.db), session_id=cand.session_id, message_id=cand.message_id,
-                                    part_id=cand.part_id, tool=cand.tool, route=STOP_PROCESS,
-                                    reason=item.verdict.reason, part_before=cand.data) as action:
+    with repairer.journal.journaled(
+        db=str(cand.db),
+        session_id=cand.session_id,
+        message_id=cand.message_id,
+        part_id=cand.part_id,
+        tool=cand.tool,
+        route=STOP_PROCESS,
+        reason=item.verdict.reason,
+        part_before=cand.data,
+    ) as action:
         gone, how = stop_process(pid, kind, settings.live.stop_grace)
         if not gone:
             action.settle(Outcome.FAILED, f"{what}: {how}; no DB write")

@@ -53,7 +53,9 @@ class WatchedDBs(dict[Path, WatchedDB]):
                 ident = None
             if ident != watched.ident:
                 if watched.ident is not None:
-                    self.log.warning("database replaced" if ident else "database gone; waiting for it", db=str(path))
+                    self.log.warning(
+                        "database replaced" if ident else "database gone; waiting for it", db=str(path)
+                    )
                 elif ident is not None and announce:
                     self.log.info("database appeared", db=str(path))
                 watched.close()

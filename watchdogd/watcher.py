@@ -132,12 +132,18 @@ class DBWatcher:
         if not self._started:
             self._inotify.start()
             self._started = True
-        return {db: folder for folder, watch in self._watched.items() for db in watch.dbs if db.parent != folder}
+        return {
+            db: folder for folder, watch in self._watched.items() for db in watch.dbs if db.parent != folder
+        }
 
     def _place(self, wanted: dict[Path, tuple[Path, ...]]) -> None:
         assert self._inotify is not None
         for folder, watch in list(self._watched.items()):
-            if wanted.get(folder) != watch.dbs or not self._inotify.is_watched(watch.wd) or not folder.is_dir():
+            if (
+                wanted.get(folder) != watch.dbs
+                or not self._inotify.is_watched(watch.wd)
+                or not folder.is_dir()
+            ):
                 self._inotify.unwatch(watch.wd)
                 del self._watched[folder]
         for folder, members in wanted.items():
@@ -148,8 +154,11 @@ class DBWatcher:
             except OSError as exc:  # gone (or unreadable) meanwhile: the next sync places it again
                 if exc.errno not in (errno.ENOENT, errno.ENOTDIR) and folder not in self._warned:
                     self._warned.add(folder)  # e.g. ENOSPC: fs.inotify.max_user_watches reached
-                    self.log.warning("cannot watch the DB folder; changes are noticed at the next poll",
-                                     folder=str(folder), error=exc.strerror)
+                    self.log.warning(
+                        "cannot watch the DB folder; changes are noticed at the next poll",
+                        folder=str(folder),
+                        error=exc.strerror,
+                    )
 
     def _kinds(self, events: list[RawEvent]) -> set[tuple[Path, str]]:
         watched = dict(self._watched)  # sync() may change it from the pass thread

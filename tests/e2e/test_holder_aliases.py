@@ -55,7 +55,9 @@ def passes(daemon) -> int:
 
 
 @pytest.mark.parametrize("alias", ["plain-path", "hard-link", "bind-mount"])
-def test_a_live_holder_under_any_name_is_never_written_while_it_lives(opencode_factory, alias, tmp_path) -> None:
+def test_a_live_holder_under_any_name_is_never_written_while_it_lives(
+    opencode_factory, alias, tmp_path
+) -> None:
     if alias == "bind-mount":
         require_root("a private mount namespace (unshare --mount) and mount --bind")
     server = opencode_factory(NEWEST)
@@ -67,13 +69,18 @@ def test_a_live_holder_under_any_name_is_never_written_while_it_lives(opencode_f
     settings = {"POLICY__ORPHAN_GRACE": f"{GRACE_S}s", "WATCH__POLL_INTERVAL": "1s"}
     with daemon_for(tmp_path, server, settings, args=["-v"]) as daemon:
         session, part = start_stuck(server)
-        status = daemon.wait_status(lambda s: candidate(s, part.part_id), timeout=FIRST_PASS_S,
-                                    what="the fresh question listed")
+        status = daemon.wait_status(
+            lambda s: candidate(s, part.part_id), timeout=FIRST_PASS_S, what="the fresh question listed"
+        )
         listed, listed_at = passes(daemon), time.monotonic()
         # Several passes, well past the orphan grace, while the holder lives.
-        daemon.wait_status(lambda s: passes(daemon) >= listed + PASSES_PAST_GRACE
-                           and time.monotonic() - listed_at > GRACE_S + 1, timeout=FIRST_PASS_S,
-                           what=f"{PASSES_PAST_GRACE} more passes")
+        daemon.wait_status(
+            lambda s: (
+                passes(daemon) >= listed + PASSES_PAST_GRACE and time.monotonic() - listed_at > GRACE_S + 1
+            ),
+            timeout=FIRST_PASS_S,
+            what=f"{PASSES_PAST_GRACE} more passes",
+        )
         record = candidate(daemon.status(), part.part_id)
         assert record is not None, f"no longer a candidate; actions: {daemon.actions()}"
         assert (record["owner"], record["verdict"]) == (f"live:{server.url}", "keep"), record

@@ -15,22 +15,31 @@ from tests.support.opencode import PINNED_VERSIONS, OpencodeServer
 from tests.support.prometheus import free_port, scrape, value
 from tests.support.watchdog import Watchdog, assert_freed, start_stuck
 
-pytestmark = [pytest.mark.e2e,
-              pytest.mark.skipif(shutil.which("dbus-run-session") is None and not os.environ.get("CI"),
-                                 reason="dbus-run-session missing (Debian package dbus)")]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        shutil.which("dbus-run-session") is None and not os.environ.get("CI"),
+        reason="dbus-run-session missing (Debian package dbus)",
+    ),
+]
 
 
 # The free itself is tested on every release elsewhere; telling about it does not depend on the release.
 @pytest.mark.parametrize("opencode_version", [PINNED_VERSIONS[0], PINNED_VERSIONS[-1]])
-def test_the_daemon_tells_the_desktop_it_freed_a_live_session(opencode_server: OpencodeServer, opencode_version,
-                                                              tmp_path) -> None:
+def test_the_daemon_tells_the_desktop_it_freed_a_live_session(
+    opencode_server: OpencodeServer, opencode_version, tmp_path
+) -> None:
     server = opencode_server
     bus = NotificationBus(tmp_path / "bus")
     try:
-        watchdog = Watchdog(tmp_path, server.db_path, policy={"tools": {"question": "2s"}},
-                            watch={"debounce": "0.1s"})
+        watchdog = Watchdog(
+            tmp_path, server.db_path, policy={"tools": {"question": "2s"}}, watch={"debounce": "0.1s"}
+        )
         port = free_port()
-        env = {"DBUS_SESSION_BUS_ADDRESS": bus.address, "OPENCODE_WATCHDOGD_METRICS__LISTEN": f"127.0.0.1:{port}"}
+        env = {
+            "DBUS_SESSION_BUS_ADDRESS": bus.address,
+            "OPENCODE_WATCHDOGD_METRICS__LISTEN": f"127.0.0.1:{port}",
+        }
         with watchdog.daemon(env=env):
             session, part = start_stuck(server)
             deadline = time.monotonic() + 30
@@ -48,7 +57,8 @@ def test_the_daemon_tells_the_desktop_it_freed_a_live_session(opencode_server: O
     [call] = calls
     assert call["summary"] == "opencode session freed" and call["hints"]["urgency"] == 1
     assert call["body"].startswith("Freed session “") and call["body"].endswith(
-        f"” in {session['directory']}: question unanswered for 2s"), call["body"]
+        f"” in {session['directory']}: question unanswered for 2s"
+    ), call["body"]
     assert "SCRIPT:question" not in call["body"]  # the prompt is conversation content
     # The operator's view of the same free: counted by route and outcome, the server's version seen.
     assert value(metrics, "opencode_watchdogd_actions_total", route="reject-question", outcome="done") == 1
@@ -60,8 +70,11 @@ def test_the_daemon_tells_the_desktop_it_freed_a_live_session(opencode_server: O
     # Told after the free was journaled; how long after the action finished is printed for the record (not
     # asserted: a loaded machine decides it; 0.02 s on the project's machine).
     assert call["at"] >= free["time"]
-    [done] = [line for line in map(_json, log.splitlines()) if line.get("event") == "action done"
-              and line.get("route") == "reject-question"]
+    [done] = [
+        line
+        for line in map(_json, log.splitlines())
+        if line.get("event") == "action done" and line.get("route") == "reject-question"
+    ]
     finished = datetime.fromisoformat(done["timestamp"]).timestamp()
     print(f"notification {call['at'] - finished:.3f}s after the free finished")
 

@@ -8,14 +8,21 @@ import pytest
 
 from tests.support.fake_model import MCP_TOOL, FakeModel
 from tests.support.opencode import RELEASES, OpencodeServer, mcp_config
-from tests.support.watchdog import (ONE_SECOND_POLICY, Watchdog, abandoned, assert_freed, assert_prompt_completes,
-                                    start_stuck)
+from tests.support.watchdog import (
+    ONE_SECOND_POLICY,
+    Watchdog,
+    abandoned,
+    assert_freed,
+    assert_prompt_completes,
+    start_stuck,
+)
 
 pytestmark = pytest.mark.e2e
 
 
-def test_reap_frees_a_live_stuck_question_and_lists_the_queued_prompt(opencode_server: OpencodeServer, opencode_version,
-                                                                       tmp_path) -> None:
+def test_reap_frees_a_live_stuck_question_and_lists_the_queued_prompt(
+    opencode_server: OpencodeServer, opencode_version, tmp_path
+) -> None:
     server = opencode_server
     session, part = start_stuck(server)
     sid, directory = session["id"], session["directory"]
@@ -24,7 +31,11 @@ def test_reap_frees_a_live_stuck_question_and_lists_the_queued_prompt(opencode_s
     time.sleep(1.1)
 
     [record] = watchdog.json("scan")
-    assert (record["part_id"], record["owner"], record["route"]) == (part.part_id, f"live:{server.url}", "reject-question")
+    assert (record["part_id"], record["owner"], record["route"]) == (
+        part.part_id,
+        f"live:{server.url}",
+        "reject-question",
+    )
     assert record["verdict"] == "expired" and f"opencode {opencode_version}" in record["owner_detail"]
     [queued] = record["queued_prompts"]
 
@@ -32,15 +43,25 @@ def test_reap_frees_a_live_stuck_question_and_lists_the_queued_prompt(opencode_s
     assert (outcome["route"], outcome["outcome"]) == ("reject-question", "done"), outcome
     assert queued["message_id"] in outcome["detail"]
     live, patch = watchdog.actions()
-    assert (live["route"], live["outcome"], live["server_version"]) == ("reject-question", "done", opencode_version)
-    assert (patch["route"], patch["outcome"], patch["server_version"]) == ("patch-part", "done", opencode_version)
+    assert (live["route"], live["outcome"], live["server_version"]) == (
+        "reject-question",
+        "done",
+        opencode_version,
+    )
+    assert (patch["route"], patch["outcome"], patch["server_version"]) == (
+        "patch-part",
+        "done",
+        opencode_version,
+    )
     assert "The user dismissed this question" in patch["part_before"]
 
     assert_freed(server, sid, part, directory)
     assert_prompt_completes(server, sid, directory)
 
 
-def test_a_session_in_another_directory_than_the_servers_cwd(opencode_server: OpencodeServer, tmp_path) -> None:
+def test_a_session_in_another_directory_than_the_servers_cwd(
+    opencode_server: OpencodeServer, tmp_path
+) -> None:
     server = opencode_server
     elsewhere = (tmp_path / "elsewhere").resolve()
     elsewhere.mkdir()
@@ -57,8 +78,11 @@ def test_a_session_in_another_directory_than_the_servers_cwd(opencode_server: Op
 def test_a_failed_mcp_call_then_a_stuck_question(opencode_factory, opencode_version, tmp_path) -> None:
     # The seed report's trigger: 1.14-1.15 keep offering a dead MCP server's tool ("Not connected");
     # later releases drop it, so there the server dies on the call instead ("Connection closed").
-    mode, error = (("exit-after-list", "Not connected") if RELEASES[opencode_version].keeps_dead_mcp_tool
-                   else ("exit-on-call", "Connection closed"))
+    mode, error = (
+        ("exit-after-list", "Not connected")
+        if RELEASES[opencode_version].keeps_dead_mcp_tool
+        else ("exit-on-call", "Connection closed")
+    )
     server = opencode_factory(opencode_version, config=mcp_config(mode))
     session, part = start_stuck(server, "SCRIPT:mcp,question")
     [mcp_part] = server.tool_parts(session["id"], MCP_TOOL)
@@ -71,8 +95,9 @@ def test_a_failed_mcp_call_then_a_stuck_question(opencode_factory, opencode_vers
     assert server.tool_parts(session["id"], MCP_TOOL)[0]["data"] == mcp_part["data"]  # never ours to touch
 
 
-def test_a_tool_that_never_returns_is_freed_by_abort(opencode_factory, opencode_version, tmp_path,
-                                                     fake_model: FakeModel) -> None:
+def test_a_tool_that_never_returns_is_freed_by_abort(
+    opencode_factory, opencode_version, tmp_path, fake_model: FakeModel
+) -> None:
     server = opencode_factory(opencode_version, config=mcp_config("hang"))
     session, part = start_stuck(server, "SCRIPT:mcp", tool=MCP_TOOL)
     watchdog = Watchdog(tmp_path, server.db_path, policy=ONE_SECOND_POLICY)

@@ -28,8 +28,9 @@ def child_of(server, parent_sid: str, timeout: float = 30.0) -> str:
     raise TimeoutError(f"no child session in {parent_sid}\n{server.log_tail()}")
 
 
-def test_a_stuck_child_question_is_rejected_and_opencode_finishes_the_parent(opencode_factory, opencode_version,
-                                                                             tmp_path, fake_model: FakeModel) -> None:
+def test_a_stuck_child_question_is_rejected_and_opencode_finishes_the_parent(
+    opencode_factory, opencode_version, tmp_path, fake_model: FakeModel
+) -> None:
     server = opencode_factory(opencode_version, config=CHILD_MAY_ASK)
     parent, task_part = start_stuck(server, "SCRIPT:task CHILD:SCRIPT:question", tool="task")
     directory = parent["directory"]
@@ -42,21 +43,32 @@ def test_a_stuck_child_question_is_rejected_and_opencode_finishes_the_parent(ope
     assert records[task_part.part_id]["verdict"] == "never"
     assert records[child_part.part_id]["route"] == "reject-question"
     [outcome] = watchdog.json("reap")
-    assert (outcome["part_id"], outcome["route"], outcome["outcome"]) == (child_part.part_id, "reject-question", "done")
+    assert (outcome["part_id"], outcome["route"], outcome["outcome"]) == (
+        child_part.part_id,
+        "reject-question",
+        "done",
+    )
 
     server.wait_idle(parent["id"], directory)  # the parent went on by itself and finished its turn
     [task] = server.tool_parts(parent["id"], "task")
     state = task["data"]["state"]
-    assert state["status"] == ("error" if RELEASES[opencode_version].task_error_on_child_error else "completed")
+    assert state["status"] == (
+        "error" if RELEASES[opencode_version].task_error_on_child_error else "completed"
+    )
     assert "opencode_watchdogd" not in (state.get("metadata") or {})  # finished by opencode, not by us
     assert abandoned(server.tool_parts(child_sid, "question")[0]["data"])
-    finishes = [m["info"].get("finish") for m in server.messages(parent["id"], directory) if m["info"]["role"] == "assistant"]
+    finishes = [
+        m["info"].get("finish")
+        for m in server.messages(parent["id"], directory)
+        if m["info"]["role"] == "assistant"
+    ]
     assert finishes[-1] == "stop"
     assert not any(a["session_id"] == parent["id"] for a in watchdog.actions())
 
 
-def test_a_parent_whose_child_still_streams_is_untouched_at_one_second_thresholds(opencode_factory, opencode_version,
-                                                                                tmp_path, fake_model: FakeModel) -> None:
+def test_a_parent_whose_child_still_streams_is_untouched_at_one_second_thresholds(
+    opencode_factory, opencode_version, tmp_path, fake_model: FakeModel
+) -> None:
     server = opencode_factory(opencode_version)
     parent, task_part = start_stuck(server, "SCRIPT:task CHILD:SCRIPT:hang", tool="task")
     child_sid = child_of(server, parent["id"])

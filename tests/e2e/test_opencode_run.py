@@ -37,14 +37,21 @@ def _default_sigint() -> None:
 
 
 @contextlib.contextmanager
-def opencode_run(tmp_path: Path, model: FakeModel,
-                 version: str) -> Iterator[tuple[subprocess.Popen, OpencodeServer]]:
+def opencode_run(
+    tmp_path: Path, model: FakeModel, version: str
+) -> Iterator[tuple[subprocess.Popen, OpencodeServer]]:
     dirs = OpencodeServer(tmp_path / "run", model.url, version=version, config=HANGING_MCP)
     dirs.prepare()
     with open(dirs.base_dir / "run.log", "wb") as log:
-        proc = subprocess.Popen([str(dirs.binary), "run", "Look it up. SCRIPT:mcp"], cwd=dirs.project_dir,
-                                env=dirs.env(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                preexec_fn=_default_sigint)  # noqa: PLW1509 (one signal() call, fork-safe)
+        proc = subprocess.Popen(
+            [str(dirs.binary), "run", "Look it up. SCRIPT:mcp"],
+            cwd=dirs.project_dir,
+            env=dirs.env(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_default_sigint,
+        )  # noqa: PLW1509 (one signal() call, fork-safe)
     try:
         yield proc, dirs
     finally:
@@ -58,14 +65,18 @@ def holder_of(dirs: OpencodeServer, proc: subprocess.Popen) -> int:
     from tests.support.tui import _children, _has_open
 
     target = str(dirs.db_path.resolve())
-    return wait_until(lambda: next((p for p in [proc.pid, *_children(proc.pid)] if _has_open(p, target)), None),
-                      "the process that holds the DB", 60)
+    return wait_until(
+        lambda: next((p for p in [proc.pid, *_children(proc.pid)] if _has_open(p, target)), None),
+        "the process that holds the DB",
+        60,
+    )
 
 
 def running_mcp_call(dirs: OpencodeServer) -> tuple[str, str, dict]:
     def running():
         found = tool_part(dirs.db_path, MCP_TOOL)
         return found if found and found[2]["state"]["status"] == "running" else None
+
     return wait_until(running, "the MCP call running", 120)
 
 
@@ -74,6 +85,7 @@ def stuck_candidate(watchdog: Watchdog, part_id: str) -> dict:
         status = watchdog.json("status")
         cands = [c for c in (status.get("status") or {}).get("candidates", []) if c["part_id"] == part_id]
         return (status, cands[0]) if cands and cands[0]["verdict"] == "expired" else None
+
     status, cand = wait_until(published, "the daemon published the expired part", 60, watchdog.daemon_log)
     return {"line": status["status"]["status_line"], **cand}
 
@@ -106,8 +118,12 @@ def test_a_stuck_run_is_described_never_written_and_repaired_after_ctrl_c(model,
 
             os.kill(pid, signal.SIGINT)  # what Ctrl+C in its terminal sends
             proc.wait(30)
-            wait_until(lambda: abandoned(tool_part(dirs.db_path, MCP_TOOL)[2]), "leftovers repaired", 30,
-                       watchdog.daemon_log)
+            wait_until(
+                lambda: abandoned(tool_part(dirs.db_path, MCP_TOOL)[2]),
+                "leftovers repaired",
+                30,
+                watchdog.daemon_log,
+            )
     assert [(a["route"], a["outcome"]) for a in watchdog.actions()] == [("db-repair", "done")]
 
 
@@ -117,12 +133,24 @@ def test_stop_unreachable_run_ends_it_like_ctrl_c_then_undo_restores_the_rows(mo
         with watchdog.daemon(env={"OPENCODE_WATCHDOGD_LIVE__STOP_UNREACHABLE": '["run"]'}):
             part_id, _, running = running_mcp_call(dirs)
             assert proc.wait(90) == -signal.SIGINT  # ended by SIGINT, as by Ctrl+C
-            wait_until(lambda: abandoned(tool_part(dirs.db_path, MCP_TOOL)[2]), "leftovers repaired", 30,
-                       watchdog.daemon_log)
+            wait_until(
+                lambda: abandoned(tool_part(dirs.db_path, MCP_TOOL)[2]),
+                "leftovers repaired",
+                30,
+                watchdog.daemon_log,
+            )
     stop, repair = watchdog.actions()
-    assert (stop["route"], stop["outcome"], repair["route"], repair["outcome"]) == \
-        ("stop-process", "done", "db-repair", "done"), (stop, repair)
-    assert "sent SIGINT" in stop["detail"] and "SIGTERM" not in stop["detail"] and "SIGKILL" not in stop["detail"]
+    assert (stop["route"], stop["outcome"], repair["route"], repair["outcome"]) == (
+        "stop-process",
+        "done",
+        "db-repair",
+        "done",
+    ), (stop, repair)
+    assert (
+        "sent SIGINT" in stop["detail"]
+        and "SIGTERM" not in stop["detail"]
+        and "SIGKILL" not in stop["detail"]
+    )
     undo = watchdog.cli("undo", str(stop["id"]))
     assert undo.returncode == 0, undo.stdout + undo.stderr
     assert "cannot start it again" in undo.stdout and f"restored part {part_id}" in undo.stdout, undo.stdout

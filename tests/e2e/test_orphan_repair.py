@@ -21,8 +21,9 @@ REPO = Path(__file__).resolve().parents[2]
 def watchdogd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCODE_")}
     full_env.update({"PYTHONPATH": str(REPO), **(env or {})})
-    return subprocess.run([sys.executable, "-m", "watchdogd", *args], env=full_env, capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "watchdogd", *args], env=full_env, capture_output=True, text=True, timeout=60
+    )
 
 
 def stuck(server: OpencodeServer):
@@ -37,8 +38,17 @@ def test_reap_repairs_an_orphan_and_undo_restores_it(opencode_server: OpencodeSe
     state = tmp_path / "state"
 
     # While opencode holds the DB and its API is not used, the expired part is reported, never written.
-    held = watchdogd("reap", "--db", str(server.db_path), "--state-dir", str(state),
-                     env={"OPENCODE_WATCHDOGD_POLICY__TOOLS__QUESTION": "0s", "OPENCODE_WATCHDOGD_LIVE__DISCOVER": "false"})
+    held = watchdogd(
+        "reap",
+        "--db",
+        str(server.db_path),
+        "--state-dir",
+        str(state),
+        env={
+            "OPENCODE_WATCHDOGD_POLICY__TOOLS__QUESTION": "0s",
+            "OPENCODE_WATCHDOGD_LIVE__DISCOVER": "false",
+        },
+    )
     assert held.returncode == 1, held.stdout + held.stderr
     assert "reported" in held.stdout
     assert server.db_message(part.message_id)["data"]["time"].get("completed") is None
@@ -49,7 +59,11 @@ def test_reap_repairs_an_orphan_and_undo_restores_it(opencode_server: OpencodeSe
     assert scan.returncode == 1, scan.stderr
     [record] = json.loads(scan.stdout)
     assert (record["part_id"], record["owner"], record["verdict"], record["route"]) == (
-        part.part_id, "none", "expired", "db-repair")
+        part.part_id,
+        "none",
+        "expired",
+        "db-repair",
+    )
 
     reap = watchdogd("reap", "--db", str(server.db_path), "--state-dir", str(state), env=grace0)
     assert reap.returncode == 0, reap.stdout + reap.stderr
@@ -63,7 +77,9 @@ def test_reap_repairs_an_orphan_and_undo_restores_it(opencode_server: OpencodeSe
         data = json.loads(conn.execute("SELECT data FROM part WHERE id=?", (part.part_id,)).fetchone()[0])
     assert data["state"]["status"] == "running"
 
-    assert watchdogd("reap", "--db", str(server.db_path), "--state-dir", str(state), env=grace0).returncode == 0
+    assert (
+        watchdogd("reap", "--db", str(server.db_path), "--state-dir", str(state), env=grace0).returncode == 0
+    )
     server.restart()
     assert_finished_through_api(server, sid, directory, part)
 
@@ -72,9 +88,15 @@ def test_running_daemon_repairs_when_opencode_dies(opencode_server: OpencodeServ
     server = opencode_server
     sid, directory, part = stuck(server)
     notify = NotifySocket(tmp_path / "notify.sock")
-    daemon = DaemonProcess(tmp_path, [server.db_path], notify=notify,
-                           env={"OPENCODE_WATCHDOGD_POLICY__ORPHAN_GRACE": "1s",
-                                "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1h"})
+    daemon = DaemonProcess(
+        tmp_path,
+        [server.db_path],
+        notify=notify,
+        env={
+            "OPENCODE_WATCHDOGD_POLICY__ORPHAN_GRACE": "1s",
+            "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1h",
+        },
+    )
     try:
         notify.wait_for("READY=1", timeout=30)
         status = daemon.wait_status(lambda s: s["candidates"], what="the live question listed")
@@ -86,7 +108,8 @@ def test_running_daemon_repairs_when_opencode_dies(opencode_server: OpencodeServ
                 row = conn.execute("SELECT data FROM part WHERE id=?", (part.part_id,)).fetchone()
             return json.loads(row[0])["state"]["status"] == "error"
 
-        # The poll is an hour away: only the daemon's own wake-ups (the DB closed, the grace's deadline) repair it.
+        # The poll is an hour away: only the daemon's own wake-ups (the DB closed, the grace's deadline)
+        # repair it.
         wait_until(repaired, timeout=60, what="the daemon's repair")
     finally:
         assert daemon.stop() == 0

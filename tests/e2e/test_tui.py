@@ -63,12 +63,15 @@ def running_part(tui: OpencodeTui, tool: str = "question") -> tuple[str, str, di
     def running():
         found = tool_part(tui.db_path, tool)
         return found if found and found[2]["state"]["status"] == "running" else None
+
     return wait_until(running, f"a running {tool} part", 180, tui.terminal.text)
 
 
 def answers(db: Path) -> int:
     """Assistant messages that finished with a plain answer."""
-    return sum(1 for (data,) in _rows(db, "SELECT data FROM message") if json.loads(data).get("finish") == "stop")
+    return sum(
+        1 for (data,) in _rows(db, "SELECT data FROM message") if json.loads(data).get("finish") == "stop"
+    )
 
 
 def assert_tui_answers_a_new_prompt(tui: OpencodeTui) -> None:
@@ -87,7 +90,9 @@ def model(fake_model: FakeModel) -> FakeModel:
 @pytest.mark.parametrize("version", TUI_VERSIONS)
 def test_a_tui_started_with_port_0_is_freed_live_and_keeps_working(version, model, tmp_path) -> None:
     tui = OpencodeTui(tmp_path / "tui", model.url, version, args=("--port", "0"))
-    watchdog = Watchdog(tmp_path, tui.db_path, policy={"tools": {"question": "3s"}}, watch={"debounce": "0.1s"})
+    watchdog = Watchdog(
+        tmp_path, tui.db_path, policy={"tools": {"question": "3s"}}, watch={"debounce": "0.1s"}
+    )
     with watchdog.daemon(), tui:
         tui.prompt("Which colour? SCRIPT:question")
         _part_id, message_id, _ = running_part(tui)
@@ -96,10 +101,15 @@ def test_a_tui_started_with_port_0_is_freed_live_and_keeps_working(version, mode
         def freed():
             found = tool_part(tui.db_path)
             return found is not None and abandoned(found[2])
+
         wait_until(freed, "the daemon freed the question", 90, watchdog.daemon_log)
         # The dialog goes away: the TUI saw the reject.
-        wait_until(lambda: "esc dismiss" not in tui.terminal.text(), "the question dialog closed", 60,
-                   tui.terminal.text)
+        wait_until(
+            lambda: "esc dismiss" not in tui.terminal.text(),
+            "the question dialog closed",
+            60,
+            tui.terminal.text,
+        )
         assert_tui_answers_a_new_prompt(tui)
         assert tui.terminal.alive()
     routes = [(a["route"], a["outcome"], a["server_version"]) for a in watchdog.actions()]
@@ -111,8 +121,12 @@ def test_a_tui_started_with_port_0_is_freed_live_and_keeps_working(version, mode
 
 def test_a_plain_tui_is_named_never_written_and_repaired_after_kill_9(model, tmp_path) -> None:
     tui = OpencodeTui(tmp_path / "tui", model.url, "1.18.33")
-    watchdog = Watchdog(tmp_path, tui.db_path, policy={"orphan_grace": "2s", "tools": {"question": "2s"}},
-                        watch={"debounce": "0.1s", "poll_interval": "1s"})
+    watchdog = Watchdog(
+        tmp_path,
+        tui.db_path,
+        policy={"orphan_grace": "2s", "tools": {"question": "2s"}},
+        watch={"debounce": "0.1s", "poll_interval": "1s"},
+    )
     with watchdog.daemon(), tui:
         tui.prompt("Which colour? SCRIPT:question")
         part_id, _, running = running_part(tui)
@@ -120,18 +134,27 @@ def test_a_plain_tui_is_named_never_written_and_repaired_after_kill_9(model, tmp
 
         def expired():
             status = watchdog.json("status")["status"] or {}
-            cands = [c for c in status.get("candidates", [])
-                     if c["part_id"] == part_id and c["verdict"] == "expired"]
+            cands = [
+                c
+                for c in status.get("candidates", [])
+                if c["part_id"] == part_id and c["verdict"] == "expired"
+            ]
             return (status["status_line"], cands[0]) if cands else None
+
         line, cand = wait_until(expired, "the expired question published", 60, watchdog.daemon_log)
         what = f"opencode TUI, pid {pid}, no HTTP API"
         assert cand["owner_process"] == "tui" and what in cand["owner_detail"] and what in line, (line, cand)
-        assert "press Esc on the question in that TUI" in cand["advice"] and "opencode --port 0" in cand["advice"]
+        assert (
+            "press Esc on the question in that TUI" in cand["advice"]
+            and "opencode --port 0" in cand["advice"]
+        )
         assert "press Esc on the question in that TUI" in line
         time.sleep(3)  # several passes: the row is never written while the TUI lives
         assert tool_part(tui.db_path)[2] == running
         assert sum("expired, not written" in line for line in watchdog.daemon_log().splitlines()) == 1
 
         os.kill(pid, signal.SIGKILL)  # a crash: the only way a TUI leaves its rows behind (docs/tui.md)
-        wait_until(lambda: abandoned(tool_part(tui.db_path)[2]), "leftovers repaired", 30, watchdog.daemon_log)
+        wait_until(
+            lambda: abandoned(tool_part(tui.db_path)[2]), "leftovers repaired", 30, watchdog.daemon_log
+        )
     assert [(a["route"], a["outcome"]) for a in watchdog.actions()] == [("db-repair", "done")]

@@ -30,14 +30,18 @@ def scan(watchdog: Watchdog) -> tuple[int, dict[str, dict]]:
 
 
 @pytest.mark.parametrize("opencode_version", [PINNED_VERSIONS[0], PINNED_VERSIONS[-1]])
-def test_week_old_orphans_are_due_at_once_and_a_fresh_one_waits(opencode_factory, opencode_version, clock_shim,
-                                                                 tmp_path) -> None:
+def test_week_old_orphans_are_due_at_once_and_a_fresh_one_waits(
+    opencode_factory, opencode_version, clock_shim, tmp_path
+) -> None:
     offset = tmp_path / "clock-offset"
     offset.write_bytes(struct.pack("q", -WEEK_S * 10**9))
-    server = opencode_factory(opencode_version, extra_env={"LD_PRELOAD": str(clock_shim),
-                                                           "FAKECLOCK_FILE": str(offset)})
+    server = opencode_factory(
+        opencode_version, extra_env={"LD_PRELOAD": str(clock_shim), "FAKECLOCK_FILE": str(offset)}
+    )
     old_session, old = start_stuck(server)
-    assert time.time() - old.data["state"]["time"]["start"] / 1000 > WEEK_S - 3600  # opencode wrote a week back
+    assert (
+        time.time() - old.data["state"]["time"]["start"] / 1000 > WEEK_S - 3600
+    )  # opencode wrote a week back
     server.kill()
     server.extra_env = {}
     server.start()
@@ -47,8 +51,11 @@ def test_week_old_orphans_are_due_at_once_and_a_fresh_one_waits(opencode_factory
     watchdog = Watchdog(tmp_path, server.db_path, policy={"orphan_grace": "1h"})  # never saw either part
     code, records = scan(watchdog)
     assert code == 1  # something expired
-    assert (records[old.part_id]["owner"], records[old.part_id]["verdict"], records[old.part_id]["route"]) == (
-        "none", "expired", "db-repair"), records[old.part_id]
+    assert (
+        records[old.part_id]["owner"],
+        records[old.part_id]["verdict"],
+        records[old.part_id]["route"],
+    ) == ("none", "expired", "db-repair"), records[old.part_id]
     assert (records[fresh.part_id]["owner"], records[fresh.part_id]["verdict"]) == ("none", "keep"), records
     assert "orphan_grace" in records[fresh.part_id]["reason"]
 

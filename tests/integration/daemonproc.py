@@ -58,6 +58,7 @@ class NotifySocket:
                 if line.startswith(prefix):
                     return line
             return None
+
         return wait_until(found, timeout, what=f"sd_notify {prefix!r}")
 
     def close(self) -> None:
@@ -67,26 +68,51 @@ class NotifySocket:
 
 
 class DaemonProcess:
-    def __init__(self, tmp: Path, dbs: list[Path], env: dict[str, str] | None = None, notify: NotifySocket | None = None,
-                 extra_args: list[str] | None = None):
+    def __init__(
+        self,
+        tmp: Path,
+        dbs: list[Path],
+        env: dict[str, str] | None = None,
+        notify: NotifySocket | None = None,
+        extra_args: list[str] | None = None,
+    ):
         self.state_dir = tmp / "state"
         self.log_path = tmp / "daemon.log"
         # No session bus from the machine running the tests: desktop notifications only on a test's own bus.
-        full_env = {k: v for k, v in os.environ.items()
-                    if not k.startswith(("OPENCODE_", "NOTIFY_SOCKET", "WATCHDOG_", "DBUS_SESSION_BUS_ADDRESS"))}
-        full_env.update({"XDG_CONFIG_HOME": str(tmp / "config"), "XDG_DATA_HOME": str(tmp / "data"),
-                         "XDG_STATE_HOME": str(tmp / "xdgstate"), "XDG_RUNTIME_DIR": str(tmp / "runtime"),
-                         "PYTHONPATH": str(REPO)})
+        full_env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("OPENCODE_", "NOTIFY_SOCKET", "WATCHDOG_", "DBUS_SESSION_BUS_ADDRESS"))
+        }
+        full_env.update(
+            {
+                "XDG_CONFIG_HOME": str(tmp / "config"),
+                "XDG_DATA_HOME": str(tmp / "data"),
+                "XDG_STATE_HOME": str(tmp / "xdgstate"),
+                "XDG_RUNTIME_DIR": str(tmp / "runtime"),
+                "PYTHONPATH": str(REPO),
+            }
+        )
         if notify is not None:
             full_env["NOTIFY_SOCKET"] = str(notify.path)
         full_env.update(env or {})
-        args = [sys.executable, "-m", "watchdogd", "run", "--state-dir", str(self.state_dir), "--log-format", "json"]
+        args = [
+            sys.executable,
+            "-m",
+            "watchdogd",
+            "run",
+            "--state-dir",
+            str(self.state_dir),
+            "--log-format",
+            "json",
+        ]
         for db in dbs:
             args += ["--db", str(db)]
-        self.log_file = open(self.log_path, "a")  # a daemon started again on the same state keeps one log
+        self.log_file = open(self.log_path, "a")  # noqa: SIM115 (closed in stop); a daemon started again on the same state keeps one log
         self.log_start = self.log_file.tell()  # where this process's own lines begin
-        self.proc = subprocess.Popen(args + (extra_args or []), env=full_env, stdout=self.log_file,
-                                     stderr=subprocess.STDOUT, cwd=tmp)
+        self.proc = subprocess.Popen(
+            args + (extra_args or []), env=full_env, stdout=self.log_file, stderr=subprocess.STDOUT, cwd=tmp
+        )
 
     @property
     def pid(self) -> int:
@@ -130,9 +156,17 @@ class DaemonProcess:
 
     def wait_action(self, part_id: str, route: str, timeout: float = 60) -> dict:
         """The first settled action of `route` on the part (a planned one is still in flight)."""
+
         def settled():
-            return next((a for a in self.actions() if a["part_id"] == part_id and a["route"] == route
-                         and a["outcome"] != "planned"), None)
+            return next(
+                (
+                    a
+                    for a in self.actions()
+                    if a["part_id"] == part_id and a["route"] == route and a["outcome"] != "planned"
+                ),
+                None,
+            )
+
         try:
             return wait_until(settled, timeout, what=f"a {route} action on {part_id}")
         except AssertionError as exc:
@@ -166,11 +200,13 @@ class Holder:
     """Another process with the DB open, as opencode (or a TUI without an API) would have it."""
 
     def __init__(self, db: Path):
-        code = ("import sqlite3, sys, time\n"
-                f"c = sqlite3.connect({str(db)!r})\n"
-                "c.execute('SELECT count(*) FROM part').fetchall()\n"
-                "print('ready', flush=True)\n"
-                "time.sleep(3600)\n")
+        code = (
+            "import sqlite3, sys, time\n"
+            f"c = sqlite3.connect({str(db)!r})\n"
+            "c.execute('SELECT count(*) FROM part').fetchall()\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(3600)\n"
+        )
         self.proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout.readline().strip() == "ready"
 

@@ -26,14 +26,26 @@ def db(hermetic_env) -> Path:
 
 def watchdogd(*argv: str, grace: str = "0s") -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, OPENCODE_WATCHDOGD_POLICY__ORPHAN_GRACE=grace)
-    return subprocess.run([sys.executable, "-m", "watchdogd", *argv], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "watchdogd", *argv],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def spawn(*argv: str) -> subprocess.Popen[str]:
     env = dict(os.environ, OPENCODE_WATCHDOGD_POLICY__ORPHAN_GRACE="0s")
-    return subprocess.Popen([sys.executable, "-m", "watchdogd", *argv], env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "watchdogd", *argv],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def status_of(db: Path, stuck: f.Stuck) -> tuple[str, bool]:
@@ -61,16 +73,23 @@ def test_scan_reap_undo_while_another_connection_reads(db):
         scan = watchdogd("scan", "--json")
         assert scan.returncode == 1, scan.stderr
         [record] = json.loads(scan.stdout)
-        assert (record["part_id"], record["owner"], record["verdict"], record["route"]) == \
-            (stuck.part_id, "restarted", "expired", "db-repair")
+        assert (record["part_id"], record["owner"], record["verdict"], record["route"]) == (
+            stuck.part_id,
+            "restarted",
+            "expired",
+            "db-repair",
+        )
 
         reap = watchdogd("reap")
         assert reap.returncode == 0, reap.stdout + reap.stderr
         assert reap.stdout.startswith("#1 done")
         assert status_of(db, stuck) == ("error", True)
         # the open read transaction still sees its snapshot: WAL let the write land beside it
-        assert reader.execute("SELECT data FROM part WHERE id = ?", (stuck.part_id,)).fetchone()[0] == held == \
-            original["part"]
+        assert (
+            reader.execute("SELECT data FROM part WHERE id = ?", (stuck.part_id,)).fetchone()[0]
+            == held
+            == original["part"]
+        )
 
         again = watchdogd("reap")
         assert (again.returncode, again.stdout.strip()) == (0, "nothing due")
@@ -78,14 +97,18 @@ def test_scan_reap_undo_while_another_connection_reads(db):
         undo = watchdogd("undo", "--last")
         assert undo.returncode == 0, undo.stdout + undo.stderr
         assert f"#1 restored part {stuck.part_id}" in undo.stdout
-        assert {t: f.read_text(db, t, i) for t, i in (("part", stuck.part_id), ("message", stuck.message_id))} == original
+        assert {
+            t: f.read_text(db, t, i) for t, i in (("part", stuck.part_id), ("message", stuck.message_id))
+        } == original
     finally:
         reader.execute("ROLLBACK")
         reader.close()
 
     history = watchdogd("history", "--json")
-    assert [(a["id"], a["route"], a["outcome"]) for a in json.loads(history.stdout)] == \
-        [(2, "undo", "done"), (1, "db-repair", "undone")]
+    assert [(a["id"], a["route"], a["outcome"]) for a in json.loads(history.stdout)] == [
+        (2, "undo", "done"),
+        (1, "db-repair", "undone"),
+    ]
 
 
 def test_reap_against_a_writer_holding_the_lock(db):
@@ -113,13 +136,24 @@ def test_reap_against_a_writer_holding_the_lock(db):
         assert proc.returncode == 1, out + err
         assert "failed" in out and "locked" in out
         assert after == before
-        history = json.loads(subprocess.run([sys.executable, "-m", "watchdogd", "history", "--json"], cwd=ROOT,
-                                            capture_output=True, text=True, timeout=60).stdout)
+        history = json.loads(
+            subprocess.run(
+                [sys.executable, "-m", "watchdogd", "history", "--json"],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            ).stdout
+        )
         assert [a["outcome"] for a in history] == ["failed"]
     # never half a repair: the part and its message change together or not at all
-    part_changed = f.read_text(db, "part", stuck.part_id) != dict((r[0], r[5]) for r in before["part"])[stuck.part_id]
-    message_changed = f.read_text(db, "message", stuck.message_id) != \
-        dict((r[0], r[4]) for r in before["message"])[stuck.message_id]
+    part_changed = (
+        f.read_text(db, "part", stuck.part_id) != dict((r[0], r[5]) for r in before["part"])[stuck.part_id]
+    )
+    message_changed = (
+        f.read_text(db, "message", stuck.message_id)
+        != dict((r[0], r[4]) for r in before["message"])[stuck.message_id]
+    )
     assert part_changed == message_changed == (proc.returncode == 0)
 
 

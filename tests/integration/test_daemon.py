@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import shutil
-import sqlite3
 import signal
+import sqlite3
 import time
 
 import pytest
@@ -55,8 +55,15 @@ def test_watchdog_pid_for_another_process_is_ignored(tmp_path, notify, daemons):
 
 def test_orphan_repaired_at_its_deadline_without_a_poll(tmp_path, notify, daemons):
     db = dbfactory.make_db(tmp_path / "opencode.db")
-    daemon = daemons(tmp_path, [db], notify=notify,
-                     env={"OPENCODE_WATCHDOGD_POLICY__ORPHAN_GRACE": "2s", "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1h"})
+    daemon = daemons(
+        tmp_path,
+        [db],
+        notify=notify,
+        env={
+            "OPENCODE_WATCHDOGD_POLICY__ORPHAN_GRACE": "2s",
+            "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1h",
+        },
+    )
     notify.wait_for("READY=1")
     stuck = dbfactory.stuck_question(db, age_s=0)  # its row changed just now: the grace counts from there
     # The deadline job, not the hourly poll (a loaded machine only delays it: no upper bound asserted).
@@ -67,7 +74,9 @@ def test_orphan_repaired_at_its_deadline_without_a_poll(tmp_path, notify, daemon
     assert part["state"]["metadata"]["interrupted"] is True
     message = dbfactory.read_data(db, "message", stuck.message_id)
     assert message["time"]["completed"] and message["error"]["name"] == "MessageAbortedError"
-    status = daemon.wait_status(lambda s: s["counts"]["repaired"] == 1 and not s["candidates"], what="re-pass after repair")
+    status = daemon.wait_status(
+        lambda s: s["counts"]["repaired"] == 1 and not s["candidates"], what="re-pass after repair"
+    )
     assert status["counts"]["failed"] == 0
 
 
@@ -76,8 +85,15 @@ def test_holder_exit_is_noticed_without_a_file_change(tmp_path, notify, daemons)
     holder = Holder(db)
     try:
         stuck = dbfactory.stuck_question(db, age_s=0)  # started while the holder runs: it may own it
-        daemon = daemons(tmp_path, [db], notify=notify, env={"OPENCODE_WATCHDOGD_POLICY__ORPHAN_GRACE": "1s",
-                                                             "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1h"})
+        daemon = daemons(
+            tmp_path,
+            [db],
+            notify=notify,
+            env={
+                "OPENCODE_WATCHDOGD_POLICY__ORPHAN_GRACE": "1s",
+                "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1h",
+            },
+        )
         notify.wait_for("READY=1")
         status = daemon.wait_status(lambda s: s["candidates"], what="candidate listed")
         assert status["candidates"][0]["owner"].startswith(("held:", "live-unreachable:"))
@@ -137,34 +153,54 @@ def test_sighup_reload_valid_and_invalid(tmp_path, notify, daemons):
     daemon.signal(signal.SIGHUP)
     notify.wait_for("RELOADING=1", after=mark)
     notify.wait_for("READY=1", after=mark)
-    wait_until(lambda: part_status(db, stuck.part_id) == "error", timeout=10, what="repair under the new config")
+    wait_until(
+        lambda: part_status(db, stuck.part_id) == "error", timeout=10, what="repair under the new config"
+    )
 
 
 def test_db_that_appears_later_is_attached(tmp_path, notify, daemons):
     db = tmp_path / "later" / "opencode.db"
-    daemon = daemons(tmp_path, [db], notify=notify, env={"OPENCODE_WATCHDOGD_POLICY__ORPHAN_GRACE": "0s",
-                                                         "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1s"})
+    daemon = daemons(
+        tmp_path,
+        [db],
+        notify=notify,
+        env={
+            "OPENCODE_WATCHDOGD_POLICY__ORPHAN_GRACE": "0s",
+            "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1s",
+        },
+    )
     notify.wait_for("READY=1")
     status = daemon.wait_status(lambda s: s["databases"], what="db listed")
     assert status["databases"][0]["exists"] is False
     db.parent.mkdir()
     dbfactory.make_db(db)
     stuck = dbfactory.stuck_question(db, age_s=60)
-    wait_until(lambda: part_status(db, stuck.part_id) == "error", timeout=15, what="repair in a DB that appeared")
+    wait_until(
+        lambda: part_status(db, stuck.part_id) == "error", timeout=15, what="repair in a DB that appeared"
+    )
     assert daemon.proc.poll() is None
 
 
 def test_replaced_db_file_is_reattached(tmp_path, notify, daemons):
     db = dbfactory.make_db(tmp_path / "opencode.db")
-    daemon = daemons(tmp_path, [db], notify=notify, env={"OPENCODE_WATCHDOGD_POLICY__ORPHAN_GRACE": "0s",
-                                                         "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1h"})
+    daemon = daemons(
+        tmp_path,
+        [db],
+        notify=notify,
+        env={
+            "OPENCODE_WATCHDOGD_POLICY__ORPHAN_GRACE": "0s",
+            "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1h",
+        },
+    )
     notify.wait_for("READY=1")
     replacement = dbfactory.make_db(tmp_path / "restored.db")
     stuck = dbfactory.stuck_question(replacement, age_s=60)
     for suffix in ("-wal", "-shm"):
         (tmp_path / f"opencode.db{suffix}").unlink(missing_ok=True)
     shutil.move(replacement, db)  # a restored backup: same path, new inode
-    wait_until(lambda: part_status(db, stuck.part_id) == "error", timeout=15, what="repair in the replaced DB")
+    wait_until(
+        lambda: part_status(db, stuck.part_id) == "error", timeout=15, what="repair in the replaced DB"
+    )
     assert any(line.get("event") == "database replaced" for line in daemon.log_lines())
 
 
@@ -193,16 +229,21 @@ def test_commit_as_the_stream_goes_quiet_is_seen(tmp_path, notify, daemons, quie
     try:
         conn.execute("PRAGMA busy_timeout=10000")
         for i in range(100):  # ~1 s of streaming, one commit each
-            conn.execute("UPDATE part SET data=?, time_updated=? WHERE id=?",
-                         (dbfactory.compact({"type": "text", "text": "x" * i}), dbfactory.now_ms(), streamed))
+            conn.execute(
+                "UPDATE part SET data=?, time_updated=? WHERE id=?",
+                (dbfactory.compact({"type": "text", "text": "x" * i}), dbfactory.now_ms(), streamed),
+            )
             time.sleep(0.01)
         time.sleep(quiet_after_s)
         conn.execute("BEGIN IMMEDIATE")
         stuck = dbfactory.stuck_question(conn, age_s=0)
         conn.execute("COMMIT")
         # The connection stays open: its close would be a second event that hides a missed commit.
-        status = daemon.wait_status(lambda s: any(c["part_id"] == stuck.part_id for c in s["candidates"]),
-                                    timeout=30, what="the last commit of the stream seen")
+        status = daemon.wait_status(
+            lambda s: any(c["part_id"] == stuck.part_id for c in s["candidates"]),
+            timeout=30,
+            what="the last commit of the stream seen",
+        )
         assert "change" in status["last_pass"]["reasons"]
     finally:
         conn.close()

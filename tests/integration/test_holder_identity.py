@@ -22,12 +22,14 @@ from tests.integration.daemonproc import DaemonProcess, wait_until
 pytestmark = pytest.mark.integration
 GRACE_S = 1.0
 
-_HOLD = ("import sqlite3, sys, time\n"
-         "c = sqlite3.connect(sys.argv[1])\n"
-         "assert c.execute('PRAGMA journal_mode').fetchone()[0] == 'wal'\n"
-         "c.execute('SELECT count(*) FROM part').fetchall()\n"
-         "print('ready', flush=True)\n"
-         "time.sleep(3600)\n")
+_HOLD = (
+    "import sqlite3, sys, time\n"
+    "c = sqlite3.connect(sys.argv[1])\n"
+    "assert c.execute('PRAGMA journal_mode').fetchone()[0] == 'wal'\n"
+    "c.execute('SELECT count(*) FROM part').fetchall()\n"
+    "print('ready', flush=True)\n"
+    "time.sleep(3600)\n"
+)
 
 
 class AliasHolder:
@@ -53,7 +55,9 @@ class AliasHolder:
 def _unshare_usable() -> str | None:
     if shutil.which("unshare") is None:
         return "unshare(1) is not installed"
-    probe = subprocess.run(["unshare", "-m", "--propagation", "private", "true"], capture_output=True, text=True)
+    probe = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "true"], capture_output=True, text=True
+    )
     return None if probe.returncode == 0 else f"unshare -m fails here: {probe.stderr.strip()}"
 
 
@@ -71,7 +75,7 @@ def _alias(kind: str, db: Path, tmp: Path) -> tuple[Path, list[str]]:
         pytest.skip(why)
     mnt = tmp / "container-view"
     mnt.mkdir()
-    bind = f"mount --bind {db.parent} {mnt} && exec \"$0\" \"$@\""
+    bind = f'mount --bind {db.parent} {mnt} && exec "$0" "$@"'
     return mnt / db.name, ["unshare", "-m", "--propagation", "private", "sh", "-c", bind]
 
 
@@ -86,8 +90,14 @@ def test_a_holder_under_another_name_protects_its_fresh_part(tmp_path, kind):
             assert not (path.parent / db.name).exists() and any(str(path) in t for t in holder.fd_targets())
         time.sleep(1.1)  # the part starts after the holder (a later start time would make it a restart)
         stuck = dbfactory.stuck_question(db, age_s=0)
-        daemon = DaemonProcess(tmp_path, [db], env={"OPENCODE_WATCHDOGD_POLICY__ORPHAN_GRACE": f"{GRACE_S}s",
-                                                    "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1h"})
+        daemon = DaemonProcess(
+            tmp_path,
+            [db],
+            env={
+                "OPENCODE_WATCHDOGD_POLICY__ORPHAN_GRACE": f"{GRACE_S}s",
+                "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1h",
+            },
+        )
         status = daemon.wait_status(lambda s: s["candidates"], timeout=30, what="candidate listed")
         [cand] = status["candidates"]
         assert cand["owner"] in (f"held:{holder.proc.pid}", f"live-unreachable:{holder.proc.pid}"), cand
@@ -97,7 +107,10 @@ def test_a_holder_under_another_name_protects_its_fresh_part(tmp_path, kind):
         holder.kill()
     # The same part, the same daemon: once the holder is gone it is an orphan, and repaired.
     try:
-        wait_until(lambda: dbfactory.read_data(db, "part", stuck.part_id)["state"]["status"] == "error",
-                   timeout=30, what="repair after the holder exited")
+        wait_until(
+            lambda: dbfactory.read_data(db, "part", stuck.part_id)["state"]["status"] == "error",
+            timeout=30,
+            what="repair after the holder exited",
+        )
     finally:
         daemon.stop()

@@ -82,7 +82,9 @@ def test_the_whole_data_dir_removed_and_created_again(tmp_path, daemons):
     daemon.wait_status(lambda s: not s["databases"][0]["exists"], timeout=WAIT_S, what="the DB seen gone")
     dbfactory.make_db(db)
     stuck = dbfactory.stuck_question(db, age_s=0)
-    wait_until(lambda: _repaired(db, stuck.part_id), timeout=WAIT_S, what="the orphan in the re-created data dir")
+    wait_until(
+        lambda: _repaired(db, stuck.part_id), timeout=WAIT_S, what="the orphan in the re-created data dir"
+    )
 
 
 def test_a_second_db_in_the_data_dir_is_discovered(tmp_path, daemons):
@@ -92,6 +94,8 @@ def test_a_second_db_in_the_data_dir_is_discovered(tmp_path, daemons):
     _ready(daemon)
     other = dbfactory.make_db(data_dir / "opencode-dev.db")
     stuck = dbfactory.stuck_question(other, age_s=0)
-    wait_until(lambda: _repaired(other, stuck.part_id), timeout=WAIT_S, what="the orphan of a new opencode-*.db")
+    wait_until(
+        lambda: _repaired(other, stuck.part_id), timeout=WAIT_S, what="the orphan of a new opencode-*.db"
+    )
     status = daemon.wait_status(lambda s: len(s["databases"]) == 2, timeout=WAIT_S, what="both DBs listed")
     assert {d["path"] for d in status["databases"]} == {str(data_dir / "opencode.db"), str(other)}

@@ -27,8 +27,17 @@ def env_with(**extra: str) -> dict[str, str]:
 
 
 def daemon(tmp_path: Path, stderr, env: dict[str, str], *extra: str) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "watchdogd", "run", "--db", str(tmp_path / "opencode.db"),
-            "--state-dir", str(tmp_path / "state"), *extra]
+    argv = [
+        sys.executable,
+        "-m",
+        "watchdogd",
+        "run",
+        "--db",
+        str(tmp_path / "opencode.db"),
+        "--state-dir",
+        str(tmp_path / "state"),
+        *extra,
+    ]
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
 
 
@@ -40,7 +49,7 @@ def stop(proc: subprocess.Popen) -> int:
 
 def test_daemon_under_journald_prefixes_every_line_with_its_priority(tmp_path):
     config = tmp_path / "config.toml"
-    config.write_text("[policy]\npending = \"10m\"\n")
+    config.write_text('[policy]\npending = "10m"\n')
     stderr_path = tmp_path / "journal-stream"
     stderr_path.touch()
     st = os.stat(stderr_path)
@@ -49,7 +58,7 @@ def test_daemon_under_journald_prefixes_every_line_with_its_priority(tmp_path):
         proc = daemon(tmp_path, stderr, env, "--config", str(config), "-v")
         try:
             wait_until(lambda: "ready:" in stderr_path.read_text(), timeout=60, what="ready line")
-            config.write_text("[policy]\npending = \"soon\"\n")
+            config.write_text('[policy]\npending = "soon"\n')
             proc.send_signal(signal.SIGHUP)
             wait_until(lambda: "reload failed" in stderr_path.read_text(), timeout=60, what="reload failure")
         finally:
@@ -63,7 +72,7 @@ def test_daemon_under_journald_prefixes_every_line_with_its_priority(tmp_path):
 
 def test_config_from_the_environment_is_named_at_start(tmp_path):
     config = tmp_path / "from-env.toml"
-    config.write_text("log_level = \"info\"\n")
+    config.write_text('log_level = "info"\n')
     log = tmp_path / "stderr"
     with open(log, "w") as stderr:
         proc = daemon(tmp_path, stderr, env_with(OPENCODE_WATCHDOGD_CONFIG=str(config)))
@@ -111,15 +120,29 @@ def test_one_shot_verbs_in_cron_print_results_on_stdout_only(tmp_path):
     stuck = [f.stuck_question(db, age_s=86400) for _ in range(2)]
     cli = [sys.executable, "-m", "watchdogd"]
     common = ["--db", str(db), "--state-dir", str(tmp_path / "state")]
-    dry = subprocess.run([*cli, "reap", "--dry-run", *common], capture_output=True, text=True, check=False, env=env_with(),
-                         timeout=120)
+    dry = subprocess.run(
+        [*cli, "reap", "--dry-run", *common],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env_with(),
+        timeout=120,
+    )
     assert dry.returncode == 0 and dry.stderr == ""
     for s in stuck:
         assert sum(s.part_id in line for line in dry.stdout.splitlines()) == 1  # each item reported once
-    again = subprocess.run([*cli, "reap", "--dry-run", "-v", *common], capture_output=True, text=True, check=False,
-                           env=env_with(), timeout=120)
+    again = subprocess.run(
+        [*cli, "reap", "--dry-run", "-v", *common],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env_with(),
+        timeout=120,
+    )
     # -v brings the log back, as readable text (JSON lines only when asked)
     assert again.stderr and all(re.match(r"\d{4}-\d\d-\d\dT", line) for line in again.stderr.splitlines())
-    reap = subprocess.run([*cli, "reap", *common], capture_output=True, text=True, check=False, env=env_with(), timeout=120)
+    reap = subprocess.run(
+        [*cli, "reap", *common], capture_output=True, text=True, check=False, env=env_with(), timeout=120
+    )
     assert reap.returncode == 0 and reap.stderr == "", reap.stderr
     assert [line.split()[1] for line in reap.stdout.splitlines()] == ["done", "done"]

@@ -38,8 +38,14 @@ def test_counters_move_with_a_repair_on_the_endpoint_and_in_the_textfile(tmp_pat
     textfile.parent.mkdir()
     port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
-    daemon = daemon_factory([db], FAST | {"OPENCODE_WATCHDOGD_METRICS__LISTEN": f"127.0.0.1:{port}",
-                                          "OPENCODE_WATCHDOGD_METRICS__TEXTFILE": str(textfile)})
+    daemon = daemon_factory(
+        [db],
+        FAST
+        | {
+            "OPENCODE_WATCHDOGD_METRICS__LISTEN": f"127.0.0.1:{port}",
+            "OPENCODE_WATCHDOGD_METRICS__TEXTFILE": str(textfile),
+        },
+    )
     daemon.wait_status(lambda s: s["passes"] >= 1, what="first pass")
     before = wait_until(lambda: scraped(url), timeout=15, what="the endpoint")
     assert value(before, "opencode_watchdogd_actions_total", route="db-repair", outcome="done") == 0
@@ -48,20 +54,37 @@ def test_counters_move_with_a_repair_on_the_endpoint_and_in_the_textfile(tmp_pat
     assert value(before, "opencode_watchdogd_build_info", version=_version(), opencode_versions="") == 1
 
     stuck = dbfactory.stuck_question(db, age_s=7200)  # a real WAL write: the file event wakes the daemon
-    wait_until(lambda: dbfactory.read_data(db, "part", stuck.part_id)["state"]["status"] == "error", timeout=20,
-               what="repair")
-    after = wait_until(lambda: (m := scrape(url)) and value(
-        m, "opencode_watchdogd_actions_total", route="db-repair", outcome="done") == 1 and m, timeout=15,
-        what="the repair counted")
+    wait_until(
+        lambda: dbfactory.read_data(db, "part", stuck.part_id)["state"]["status"] == "error",
+        timeout=20,
+        what="repair",
+    )
+    after = wait_until(
+        lambda: (
+            (m := scrape(url))
+            and value(m, "opencode_watchdogd_actions_total", route="db-repair", outcome="done") == 1
+            and m
+        ),
+        timeout=15,
+        what="the repair counted",
+    )
     assert value(after, "opencode_watchdogd_pass_duration_seconds_count") > value(
-        before, "opencode_watchdogd_pass_duration_seconds_count")
+        before, "opencode_watchdogd_pass_duration_seconds_count"
+    )
     assert value(after, "opencode_watchdogd_last_successful_pass_timestamp_seconds") > value(
-        before, "opencode_watchdogd_last_successful_pass_timestamp_seconds")
+        before, "opencode_watchdogd_last_successful_pass_timestamp_seconds"
+    )
     assert value(after, "opencode_watchdogd_journal_size_bytes") > 0
 
-    written = wait_until(lambda: (m := samples(textfile.read_text())) and value(
-        m, "opencode_watchdogd_actions_total", route="db-repair", outcome="done") == 1 and m, timeout=15,
-        what="the textfile")
+    written = wait_until(
+        lambda: (
+            (m := samples(textfile.read_text()))
+            and value(m, "opencode_watchdogd_actions_total", route="db-repair", outcome="done") == 1
+            and m
+        ),
+        timeout=15,
+        what="the textfile",
+    )
     assert value(written, "opencode_watchdogd_databases", state="watched") == 1
     assert oct(textfile.stat().st_mode & 0o777) == oct(0o644)  # node_exporter reads it as another user
     assert [p.name for p in textfile.parent.iterdir()] == [textfile.name]  # no temp files left
@@ -69,6 +92,7 @@ def test_counters_move_with_a_repair_on_the_endpoint_and_in_the_textfile(tmp_pat
 
 def _version() -> str:
     from watchdogd import __version__
+
     return __version__
 
 
@@ -79,13 +103,25 @@ def test_a_stuck_part_shows_as_expired_and_its_report_counts_once(tmp_path, daem
         dbfactory.stuck_question(db, age_s=0)
         dbfactory.stuck_question(db, age_s=0, tool="bash")
         port = free_port()
-        daemon = daemon_factory([db], FAST | {"OPENCODE_WATCHDOGD_METRICS__LISTEN": f"127.0.0.1:{port}",
-                                              "OPENCODE_WATCHDOGD_POLICY__TOOLS__QUESTION": "1s",
-                                              "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1s"})
+        daemon = daemon_factory(
+            [db],
+            FAST
+            | {
+                "OPENCODE_WATCHDOGD_METRICS__LISTEN": f"127.0.0.1:{port}",
+                "OPENCODE_WATCHDOGD_POLICY__TOOLS__QUESTION": "1s",
+                "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1s",
+            },
+        )
         url = f"http://127.0.0.1:{port}/metrics"
-        found = wait_until(lambda: (m := scraped(url)) and value(
-            m, "opencode_watchdogd_candidates", verdict="expired", tool="question") == 1 and m, timeout=20,
-            what="the expired question")
+        found = wait_until(
+            lambda: (
+                (m := scraped(url))
+                and value(m, "opencode_watchdogd_candidates", verdict="expired", tool="question") == 1
+                and m
+            ),
+            timeout=20,
+            what="the expired question",
+        )
         passes = daemon.wait_status(lambda s: True)["passes"]
         daemon.wait_status(lambda s: s["passes"] >= passes + 4, timeout=30, what="four more passes")
         later = scrape(url)
@@ -102,28 +138,52 @@ def test_a_taken_port_is_one_line_and_exit_2(tmp_path):
         taken.listen()
         port = taken.getsockname()[1]
         db = dbfactory.make_db(tmp_path / "opencode.db")
-        env = {"OPENCODE_WATCHDOGD_METRICS__LISTEN": f"127.0.0.1:{port}", "PYTHONPATH": str(REPO),
-               "XDG_STATE_HOME": str(tmp_path / "state"), "PATH": "/usr/bin:/bin"}
-        done = subprocess.run([sys.executable, "-m", "watchdogd", "run", "--db", str(db)], env=env,
-                              capture_output=True, text=True, timeout=60)
+        env = {
+            "OPENCODE_WATCHDOGD_METRICS__LISTEN": f"127.0.0.1:{port}",
+            "PYTHONPATH": str(REPO),
+            "XDG_STATE_HOME": str(tmp_path / "state"),
+            "PATH": "/usr/bin:/bin",
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "watchdogd", "run", "--db", str(db)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert done.returncode == 2
-    assert done.stderr == (f"opencode-watchdogd: error: metrics.listen 127.0.0.1:{port}: cannot listen: "
-                           "Address already in use\n")
+    assert done.stderr == (
+        f"opencode-watchdogd: error: metrics.listen 127.0.0.1:{port}: cannot listen: Address already in use\n"
+    )
 
 
-@pytest.mark.parametrize("key, setting, problem", [
-    ("LISTEN", "0.0.0.0:9464", "is not a loopback address"),
-    ("LISTEN", "localhost", "expected HOST:PORT"),
-    ("TEXTFILE", "/proc/self/x.prom", "directory is not writable"),
-])
+@pytest.mark.parametrize(
+    "key, setting, problem",
+    [
+        ("LISTEN", "0.0.0.0:9464", "is not a loopback address"),
+        ("LISTEN", "localhost", "expected HOST:PORT"),
+        ("TEXTFILE", "/proc/self/x.prom", "directory is not writable"),
+    ],
+)
 def test_bad_settings_are_config_errors(tmp_path, key, setting, problem):
     db = dbfactory.make_db(tmp_path / "opencode.db")
-    env = {f"OPENCODE_WATCHDOGD_METRICS__{key}": setting, "PYTHONPATH": str(REPO),
-           "XDG_STATE_HOME": str(tmp_path / "state"), "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([sys.executable, "-m", "watchdogd", "run", "--db", str(db)], env=env, capture_output=True,
-                          text=True, timeout=60)
+    env = {
+        f"OPENCODE_WATCHDOGD_METRICS__{key}": setting,
+        "PYTHONPATH": str(REPO),
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+        "PATH": "/usr/bin:/bin",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "watchdogd", "run", "--db", str(db)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
-    assert done.stderr.startswith(f"opencode-watchdogd: config error: env OPENCODE_WATCHDOGD_METRICS__{key}: metrics")
+    assert done.stderr.startswith(
+        f"opencode-watchdogd: config error: env OPENCODE_WATCHDOGD_METRICS__{key}: metrics"
+    )
     assert problem in done.stderr
 
 
@@ -132,16 +192,28 @@ def test_a_reload_moves_the_endpoint_and_counters_carry_on(tmp_path):
     first, second = free_port(), free_port()
     config = tmp_path / "watchdog.toml"
     config.write_text(f'[policy]\norphan_grace = "0s"\n[metrics]\nlisten = "127.0.0.1:{first}"\n')
-    daemon = DaemonProcess(tmp_path, [db], env={"OPENCODE_WATCHDOGD_WATCH__DEBOUNCE": "0.1s"},
-                           extra_args=["--config", str(config)])
+    daemon = DaemonProcess(
+        tmp_path,
+        [db],
+        env={"OPENCODE_WATCHDOGD_WATCH__DEBOUNCE": "0.1s"},
+        extra_args=["--config", str(config)],
+    )
     try:
         stuck = dbfactory.stuck_question(db, age_s=7200)
-        wait_until(lambda: dbfactory.read_data(db, "part", stuck.part_id)["state"]["status"] == "error", timeout=20,
-                   what="repair")
+        wait_until(
+            lambda: dbfactory.read_data(db, "part", stuck.part_id)["state"]["status"] == "error",
+            timeout=20,
+            what="repair",
+        )
         old_url, new_url = f"http://127.0.0.1:{first}/metrics", f"http://127.0.0.1:{second}/metrics"
-        wait_until(lambda: (m := scraped(old_url)) and value(
-            m, "opencode_watchdogd_actions_total", route="db-repair", outcome="done") == 1, timeout=15,
-            what="the repair on the first port")
+        wait_until(
+            lambda: (
+                (m := scraped(old_url))
+                and value(m, "opencode_watchdogd_actions_total", route="db-repair", outcome="done") == 1
+            ),
+            timeout=15,
+            what="the repair on the first port",
+        )
         config.write_text(f'[policy]\norphan_grace = "0s"\n[metrics]\nlisten = "127.0.0.1:{second}"\n')
         daemon.signal(signal.SIGHUP)
         moved = wait_until(lambda: scraped(new_url), timeout=15, what="the endpoint on the new port")

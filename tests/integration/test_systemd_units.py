@@ -39,9 +39,17 @@ def systemd_analyze() -> str:
     pytest.skip(message)
 
 
-def analyze(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([systemd_analyze(), *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})}, cwd=cwd)
+def analyze(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [systemd_analyze(), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+    )
 
 
 @pytest.fixture
@@ -62,6 +70,7 @@ def rendered(tmp_path: Path):
         path = out / name
         path.write_text(service.render(service.template(name), command or service.daemon_command()))
         return path
+
     return render
 
 
@@ -71,8 +80,9 @@ def check_verify(proc: subprocess.CompletedProcess, unit: str) -> None:
     noise = [ln for ln in lines if ln not in ours]
     if noise:
         print(f"systemd-analyze verify: ignored lines not about {unit}:\n  " + "\n  ".join(noise))
-    assert proc.returncode == 0 and not ours, f"systemd-analyze verify {unit} (exit {proc.returncode}):\n" + \
-        "\n".join(lines)
+    assert proc.returncode == 0 and not ours, (
+        f"systemd-analyze verify {unit} (exit {proc.returncode}):\n" + "\n".join(lines)
+    )
 
 
 def exposure(proc: subprocess.CompletedProcess) -> tuple[float, str]:
@@ -88,6 +98,7 @@ def require_offline_security() -> None:
 
 
 # --- verify ------------------------------------------------------------------------------------
+
 
 def test_user_unit_verifies(rendered, runtime_dir):
     path = rendered(service.USER_UNIT)
@@ -127,6 +138,7 @@ def test_verify_catches_a_bad_directive(rendered, runtime_dir):
 
 
 # --- security ----------------------------------------------------------------------------------
+
 
 def test_system_template_exposure_is_ok_or_better(rendered):
     require_offline_security()

@@ -36,10 +36,36 @@ from watchdogd.opencode.tracker import CandidateTracker
 pytestmark = pytest.mark.integration
 
 TOOLS = ("question", "bash", "task", "read", "github_create_issue")
-KINDS = ("running", "running", "pending", "completed", "completed", "error", "text", "reasoning",
-         "step-start", "step-finish", "bad")
-OPS = ("insert", "insert", "insert", "insert", "upsert", "upsert", "upsert", "delete", "reuse", "vacuum",
-       "renumber", "delete_session", "new_session", "new_message", "burst")
+KINDS = (
+    "running",
+    "running",
+    "pending",
+    "completed",
+    "completed",
+    "error",
+    "text",
+    "reasoning",
+    "step-start",
+    "step-finish",
+    "bad",
+)
+OPS = (
+    "insert",
+    "insert",
+    "insert",
+    "insert",
+    "upsert",
+    "upsert",
+    "upsert",
+    "delete",
+    "reuse",
+    "vacuum",
+    "renumber",
+    "delete_session",
+    "new_session",
+    "new_message",
+    "burst",
+)
 SIMPLE_OPS = tuple(op for op in OPS if op != "burst")
 
 
@@ -77,7 +103,9 @@ class World:
         self.writer.execute("COMMIT")
 
     def part_rows(self) -> list[tuple[str, str, str, str]]:
-        return self.writer.execute("SELECT id, message_id, session_id, data FROM part ORDER BY rowid").fetchall()
+        return self.writer.execute(
+            "SELECT id, message_id, session_id, data FROM part ORDER BY rowid"
+        ).fetchall()
 
     def refresh_messages(self) -> None:
         self.messages = self.writer.execute("SELECT id, session_id FROM message ORDER BY rowid").fetchall()
@@ -87,10 +115,17 @@ class World:
         ms = self.tick()
         sid = make_id("ses", ms, descending=True)
         mid = make_id("msg", ms + 1)
-        self.tx(("INSERT INTO session (id, project_id, slug, directory, title, version, time_created, time_updated)"
-                 " VALUES (?, 'global', 'slug', '/p', 't', '1.18.33', ?, ?)", (sid, ms, ms)),
-                ("INSERT INTO message (id, session_id, time_created, time_updated, data) VALUES (?,?,?,?,?)",
-                 (mid, sid, ms + 1, ms + 1, compact({"role": "assistant", "time": {"created": ms + 1}}))))
+        self.tx(
+            (
+                "INSERT INTO session (id, project_id, slug, directory, title, version, time_created, time_updated)"
+                " VALUES (?, 'global', 'slug', '/p', 't', '1.18.33', ?, ?)",
+                (sid, ms, ms),
+            ),
+            (
+                "INSERT INTO message (id, session_id, time_created, time_updated, data) VALUES (?,?,?,?,?)",
+                (mid, sid, ms + 1, ms + 1, compact({"role": "assistant", "time": {"created": ms + 1}})),
+            ),
+        )
         self.messages.append((mid, sid))
 
     def new_message(self) -> None:
@@ -99,8 +134,12 @@ class World:
         _mid, sid = self.rng.choice(self.messages)
         ms = self.tick()
         mid = make_id("msg", ms)
-        self.tx(("INSERT INTO message (id, session_id, time_created, time_updated, data) VALUES (?,?,?,?,?)",
-                 (mid, sid, ms, ms, compact({"role": "assistant", "time": {"created": ms}}))))
+        self.tx(
+            (
+                "INSERT INTO message (id, session_id, time_created, time_updated, data) VALUES (?,?,?,?,?)",
+                (mid, sid, ms, ms, compact({"role": "assistant", "time": {"created": ms}})),
+            )
+        )
         self.messages.append((mid, sid))
 
     def part_data(self, kind: str, ms: int) -> str:
@@ -108,14 +147,22 @@ class World:
         if kind in ("running", "pending", "completed", "error"):
             tool = rng.choice(TOOLS)
             state = tool_state(tool, kind, ms, raw=rng.random() < 0.5, output="x" * rng.randint(0, 300))
-            return compact({"type": "tool", "tool": tool, "callID": f"call_{rng.randrange(10**9)}", "state": state})
+            return compact(
+                {"type": "tool", "tool": tool, "callID": f"call_{rng.randrange(10**9)}", "state": state}
+            )
         if kind == "text":
-            return compact({"type": "text", "text": "status running " * rng.randint(0, 5), "time": {"start": ms}})
+            return compact(
+                {"type": "text", "text": "status running " * rng.randint(0, 5), "time": {"start": ms}}
+            )
         if kind == "reasoning":
             return compact({"type": "reasoning", "text": "thinking", "time": {"start": ms, "end": ms + 5}})
         if kind == "bad":  # passes the SQL prefilter, fails the parse: a BadRow
-            return rng.choice(['{"type":"tool","tool":"bash","state":null,"x":{"status":"running"}}',
-                               '{"type":"tool","state":{"status":"pending"'])
+            return rng.choice(
+                [
+                    '{"type":"tool","tool":"bash","state":null,"x":{"status":"running"}}',
+                    '{"type":"tool","state":{"status":"pending"',
+                ]
+            )
         return compact({"type": kind})
 
     def insert_statement(self, kind: str | None = None) -> tuple[str, tuple]:
@@ -128,8 +175,10 @@ class World:
             created = self.clock_ms  # equal time_created: the id breaks the tie
         kind = kind or self.rng.choice(KINDS)
         pid = make_id("prt", created)
-        return ("INSERT INTO part (id, message_id, session_id, time_created, time_updated, data) VALUES (?,?,?,?,?,?)",
-                (pid, mid, sid, created, ms, self.part_data(kind, ms)))
+        return (
+            "INSERT INTO part (id, message_id, session_id, time_created, time_updated, data) VALUES (?,?,?,?,?,?)",
+            (pid, mid, sid, created, ms, self.part_data(kind, ms)),
+        )
 
     def insert(self) -> None:
         self.tx(*[self.insert_statement() for _ in range(self.rng.choice((1, 1, 1, 2, 5)))])
@@ -144,27 +193,42 @@ class World:
             return
         ms = self.tick()
         # opencode's upsert: the row keeps its rowid
-        self.tx(("INSERT INTO part (id, message_id, session_id, time_created, time_updated, data) VALUES (?,?,?,?,?,?) "
-                 "ON CONFLICT(id) DO UPDATE SET data = excluded.data, time_updated = excluded.time_updated",
-                 (pid, mid, sid, ms, ms, new)))
+        self.tx(
+            (
+                "INSERT INTO part (id, message_id, session_id, time_created, time_updated, data) VALUES (?,?,?,?,?,?) "
+                "ON CONFLICT(id) DO UPDATE SET data = excluded.data, time_updated = excluded.time_updated",
+                (pid, mid, sid, ms, ms, new),
+            )
+        )
 
     def forward(self, data: str) -> str | None:
         """The next data opencode could write for this part: status forward, or same status new data."""
         import json
+
         rng = self.rng
         try:
             value = json.loads(data)
         except ValueError:
             value = None
-        if not isinstance(value, dict) or (value.get("type") == "tool" and not isinstance(value.get("state"), dict)):
+        if not isinstance(value, dict) or (
+            value.get("type") == "tool" and not isinstance(value.get("state"), dict)
+        ):
             # a bad row: opencode rewrites it as a valid tool part (any status), or leaves it
-            return self.part_data(rng.choice(("running", "completed", "error")), self.clock_ms) if rng.random() < 0.5 else None
+            return (
+                self.part_data(rng.choice(("running", "completed", "error")), self.clock_ms)
+                if rng.random() < 0.5
+                else None
+            )
         kind = value.get("type")
         if kind == "tool":
             state = value["state"]
             status = state.get("status")
-            nxt = {"pending": ("pending", "running", "running", "error"), "running": ("running", "completed", "error"),
-                   "completed": ("completed",), "error": ("error",)}[status]
+            nxt = {
+                "pending": ("pending", "running", "running", "error"),
+                "running": ("running", "completed", "error"),
+                "completed": ("completed",),
+                "error": ("error",),
+            }[status]
             target = rng.choice(nxt)
             if target == status:
                 state = dict(state)
@@ -191,7 +255,9 @@ class World:
         k = self.rng.randint(1, 12)
         inserts = [self.insert_statement() for _ in range(self.rng.randint(1, k + 3))]
         self.writer.execute("BEGIN IMMEDIATE")
-        self.writer.execute("DELETE FROM part WHERE rowid IN (SELECT rowid FROM part ORDER BY rowid DESC LIMIT ?)", (k,))
+        self.writer.execute(
+            "DELETE FROM part WHERE rowid IN (SELECT rowid FROM part ORDER BY rowid DESC LIMIT ?)", (k,)
+        )
         if self.rng.random() < 0.5:  # one commit, or two (a pass may land in between)
             self.writer.execute("COMMIT")
             self.writer.execute("BEGIN IMMEDIATE")
@@ -204,15 +270,19 @@ class World:
 
     def renumber(self) -> None:
         """Dense new rowids in the old order, as a dump/restore or an old-style VACUUM gives."""
-        self.writer.executescript("BEGIN IMMEDIATE; CREATE TEMP TABLE t AS SELECT * FROM part ORDER BY rowid;"
-                                  " DELETE FROM part; INSERT INTO part SELECT * FROM t ORDER BY rowid;"
-                                  " DROP TABLE t; COMMIT;")
+        self.writer.executescript(
+            "BEGIN IMMEDIATE; CREATE TEMP TABLE t AS SELECT * FROM part ORDER BY rowid;"
+            " DELETE FROM part; INSERT INTO part SELECT * FROM t ORDER BY rowid;"
+            " DROP TABLE t; COMMIT;"
+        )
 
     def delete_session(self) -> None:
         sessions = [r[0] for r in self.writer.execute("SELECT id FROM session ORDER BY time_created")]
         if len(sessions) < 2:
             return self.new_session()
-        sid = sessions[-1] if self.rng.random() < 0.5 else self.rng.choice(sessions)  # the newest: rowid reuse
+        sid = (
+            sessions[-1] if self.rng.random() < 0.5 else self.rng.choice(sessions)
+        )  # the newest: rowid reuse
         self.tx(("DELETE FROM session WHERE id = ?", (sid,)))  # cascades to messages and parts
         self.refresh_messages()
 
@@ -263,7 +333,11 @@ class TrackerMachine(RuleBasedStateMachine):
 
 
 TrackerMachine.TestCase.settings = settings(
-    derandomize=True, max_examples=25, stateful_step_count=60, deadline=None, database=None,
+    derandomize=True,
+    max_examples=25,
+    stateful_step_count=60,
+    deadline=None,
+    database=None,
     suppress_health_check=list(HealthCheck),
 )
 test_tracker_matches_full_scan_hypothesis = TrackerMachine.TestCase

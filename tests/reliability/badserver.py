@@ -22,8 +22,11 @@ HTML = b"<!doctype html><html><head><title>opencode</title></head><body></body><
 
 
 def answer(conn: socket.socket, status: str, body: bytes, ctype: str = "application/json") -> None:
-    conn.sendall(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                 "Connection: close\r\n\r\n".encode() + body)
+    conn.sendall(
+        f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n".encode()
+        + body
+    )
 
 
 def behave(conn: socket.socket, mode: str, path: str) -> None:
@@ -57,8 +60,12 @@ def behave(conn: socket.socket, mode: str, path: str) -> None:
     elif mode == "html":
         answer(conn, "200 OK", HTML, "text/html; charset=utf-8")
     elif mode == "wrong-json":
-        body = {"/global/health": b'{"healthy":true,"version":"1.15.3"}', "/session/status": b'["busy"]',
-                "/question": b'{"not":"a list"}', "/permission": b"5"}.get(urlsplit(path).path, b'"?"')
+        body = {
+            "/global/health": b'{"healthy":true,"version":"1.15.3"}',
+            "/session/status": b'["busy"]',
+            "/question": b'{"not":"a list"}',
+            "/permission": b"5",
+        }.get(urlsplit(path).path, b'"?"')
         answer(conn, "200 OK", body)
 
 

@@ -35,8 +35,20 @@ END = "<!-- END GENERATED TABLE -->"
 UPDATE_CMD = "python -m pytest tests/reliability --update-reliability-doc"
 HEADER = "| Group | Scenario | Expected | Observed | Test |\n| --- | --- | --- | --- | --- |"
 # Groups in the order the document lists them; a file's position decides otherwise.
-GROUP_ORDER = ["locks", "cas", "kill9", "state_dir", "backups", "corrupt_inputs", "hostile_strings", "paths",
-               "root", "bad_servers", "signals_clock", "secrets"]
+GROUP_ORDER = [
+    "locks",
+    "cas",
+    "kill9",
+    "state_dir",
+    "backups",
+    "corrupt_inputs",
+    "hostile_strings",
+    "paths",
+    "root",
+    "bad_servers",
+    "signals_clock",
+    "secrets",
+]
 
 
 def scenario(group: str, what: str, expected: str):
@@ -79,16 +91,24 @@ def _key(item: pytest.Item) -> str:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--update-reliability-doc", action="store_true", default=False,
-                     help="rewrite the generated table of docs/reliability.md from this run")
+    parser.addoption(
+        "--update-reliability-doc",
+        action="store_true",
+        default=False,
+        help="rewrite the generated table of docs/reliability.md from this run",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "reliability_scenario(group, scenario, expected): a row of docs/reliability.md")
+    config.addinivalue_line(
+        "markers", "reliability_scenario(group, scenario, expected): a row of docs/reliability.md"
+    )
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
     # Before -k/-m deselection: the full set of scenario tests of each collected file.
     for item in items:
         mark = item.get_closest_marker("reliability_scenario")
@@ -98,8 +118,14 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         _REGISTRY.files.add(path.name)
         group = mark.kwargs["group"]
         rank = GROUP_ORDER.index(group) if group in GROUP_ORDER else len(GROUP_ORDER)
-        _REGISTRY.collected[_key(item)] = Row(_key(item), group, mark.kwargs["scenario"], mark.kwargs["expected"], "",
-                                              (rank, path.name, item.location[1] or 0, item.name))
+        _REGISTRY.collected[_key(item)] = Row(
+            _key(item),
+            group,
+            mark.kwargs["scenario"],
+            mark.kwargs["expected"],
+            "",
+            (rank, path.name, item.location[1] or 0, item.name),
+        )
 
 
 @pytest.fixture
@@ -151,8 +177,10 @@ def render_table(committed: str) -> str:
     old = _committed_rows(committed)
     lines = []
     keys = set(_REGISTRY.collected) | {k for k in old if k.split("::")[0] not in _REGISTRY.files}
-    ordered = sorted(keys, key=lambda k: (_REGISTRY.collected[k].order if k in _REGISTRY.collected
-                                          else _committed_order(k, old)))
+    ordered = sorted(
+        keys,
+        key=lambda k: _REGISTRY.collected[k].order if k in _REGISTRY.collected else _committed_order(k, old),
+    )
     for key in ordered:
         row = _REGISTRY.collected.get(key)
         if row is not None and key in _REGISTRY.passed:
@@ -178,8 +206,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     committed = DOC.read_text() if DOC.exists() else ""
     updated = _splice(committed, render_table(committed))
-    update = session.config.getoption("--update-reliability-doc", default=False) or os.environ.get(
-        "UPDATE_RELIABILITY_DOC") == "1"
+    update = (
+        session.config.getoption("--update-reliability-doc", default=False)
+        or os.environ.get("UPDATE_RELIABILITY_DOC") == "1"
+    )
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if updated == committed:
         return
@@ -193,14 +223,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if reporter:
         reporter.write_line("")
-        reporter.write_line(f"reliability: {DOC.relative_to(REPO)} is out of date with the tests "
-                            f"({len(changed)} row(s) differ: {', '.join(changed[:8])}{' …' if len(changed) > 8 else ''}).",
-                            red=True)
-        reporter.write_line(f"reliability: regenerate it with `{UPDATE_CMD}` and commit the result.", red=True)
+        reporter.write_line(
+            f"reliability: {DOC.relative_to(REPO)} is out of date with the tests "
+            f"({len(changed)} row(s) differ: {', '.join(changed[:8])}{' …' if len(changed) > 8 else ''}).",
+            red=True,
+        )
+        reporter.write_line(
+            f"reliability: regenerate it with `{UPDATE_CMD}` and commit the result.", red=True
+        )
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 # -- shared fixtures -------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def env(tmp_path: Path):
@@ -215,7 +250,11 @@ def env(tmp_path: Path):
 @pytest.fixture(autouse=True)
 def hermetic_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Path]]:
     """Private XDG dirs, no OPENCODE_* settings from outside; structlog reset after in-process CLI runs."""
-    dirs = private_env(tmp_path, monkeypatch, drop_prefix="OPENCODE_",
-                       drop=("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"))
+    dirs = private_env(
+        tmp_path,
+        monkeypatch,
+        drop_prefix="OPENCODE_",
+        drop=("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"),
+    )
     yield dirs
     structlog.reset_defaults()

@@ -25,8 +25,11 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mounts, c
 
 def clean_env(tmp: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a watchdogd subprocess: private XDG dirs, no settings from outside."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OPENCODE_", "NOTIFY_SOCKET", "WATCHDOG_", "PYTEST_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OPENCODE_", "NOTIFY_SOCKET", "WATCHDOG_", "PYTEST_"))
+    }
     for name in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
         env[name] = str(tmp / "xdg-sub" / name.split("_")[1].lower())
     env["PYTHONPATH"] = str(REPO)
@@ -34,20 +37,34 @@ def clean_env(tmp: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def cli(tmp: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120,
-        state_dir: Path | None = None) -> subprocess.CompletedProcess:
+def cli(
+    tmp: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    state_dir: Path | None = None,
+) -> subprocess.CompletedProcess:
     """`python -m watchdogd ARGS` as a real subprocess; its state dir is tmp/state unless given."""
     argv = [sys.executable, "-m", "watchdogd", *args]
     if "--state-dir" not in args and args and args[0] not in ("config", "service"):
         argv += ["--state-dir", str(state_dir or tmp / "state")]
-    return subprocess.run(argv, env=clean_env(tmp, env), capture_output=True, text=True, timeout=timeout, cwd=tmp,
-                          stdin=subprocess.DEVNULL, check=False)
+    return subprocess.run(
+        argv,
+        env=clean_env(tmp, env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tmp,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
 
 
 GRACE0 = {"OPENCODE_WATCHDOGD_POLICY__ORPHAN_GRACE": "0s"}
 
 
 # -- orphans in bulk -------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Orphan:
@@ -84,9 +101,12 @@ def rows(db: Path, table: str, ids: list[str]) -> dict[str, str]:
     try:
         out = {}
         for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            out.update(conn.execute(f"SELECT id, data FROM {table} WHERE id IN ({','.join('?' * len(chunk))})",
-                                    chunk).fetchall())
+            chunk = ids[start : start + 500]
+            out.update(
+                conn.execute(
+                    f"SELECT id, data FROM {table} WHERE id IN ({','.join('?' * len(chunk))})", chunk
+                ).fetchall()
+            )
         return out
     finally:
         conn.close()
@@ -99,7 +119,10 @@ def is_repaired_part(text: str) -> bool:
 
 def is_completed_message(text: str) -> bool:
     data = json.loads(text)
-    return bool(data.get("time", {}).get("completed")) and data.get("error", {}).get("name") == "MessageAbortedError"
+    return (
+        bool(data.get("time", {}).get("completed"))
+        and data.get("error", {}).get("name") == "MessageAbortedError"
+    )
 
 
 def pair_states(db: Path, orphans: list[Orphan]) -> dict[str, str]:
@@ -111,15 +134,23 @@ def pair_states(db: Path, orphans: list[Orphan]) -> dict[str, str]:
         part, message = parts.get(o.part_id), messages.get(o.message_id)
         if part == o.part_before and message == o.message_before:
             out[o.part_id] = "untouched"
-        elif part is not None and message is not None and is_repaired_part(part) and is_completed_message(message):
+        elif (
+            part is not None
+            and message is not None
+            and is_repaired_part(part)
+            and is_completed_message(message)
+        ):
             out[o.part_id] = "repaired"
         else:
-            out[o.part_id] = f"HALF: part {'same' if part == o.part_before else 'changed'}, " \
-                             f"message {'same' if message == o.message_before else 'changed'}"
+            out[o.part_id] = (
+                f"HALF: part {'same' if part == o.part_before else 'changed'}, "
+                f"message {'same' if message == o.message_before else 'changed'}"
+            )
     return out
 
 
 # -- the journal, read from outside ----------------------------------------------------------------
+
 
 def journal_actions(state_dir: Path) -> list[dict]:
     path = state_dir / "journal.db"
@@ -168,6 +199,7 @@ def journal_lies(db: Path, state_dir: Path) -> list[str]:
 
 
 # -- mounts (root only) ----------------------------------------------------------------------------
+
 
 @contextlib.contextmanager
 def tmpfs(path: Path, size: str = "4m") -> Iterator[Path]:

@@ -35,9 +35,12 @@ def integrity(path) -> str:
         conn.close()
 
 
-@scenario("backups", "`reap` repairs orphans in a small DB",
-          "a full copy is taken before the first write (it holds the rows as they were), files 0600 in 0700 "
-          "directories; copying it back restores the DB exactly")
+@scenario(
+    "backups",
+    "`reap` repairs orphans in a small DB",
+    "a full copy is taken before the first write (it holds the rows as they were), files 0600 in 0700 "
+    "directories; copying it back restores the DB exactly",
+)
 def test_backup_before_first_write_and_restore(tmp_path, observe):
     db = dbfactory.make_db(tmp_path / "opencode.db")
     orphans = add_orphans(db, 3)
@@ -56,22 +59,35 @@ def test_backup_before_first_write_and_restore(tmp_path, observe):
         (tmp_path / f"opencode.db{suffix}").unlink(missing_ok=True)
     shutil.copyfile(copy, db)
     assert integrity(db) == "ok" and dbfactory.snapshot(db) == before
-    observe("one copy, taken before the first write, equal to the pre-write rows",
-            "state dir, backups/ and its sub-dirs 0700, every file 0600", "copied back: integrity ok, rows restored")
+    observe(
+        "one copy, taken before the first write, equal to the pre-write rows",
+        "state dir, backups/ and its sub-dirs 0700, every file 0600",
+        "copied back: integrity ok, rows restored",
+    )
 
 
-@scenario("backups", "the daemon repairs orphans in two separate passes",
-          "one backup per DB per process lifetime (not one per pass)")
+@scenario(
+    "backups",
+    "the daemon repairs orphans in two separate passes",
+    "one backup per DB per process lifetime (not one per pass)",
+)
 def test_one_backup_per_process_lifetime(tmp_path, observe):
     db = dbfactory.make_db(tmp_path / "opencode.db")
     first = add_orphans(db, 1)
     daemon = DaemonProcess(tmp_path, [db], env={**GRACE0, "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1h"})
     try:
-        wait_until(lambda: pair_states(db, first)[first[0].part_id] == "repaired", timeout=30, what="first repair")
+        wait_until(
+            lambda: pair_states(db, first)[first[0].part_id] == "repaired", timeout=30, what="first repair"
+        )
         second = add_orphans(db, 1)
-        wait_until(lambda: pair_states(db, second)[second[0].part_id] == "repaired", timeout=30, what="second repair")
-        wait_until(lambda: len([a for a in journal_actions(daemon.state_dir) if a["outcome"] == "done"]) == 2,
-                   timeout=30, what="both journaled")
+        wait_until(
+            lambda: pair_states(db, second)[second[0].part_id] == "repaired", timeout=30, what="second repair"
+        )
+        wait_until(
+            lambda: len([a for a in journal_actions(daemon.state_dir) if a["outcome"] == "done"]) == 2,
+            timeout=30,
+            what="both journaled",
+        )
     finally:
         assert daemon.stop() == 0
     assert len(copies(daemon.state_dir)) == 1
@@ -80,12 +96,15 @@ def test_one_backup_per_process_lifetime(tmp_path, observe):
     observe("two passes wrote, one backup taken")
 
 
-@scenario("backups", "retention: backup.keep = 2, four `reap` runs that each write",
-          "only the 2 newest copies are kept, each intact")
+@scenario(
+    "backups",
+    "retention: backup.keep = 2, four `reap` runs that each write",
+    "only the 2 newest copies are kept, each intact",
+)
 def test_retention(tmp_path, observe):
     db = dbfactory.make_db(tmp_path / "opencode.db")
     config = tmp_path / "config.toml"
-    config.write_text("[backup]\nkeep = 2\n[policy]\norphan_grace = \"0s\"\n")
+    config.write_text('[backup]\nkeep = 2\n[policy]\norphan_grace = "0s"\n')
     made = []
     for _ in range(4):
         add_orphans(db, 1)
@@ -99,13 +118,22 @@ def test_retention(tmp_path, observe):
     observe("4 copies made, the 2 newest kept, both pass integrity_check")
 
 
-@scenario("backups", "a DB over backup.max_db_size",
-          "no full copy (explained in the log); the repair still happens with row before-images in the journal")
+@scenario(
+    "backups",
+    "a DB over backup.max_db_size",
+    "no full copy (explained in the log); the repair still happens with row before-images in the journal",
+)
 def test_big_db_is_not_copied(tmp_path, observe):
     db = dbfactory.make_db(tmp_path / "opencode.db")
     orphans = add_orphans(db, 1)
-    result = cli(tmp_path, "reap", "--db", str(db), "-v",  # one-shot verbs log warnings only unless -v
-                 env={**GRACE0, "OPENCODE_WATCHDOGD_BACKUP__MAX_DB_SIZE": "1KiB"})
+    result = cli(
+        tmp_path,
+        "reap",
+        "--db",
+        str(db),
+        "-v",  # one-shot verbs log warnings only unless -v
+        env={**GRACE0, "OPENCODE_WATCHDOGD_BACKUP__MAX_DB_SIZE": "1KiB"},
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "over backup.max_db_size" in result.stderr
     assert copies(tmp_path / "state") == []
@@ -135,16 +163,21 @@ def big_db(tmp_path):
     conn.execute("CREATE TABLE filler(n INTEGER, blob BLOB)")
     conn.execute("CREATE TABLE counter(n INTEGER)")
     conn.execute("INSERT INTO counter VALUES (0)")
-    conn.execute("WITH RECURSIVE s(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM s WHERE x < 2500) "
-                 "INSERT INTO filler(n, blob) SELECT -x, randomblob(4000) FROM s")
+    conn.execute(
+        "WITH RECURSIVE s(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM s WHERE x < 2500) "
+        "INSERT INTO filler(n, blob) SELECT -x, randomblob(4000) FROM s"
+    )
     conn.commit()
     conn.close()
     return db
 
 
-@scenario("backups", "backups taken while another process commits continuously (two rows and a counter per "
-          "transaction), 15 times",
-          "every copy is a consistent snapshot: integrity_check ok, row count matches the counter (no torn page)")
+@scenario(
+    "backups",
+    "backups taken while another process commits continuously (two rows and a counter per "
+    "transaction), 15 times",
+    "every copy is a consistent snapshot: integrity_check ok, row count matches the counter (no torn page)",
+)
 def test_backups_under_a_busy_writer_are_consistent(tmp_path, observe):
     db = big_db(tmp_path)
     settings = Settings(state_dir=tmp_path / "state", backup=BackupConfig(keep=20))
@@ -165,7 +198,9 @@ def test_backups_under_a_busy_writer_are_consistent(tmp_path, observe):
     for path in made:
         assert integrity(path) == "ok"
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        rows, counter = conn.execute("SELECT (SELECT count(*) FROM filler WHERE n > 0), (SELECT n FROM counter)").fetchone()
+        rows, counter = conn.execute(
+            "SELECT (SELECT count(*) FROM filler WHERE n > 0), (SELECT n FROM counter)"
+        ).fetchone()
         conn.close()
         assert rows == counter and rows % 2 == 0
         counts.add(rows)
@@ -187,16 +222,24 @@ while True:
 """
 
 
-@scenario("backups", "a process taking backups in a loop is SIGKILLed at 8 seeded random moments",
-          "no half-made copy is ever named *.db (each kept copy is intact); the next backup removes the "
-          "partial files of dead processes")
+@scenario(
+    "backups",
+    "a process taking backups in a loop is SIGKILLed at 8 seeded random moments",
+    "no half-made copy is ever named *.db (each kept copy is intact); the next backup removes the "
+    "partial files of dead processes",
+)
 def test_kill_during_backup_never_leaves_a_torn_copy(tmp_path, observe):
     rng = random.Random(4242)
     db = big_db(tmp_path)
     state_dir = tmp_path / "state"
     for _ in range(8):
-        proc = subprocess.Popen([sys.executable, "-c", BACKER, str(db), str(state_dir)], stdout=subprocess.PIPE,
-                                text=True, env=clean_env(tmp_path), cwd=REPO)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", BACKER, str(db), str(state_dir)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=clean_env(tmp_path),
+            cwd=REPO,
+        )
         try:
             assert proc.stdout.readline().strip() == "ready"
             time.sleep(rng.uniform(0.0, 0.3))
@@ -210,5 +253,7 @@ def test_kill_during_backup_never_leaves_a_torn_copy(tmp_path, observe):
     assert result.returncode == 0, result.stdout + result.stderr
     assert pair_states(db, orphans)[orphans[0].part_id] == "repaired"
     assert copies(state_dir, ".partial") == []
-    observe("every kept *.db copy passed integrity_check",
-            "partial copies of killed processes were removed by the next backup")
+    observe(
+        "every kept *.db copy passed integrity_check",
+        "partial copies of killed processes were removed by the next backup",
+    )

@@ -22,23 +22,31 @@ DEPTH = 5000
 
 
 def deep_completed() -> str:
-    """A completed todo call whose input nests 5000 deep and holds a todo saying "status":"pending" (a prefilter hit)."""
+    """A completed todo call whose input nests 5000 deep and holds a todo saying "status":"pending"
+    (a prefilter hit)."""
     nested = "[" * DEPTH + "]" * DEPTH
-    return ('{"type":"tool","tool":"todowrite","callID":"call_1","state":{"status":"completed","input":{"todos":'
-            '[{"content":"x","status":"pending"}],"deep":' + nested + '},"output":"ok","title":"t","metadata":{},'
-            '"time":{"start":1700000000000,"end":1700000001000}}}')
+    return (
+        '{"type":"tool","tool":"todowrite","callID":"call_1","state":{"status":"completed","input":{"todos":'
+        '[{"content":"x","status":"pending"}],"deep":' + nested + '},"output":"ok","title":"t","metadata":{},'
+        '"time":{"start":1700000000000,"end":1700000001000}}}'
+    )
 
 
 def running_with_start(start: str) -> str:
-    return ('{"type":"tool","tool":"bash","callID":"call_2","state":{"status":"running","input":{"command":"x"},'
-            '"title":"x","metadata":{},"time":{"start":' + start + '}}}')
+    return (
+        '{"type":"tool","tool":"bash","callID":"call_2","state":{"status":"running","input":{"command":"x"},'
+        '"title":"x","metadata":{},"time":{"start":' + start + "}}}"
+    )
 
 
 BAD = {  # how the row looks, what scan says about it
     "nested-5000-deep": (deep_completed(), "part data is JSON nested too deep to parse"),
     "start-NaN": (running_with_start("NaN"), "state.time.start is nan, not a time"),
     "start-1e999": (running_with_start("1e999"), "state.time.start is inf, not a time"),
-    "start-year-3e6": (running_with_start("99999999999999999"), "state.time.start is 99999999999999999, not a time"),
+    "start-year-3e6": (
+        running_with_start("99999999999999999"),
+        "state.time.start is 99999999999999999, not a time",
+    ),
     "start-negative": (running_with_start("-5"), "state.time.start is -5, not a time"),
 }
 
@@ -56,10 +64,13 @@ def db_with_bad_row(tmp_path: Path, kind: str):
 
 
 @pytest.mark.parametrize("kind", sorted(BAD))
-@scenario("corrupt_inputs", "one part row nested 5000 deep (a *completed* call whose todo says \"pending\"), or with "
-          "`state.time.start` NaN, 1e999, 99999999999999999 or negative, next to a normal orphan in the same DB",
-          "scan lists it as a bad row with its reason (no traceback); reap repairs the normal orphan and leaves the "
-          "bad row byte-for-byte as it was")
+@scenario(
+    "corrupt_inputs",
+    'one part row nested 5000 deep (a *completed* call whose todo says "pending"), or with '
+    "`state.time.start` NaN, 1e999, 99999999999999999 or negative, next to a normal orphan in the same DB",
+    "scan lists it as a bad row with its reason (no traceback); reap repairs the normal orphan and leaves the "
+    "bad row byte-for-byte as it was",
+)
 def test_bad_row_is_skipped(tmp_path, kind, observe):
     db, good, bad = db_with_bad_row(tmp_path, kind)
     before = dbfactory.read_text(db, "part", bad)
@@ -71,18 +82,26 @@ def test_bad_row_is_skipped(tmp_path, kind, observe):
     assert reap.returncode == 0 and "Traceback" not in reap.stderr, reap.stdout + reap.stderr
     assert pair_states(db, [good]) == {good.part_id: "repaired"}
     assert dbfactory.read_text(db, "part", bad) == before
-    observe(f"scan: 'part … skipped: {BAD[kind][1]}', exit 1", "reap exit 0: the normal orphan repaired, "
-            "the bad row unchanged")
+    observe(
+        f"scan: 'part … skipped: {BAD[kind][1]}', exit 1",
+        "reap exit 0: the normal orphan repaired, the bad row unchanged",
+    )
 
 
-@scenario("corrupt_inputs", "the running daemon watches a DB holding a part nested 5000 deep and a normal orphan",
-          "the orphan is repaired at the first pass; the daemon stays up and its status counts the bad row")
+@scenario(
+    "corrupt_inputs",
+    "the running daemon watches a DB holding a part nested 5000 deep and a normal orphan",
+    "the orphan is repaired at the first pass; the daemon stays up and its status counts the bad row",
+)
 def test_daemon_passes_over_a_bad_row(tmp_path, observe):
     db, good, _bad = db_with_bad_row(tmp_path, "nested-5000-deep")
     daemon = DaemonProcess(tmp_path, [db], env={**GRACE0, "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1h"})
     try:
-        status = daemon.wait_status(lambda s: s["passes"] >= 1 and s["counts"]["repaired"] >= 1, timeout=60,
-                                    what="the orphan repaired")
+        status = daemon.wait_status(
+            lambda s: s["passes"] >= 1 and s["counts"]["repaired"] >= 1,
+            timeout=60,
+            what="the orphan repaired",
+        )
         assert [d["bad_rows"] for d in status["databases"]] == [1], status["databases"]
         assert daemon.proc.poll() is None
     finally:
@@ -94,37 +113,64 @@ def test_daemon_passes_over_a_bad_row(tmp_path, observe):
 
 # -- the row parser under fuzz ---------------------------------------------------------------------
 
-JSON_LEAF = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True),
-                      st.text(max_size=8))
-JSON_ANY = st.recursive(JSON_LEAF, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                           st.dictionaries(st.text(max_size=6), inner, max_size=3)),
-                        max_leaves=12)
-TIME_VALUE = st.one_of(JSON_ANY, st.integers(min_value=-(10 ** 30), max_value=10 ** 30),
-                       st.sampled_from([float("nan"), float("inf"), -float("inf"), 1e300, -0.0]))
+JSON_LEAF = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+)
+JSON_ANY = st.recursive(
+    JSON_LEAF,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+TIME_VALUE = st.one_of(
+    JSON_ANY,
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.sampled_from([float("nan"), float("inf"), -float("inf"), 1e300, -0.0]),
+)
 
 
 @st.composite
 def real_shaped_rows(draw) -> tuple:
     """A row shaped like opencode's tool parts (tests/dbfactory.py), with any field replaced by anything."""
-    state = {"status": draw(st.sampled_from(["running", "pending", "completed", "error"]) | JSON_ANY),
-             "input": draw(st.just({"command": "ls"}) | JSON_ANY),
-             "time": draw(st.fixed_dictionaries({"start": TIME_VALUE}) | JSON_ANY),
-             "metadata": draw(st.just({}) | st.fixed_dictionaries({"sessionId": JSON_ANY}) | JSON_ANY)}
-    part = {"type": draw(st.just("tool") | JSON_ANY), "tool": draw(st.just("bash") | JSON_ANY),
-            "callID": draw(st.just("call_1") | JSON_ANY), "state": draw(st.just(state) | JSON_ANY)}
+    state = {
+        "status": draw(st.sampled_from(["running", "pending", "completed", "error"]) | JSON_ANY),
+        "input": draw(st.just({"command": "ls"}) | JSON_ANY),
+        "time": draw(st.fixed_dictionaries({"start": TIME_VALUE}) | JSON_ANY),
+        "metadata": draw(st.just({}) | st.fixed_dictionaries({"sessionId": JSON_ANY}) | JSON_ANY),
+    }
+    part = {
+        "type": draw(st.just("tool") | JSON_ANY),
+        "tool": draw(st.just("bash") | JSON_ANY),
+        "callID": draw(st.just("call_1") | JSON_ANY),
+        "state": draw(st.just(state) | JSON_ANY),
+    }
     data = json.dumps(draw(st.just(part) | JSON_ANY), separators=(",", ":"))
     if draw(st.booleans()):
         cut = draw(st.integers(min_value=0, max_value=len(data)))
         data = data[:cut] + draw(st.sampled_from(["", "[" * 3000, "\udcff", "NaN", "}"]))
-    created = draw(st.one_of(st.integers(min_value=-(10 ** 20), max_value=10 ** 20), st.none(),
-                             st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=4)))
+    created = draw(
+        st.one_of(
+            st.integers(min_value=-(10**20), max_value=10**20),
+            st.none(),
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.text(max_size=4),
+        )
+    )
     return (1, "prt_1", "msg_1", "ses_1", created, data)
 
 
-@scenario("corrupt_inputs", "the row parser fuzzed (hypothesis, 400 rows) over opencode-shaped tool parts with any "
-          "field replaced by any JSON value, times out of range, cut-off JSON, deep nesting, lone surrogates",
-          "every row is a candidate with a usable start time, nothing, or a bad row with a reason: never an "
-          "exception")
+@scenario(
+    "corrupt_inputs",
+    "the row parser fuzzed (hypothesis, 400 rows) over opencode-shaped tool parts with any "
+    "field replaced by any JSON value, times out of range, cut-off JSON, deep nesting, lone surrogates",
+    "every row is a candidate with a usable start time, nothing, or a bad row with a reason: never an "
+    "exception",
+)
 def test_row_parser_fuzz(observe):
     kinds: set[str] = set()
 

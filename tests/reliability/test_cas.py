@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sqlite3
 
-
 from tests import dbfactory, passes
 from tests.reliability.conftest import scenario
 from tests.reliability.helpers import is_completed_message, is_repaired_part
@@ -44,20 +43,30 @@ def interfere_before_write(monkeypatch, action) -> list[int]:
 
 def completed_part(data: str) -> str:
     value = json.loads(data)
-    value["state"] = {"status": "completed", "input": value["state"]["input"], "output": "Red",
-                      "title": "", "metadata": {}, "time": {"start": value["state"]["time"]["start"], "end": 1}}
+    value["state"] = {
+        "status": "completed",
+        "input": value["state"]["input"],
+        "output": "Red",
+        "title": "",
+        "metadata": {},
+        "time": {"start": value["state"]["time"]["start"], "end": 1},
+    }
     return dbfactory.compact(value)
 
 
-@scenario("cas", "opencode completes the part (the user answered) between the daemon's read and its write",
-          "compare-and-set miss: nothing clobbered, journaled as skipped, re-evaluated next pass")
+@scenario(
+    "cas",
+    "opencode completes the part (the user answered) between the daemon's read and its write",
+    "compare-and-set miss: nothing clobbered, journaled as skipped, re-evaluated next pass",
+)
 def test_part_completed_between_read_and_write(env, monkeypatch, observe):
     db, settings, journal = env
     stuck = dbfactory.stuck_question(db)
     before_message = dbfactory.read_text(db, "message", stuck.message_id)
     answered = completed_part(dbfactory.read_text(db, "part", stuck.part_id))
-    interfere_before_write(monkeypatch, lambda: opencode_writes(db, "UPDATE part SET data=? WHERE id=?", answered,
-                                                                stuck.part_id))
+    interfere_before_write(
+        monkeypatch, lambda: opencode_writes(db, "UPDATE part SET data=? WHERE id=?", answered, stuck.part_id)
+    )
     [outcome] = one_pass(db, journal, settings)
     assert outcome.outcome == "skipped" and "changed since it was read" in outcome.detail
     assert dbfactory.read_text(db, "part", stuck.part_id) == answered  # opencode's answer kept
@@ -67,20 +76,27 @@ def test_part_completed_between_read_and_write(env, monkeypatch, observe):
     monkeypatch.undo()
     assert one_pass(db, journal, settings) == []  # next pass: no longer a candidate
     assert dbfactory.read_text(db, "part", stuck.part_id) == answered
-    observe("compare-and-set missed; the user's answer kept, message untouched", "journaled skipped",
-            "next pass: no candidate, nothing written")
+    observe(
+        "compare-and-set missed; the user's answer kept, message untouched",
+        "journaled skipped",
+        "next pass: no candidate, nothing written",
+    )
 
 
-@scenario("cas", "opencode rewrites the still-running part (new metadata) between read and write",
-          "compare-and-set miss, skipped; the next pass re-reads the row and repairs the new version")
+@scenario(
+    "cas",
+    "opencode rewrites the still-running part (new metadata) between read and write",
+    "compare-and-set miss, skipped; the next pass re-reads the row and repairs the new version",
+)
 def test_running_part_updated_between_read_and_write(env, monkeypatch, observe):
     db, settings, journal = env
     stuck = dbfactory.stuck_question(db)
     value = dbfactory.read_data(db, "part", stuck.part_id)
     value["state"]["title"] = "asking again"
     newer = dbfactory.compact(value)
-    interfere_before_write(monkeypatch, lambda: opencode_writes(db, "UPDATE part SET data=? WHERE id=?", newer,
-                                                                stuck.part_id))
+    interfere_before_write(
+        monkeypatch, lambda: opencode_writes(db, "UPDATE part SET data=? WHERE id=?", newer, stuck.part_id)
+    )
     [outcome] = one_pass(db, journal, settings)
     assert outcome.outcome == "skipped"
     assert dbfactory.read_text(db, "part", stuck.part_id) == newer
@@ -92,12 +108,18 @@ def test_running_part_updated_between_read_and_write(env, monkeypatch, observe):
     assert is_completed_message(dbfactory.read_text(db, "message", stuck.message_id))
     actions = journal.recent()
     assert [a.outcome for a in actions] == ["done", "skipped"] and actions[0].part_before == newer
-    observe("first pass skipped (nothing written)", "second pass repaired the version opencode wrote",
-            "journal: skipped then done, before-image = opencode's newer row")
+    observe(
+        "first pass skipped (nothing written)",
+        "second pass repaired the version opencode wrote",
+        "journal: skipped then done, before-image = opencode's newer row",
+    )
 
 
-@scenario("cas", "opencode updates the assistant message between the daemon's read and its write",
-          "the part and message are one transaction: neither is written; skipped, repaired next pass")
+@scenario(
+    "cas",
+    "opencode updates the assistant message between the daemon's read and its write",
+    "the part and message are one transaction: neither is written; skipped, repaired next pass",
+)
 def test_message_updated_between_read_and_write(env, monkeypatch, observe):
     db, settings, journal = env
     stuck = dbfactory.stuck_question(db)
@@ -105,8 +127,10 @@ def test_message_updated_between_read_and_write(env, monkeypatch, observe):
     value = dbfactory.read_data(db, "message", stuck.message_id)
     value["tokens"]["output"] = 42
     newer = dbfactory.compact(value)
-    interfere_before_write(monkeypatch, lambda: opencode_writes(db, "UPDATE message SET data=? WHERE id=?", newer,
-                                                                stuck.message_id))
+    interfere_before_write(
+        monkeypatch,
+        lambda: opencode_writes(db, "UPDATE message SET data=? WHERE id=?", newer, stuck.message_id),
+    )
     [outcome] = one_pass(db, journal, settings)
     assert outcome.outcome == "skipped" and "message" in outcome.detail
     assert dbfactory.read_text(db, "part", stuck.part_id) == part_before  # rolled back with the message
@@ -116,12 +140,18 @@ def test_message_updated_between_read_and_write(env, monkeypatch, observe):
     assert again.outcome == "done"
     message = dbfactory.read_data(db, "message", stuck.message_id)
     assert message["tokens"]["output"] == 42 and message["time"]["completed"]
-    observe("part not written either (one transaction rolled back)", "journaled skipped",
-            "next pass completed opencode's newer message")
+    observe(
+        "part not written either (one transaction rolled back)",
+        "journaled skipped",
+        "next pass completed opencode's newer message",
+    )
 
 
-@scenario("cas", "the session is deleted (rows gone) between read and write",
-          "nothing written, no row resurrected, journaled as skipped")
+@scenario(
+    "cas",
+    "the session is deleted (rows gone) between read and write",
+    "nothing written, no row resurrected, journaled as skipped",
+)
 def test_rows_deleted_between_read_and_write(env, monkeypatch, observe):
     db, settings, journal = env
     stuck = dbfactory.stuck_question(db)
@@ -142,9 +172,12 @@ def test_rows_deleted_between_read_and_write(env, monkeypatch, observe):
     observe("zero rows matched: skipped", "no row re-created")
 
 
-@scenario("cas", "undo after opencode rewrote a row the daemon had repaired",
-          "undo restores part and message together or neither (one compare-and-set transaction on both); "
-          "opencode's row is kept")
+@scenario(
+    "cas",
+    "undo after opencode rewrote a row the daemon had repaired",
+    "undo restores part and message together or neither (one compare-and-set transaction on both); "
+    "opencode's row is kept",
+)
 def test_undo_never_clobbers(env, observe):
     db, settings, journal = env
     stuck = dbfactory.stuck_question(db)
@@ -164,5 +197,7 @@ def test_undo_never_clobbers(env, observe):
     assert any("changed since the daemon wrote it" in r for r in result.not_restored)
     assert dbfactory.read_text(db, "message", stuck.message_id) == message_ours  # neither: never half-undone
     assert result.restored == []
-    observe("part left as opencode wrote it (NOT restored, said so)",
-            "message NOT restored either (both or neither: never a running part beside a completed message)")
+    observe(
+        "part left as opencode wrote it (NOT restored, said so)",
+        "message NOT restored either (both or neither: never a running part beside a completed message)",
+    )

@@ -20,18 +20,29 @@ VALUES = {  # env name tail, value, the range `config check` must name
     "watch.poll_interval=0": ("WATCH__POLL_INTERVAL", "0", "accepted: from 1s to 1d"),
     "watch.full_rescan_interval=never": ("WATCH__FULL_RESCAN_INTERVAL", "never", "accepted: from 1m to 7d"),
     "live.timeout=never": ("LIVE__TIMEOUT", "never", "accepted: from 0.1s to 10m"),
-    "policy.default=99999999999999": ("POLICY__DEFAULT", "99999999999999", "accepted: from 0s to 3650d, or never"),
+    "policy.default=99999999999999": (
+        "POLICY__DEFAULT",
+        "99999999999999",
+        "accepted: from 0s to 3650d, or never",
+    ),
     "policy.orphan_grace=never": ("POLICY__ORPHAN_GRACE", "never", "accepted: from 0s to 30d"),
-    "policy.tools.bash=1e6w": ("POLICY__TOOLS", '{"bash": "1000000w"}', "accepted: from 0s to 3650d, or never"),
+    "policy.tools.bash=1e6w": (
+        "POLICY__TOOLS",
+        '{"bash": "1000000w"}',
+        "accepted: from 0s to 3650d, or never",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", sorted(VALUES))
-@scenario("config", "a duration that used to pass `config check` and then crashed or silently disabled the daemon: "
-          "`never` or huge `watch.debounce` (the file-watcher thread died), `watch.poll_interval` never/0 "
-          "(traceback at start), `live.timeout` never, policy durations past what a datetime holds",
-          "`config check` exits 2 with one line naming the key, the value and the accepted range; `run` refuses "
-          "to start the same way")
+@scenario(
+    "config",
+    "a duration that used to pass `config check` and then crashed or silently disabled the daemon: "
+    "`never` or huge `watch.debounce` (the file-watcher thread died), `watch.poll_interval` never/0 "
+    "(traceback at start), `live.timeout` never, policy durations past what a datetime holds",
+    "`config check` exits 2 with one line naming the key, the value and the accepted range; `run` refuses "
+    "to start the same way",
+)
 def test_out_of_range_durations_are_rejected(tmp_path, case, observe):
     name, value, accepted = VALUES[case]
     env = {f"OPENCODE_WATCHDOGD_{name}": value}
@@ -45,18 +56,27 @@ def test_out_of_range_durations_are_rejected(tmp_path, case, observe):
     observe(f"config check and run: exit 2, '{line.split(': ', 2)[2]}'")
 
 
-@scenario("config", "`policy.tools.bash = \"never\"` and `policy.default = \"3650d\"` (the largest finite value)",
-          "accepted: a tool that is never expired stays possible")
+@scenario(
+    "config",
+    '`policy.tools.bash = "never"` and `policy.default = "3650d"` (the largest finite value)',
+    "accepted: a tool that is never expired stays possible",
+)
 def test_never_stays_possible_for_thresholds(tmp_path, observe):
-    env = {"OPENCODE_WATCHDOGD_POLICY__TOOLS": '{"bash": "never"}', "OPENCODE_WATCHDOGD_POLICY__DEFAULT": "3650d"}
+    env = {
+        "OPENCODE_WATCHDOGD_POLICY__TOOLS": '{"bash": "never"}',
+        "OPENCODE_WATCHDOGD_POLICY__DEFAULT": "3650d",
+    }
     check = cli(tmp_path, "config", "check", env=env)
     assert check.returncode == 0, check.stderr
     observe("config check exit 0")
 
 
-@scenario("config", "the file watcher's thread is dead while the scheduler still runs",
-          "the daemon stops feeding systemd's watchdog (no WATCHDOG=1), so systemd restarts it instead of "
-          "leaving a daemon that never sees a file event")
+@scenario(
+    "config",
+    "the file watcher's thread is dead while the scheduler still runs",
+    "the daemon stops feeding systemd's watchdog (no WATCHDOG=1), so systemd restarts it instead of "
+    "leaving a daemon that never sees a file event",
+)
 def test_watchdog_is_fed_only_while_the_watcher_runs(tmp_path, observe):
     daemon = Daemon(Settings(state_dir=tmp_path / "state"), None, [tmp_path / "x.db"], {})
     daemon.scheduler = BackgroundScheduler()

@@ -24,10 +24,12 @@ def add_raw_part(db, stuck, data: str) -> str:
     return dbfactory.add_tool_part(db, stuck.session_id, stuck.message_id, data=data)
 
 
-@scenario("corrupt_inputs", "part `data` that is not JSON (but contains \"status\":\"running\"), next to a "
-          "normal orphan in the same DB",
-          "explained ('part … skipped: part data is not valid JSON'), skipped, never written; the normal orphan "
-          "is still repaired")
+@scenario(
+    "corrupt_inputs",
+    'part `data` that is not JSON (but contains "status":"running"), next to a normal orphan in the same DB',
+    "explained ('part … skipped: part data is not valid JSON'), skipped, never written; the normal orphan "
+    "is still repaired",
+)
 def test_part_data_not_json(tmp_path, observe):
     db = dbfactory.make_db(tmp_path / "opencode.db")
     [good] = add_orphans(db, 1)
@@ -41,7 +43,10 @@ def test_part_data_not_json(tmp_path, observe):
     assert f"part {bad} skipped: part data is not valid JSON" in reap.stderr
     assert dbfactory.read_text(db, "part", bad) == before
     assert pair_states(db, [good]) == {good.part_id: "repaired"}
-    observe("scan and reap: 'part … skipped: part data is not valid JSON'", "row unchanged; the good orphan repaired")
+    observe(
+        "scan and reap: 'part … skipped: part data is not valid JSON'",
+        "row unchanged; the good orphan repaired",
+    )
 
 
 SHAPES = {
@@ -49,15 +54,18 @@ SHAPES = {
     "tool-not-string": '{"type":"tool","tool":5,"callID":7,"state":{"status":"running","input":{},"time":{"start":1}}}',
     "time-not-object": '{"type":"tool","tool":"bash","state":{"status":"running","input":{},"time":"yesterday"}}',
     "metadata-a-list": '{"type":"tool","tool":"bash","state":{"status":"running","input":{},"metadata":[1],'
-                       '"time":{"start":1}}}',
+    '"time":{"start":1}}}',
     "top-level-list": '[{"type":"tool","state":{"status":"running"}}]',
 }
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
-@scenario("corrupt_inputs", "part `data` that is JSON of an unexpected shape (state a string, tool a number, "
-          "state.time a string, state.metadata a list, a top-level list)",
-          "explained, skipped, no write (the row is never guessed at)")
+@scenario(
+    "corrupt_inputs",
+    "part `data` that is JSON of an unexpected shape (state a string, tool a number, "
+    "state.time a string, state.metadata a list, a top-level list)",
+    "explained, skipped, no write (the row is never guessed at)",
+)
 def test_json_of_unexpected_shape(tmp_path, shape, observe):
     db = dbfactory.make_db(tmp_path / "opencode.db")
     stuck = dbfactory.stuck_question(db)
@@ -77,8 +85,11 @@ def test_json_of_unexpected_shape(tmp_path, shape, observe):
     observe("reap names the part and why it is skipped; no row changed, nothing journaled")
 
 
-@scenario("corrupt_inputs", "the assistant message row of an orphan is not JSON",
-          "explained, skipped (part and message both left as they are), no journal row")
+@scenario(
+    "corrupt_inputs",
+    "the assistant message row of an orphan is not JSON",
+    "explained, skipped (part and message both left as they are), no journal row",
+)
 def test_message_not_json(tmp_path, observe):
     db = dbfactory.make_db(tmp_path / "opencode.db")
     [orphan] = add_orphans(db, 1)
@@ -93,8 +104,11 @@ def test_message_not_json(tmp_path, observe):
     observe("reap: skipped '… its message row is not valid JSON): nothing written', exit 1")
 
 
-@scenario("corrupt_inputs", "a running tool part whose `data` is 50 MB",
-          "explained ('over the 8 MiB limit'), skipped, never parsed into the journal, no write; scan stays quick")
+@scenario(
+    "corrupt_inputs",
+    "a running tool part whose `data` is 50 MB",
+    "explained ('over the 8 MiB limit'), skipped, never parsed into the journal, no write; scan stays quick",
+)
 def test_fifty_megabyte_part(tmp_path, observe):
     db = dbfactory.make_db(tmp_path / "opencode.db")
     stuck = dbfactory.stuck_question(db)
@@ -108,7 +122,9 @@ def test_fifty_megabyte_part(tmp_path, observe):
     assert f"part {stuck.part_id} skipped: part data is 50 MiB, over the 8 MiB limit" in reap.stderr
     assert dbfactory.read_text(db, "part", stuck.part_id) == huge
     assert journal_actions(tmp_path / "state") == []
-    observe("'part … skipped: part data is 50 MiB, over the 8 MiB limit: not parsed, never written'", "no write")
+    observe(
+        "'part … skipped: part data is 50 MiB, over the 8 MiB limit: not parsed, never written'", "no write"
+    )
 
 
 def not_sqlite(path):
@@ -120,8 +136,10 @@ def truncated(path):
     add_orphans(path, 3)
     conn = sqlite3.connect(path)
     conn.execute("CREATE TABLE filler(b BLOB)")
-    conn.execute("WITH RECURSIVE s(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM s WHERE x < 300) "
-                 "INSERT INTO filler SELECT randomblob(4000) FROM s")
+    conn.execute(
+        "WITH RECURSIVE s(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM s WHERE x < 300) "
+        "INSERT INTO filler SELECT randomblob(4000) FROM s"
+    )
     conn.commit()
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
@@ -138,11 +156,16 @@ def opencode_2x(path):
 
 
 def unknown_layout(path):
-    dbfactory.make_db(path, sql="CREATE TABLE project (id text, worktree text, vcs text, time_created integer, "
-                                "time_updated integer, sandboxes text); CREATE TABLE part (id text, data text);")
+    dbfactory.make_db(
+        path,
+        sql="CREATE TABLE project (id text, worktree text, vcs text, time_created integer, "
+        "time_updated integer, sandboxes text); CREATE TABLE part (id text, data text);",
+    )
     with dbfactory.connection(path) as conn:
-        conn.execute("INSERT INTO part VALUES ('prt_1', ?)",
-                     ('{"type":"tool","tool":"question","state":{"status":"running"}}',))
+        conn.execute(
+            "INSERT INTO part VALUES ('prt_1', ?)",
+            ('{"type":"tool","tool":"question","state":{"status":"running"}}',),
+        )
 
 
 FILES = {  # how to make it, what is said, `reap`'s exit code (1: candidates listed and reported, 2: DB error)
@@ -154,10 +177,13 @@ FILES = {  # how to make it, what is said, `reap`'s exit code (1: candidates lis
 
 
 @pytest.mark.parametrize("kind", sorted(FILES))
-@scenario("corrupt_inputs", "the DB file is not SQLite, is truncated, has the opencode 2.x layout (session_v2), or "
-          "an unknown layout; checked with scan, reap and the running daemon",
-          "explained (one line naming the problem), skipped, no write: the file is byte-for-byte unchanged; the "
-          "daemon keeps running and shows the problem in its status")
+@scenario(
+    "corrupt_inputs",
+    "the DB file is not SQLite, is truncated, has the opencode 2.x layout (session_v2), or "
+    "an unknown layout; checked with scan, reap and the running daemon",
+    "explained (one line naming the problem), skipped, no write: the file is byte-for-byte unchanged; the "
+    "daemon keeps running and shows the problem in its status",
+)
 def test_bad_database_files(tmp_path, kind, observe):
     make, message, reap_code = FILES[kind]
     db = tmp_path / "opencode.db"
@@ -178,5 +204,8 @@ def test_bad_database_files(tmp_path, kind, observe):
         assert daemon.stop() == 0
     assert digest(db) == before
     assert journal_actions(tmp_path / "state") == []
-    observe(f"scan exit 2, reap exit {reap_code}: '{message}'", "daemon status shows it, daemon alive",
-            "file unchanged")
+    observe(
+        f"scan exit 2, reap exit {reap_code}: '{message}'",
+        "daemon status shows it, daemon alive",
+        "file unchanged",
+    )

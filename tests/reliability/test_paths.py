@@ -17,7 +17,16 @@ import pytest
 from tests import dbfactory
 from tests.integration.daemonproc import DaemonProcess, wait_until
 from tests.reliability.conftest import scenario
-from tests.reliability.helpers import GRACE0, add_orphans, cli, journal_actions, needs_root, pair_states, remount, tmpfs
+from tests.reliability.helpers import (
+    GRACE0,
+    add_orphans,
+    cli,
+    journal_actions,
+    needs_root,
+    pair_states,
+    remount,
+    tmpfs,
+)
 from watchdogd import cli as watchdogd_cli
 from watchdogd.opencode import writegate
 from watchdogd.opencode.store import OpencodeStore, RowChange, StoreError
@@ -31,10 +40,14 @@ def digest(path: Path) -> str:
 
 # -- symlinks ----------------------------------------------------------------------------------------
 
-@scenario("paths", "the DB path given to the daemon is a symlink to the real file in another directory "
-          "(and is later pointed at another DB)",
-          "documented: the daemon resolves the link and works on the file itself (watches its real directory, "
-          "journals and shows the real path), re-resolving it every pass")
+
+@scenario(
+    "paths",
+    "the DB path given to the daemon is a symlink to the real file in another directory "
+    "(and is later pointed at another DB)",
+    "documented: the daemon resolves the link and works on the file itself (watches its real directory, "
+    "journals and shows the real path), re-resolving it every pass",
+)
 def test_symlinked_db_is_resolved(tmp_path, observe):
     real = dbfactory.make_db(tmp_path / "real" / "opencode.db")
     other = dbfactory.make_db(tmp_path / "other" / "opencode.db")
@@ -47,9 +60,14 @@ def test_symlinked_db_is_resolved(tmp_path, observe):
     try:
         daemon.wait_status(lambda s: s["databases"], what="status")
         assert [d["path"] for d in daemon.status()["databases"]] == [str(real)]
-        orphans = add_orphans(real, 2)  # a commit in the real directory: seen by the file watcher, no poll needed
-        wait_until(lambda: set(pair_states(real, orphans).values()) == {"repaired"}, timeout=30,
-                   what="repair through the symlink")
+        orphans = add_orphans(
+            real, 2
+        )  # a commit in the real directory: seen by the file watcher, no poll needed
+        wait_until(
+            lambda: set(pair_states(real, orphans).values()) == {"repaired"},
+            timeout=30,
+            what="repair through the symlink",
+        )
         assert {a["db"] for a in journal_actions(daemon.state_dir)} == {str(real)}
         assert link.is_symlink()  # the link itself is left alone
         # Point the link at another DB: the next pass (here: a SIGHUP) follows it.
@@ -57,29 +75,43 @@ def test_symlinked_db_is_resolved(tmp_path, observe):
         link.symlink_to(other)
         moved = add_orphans(other, 1)
         daemon.signal(1)
-        wait_until(lambda: pair_states(other, moved)[moved[0].part_id] == "repaired", timeout=30,
-                   what="repair in the new target")
+        wait_until(
+            lambda: pair_states(other, moved)[moved[0].part_id] == "repaired",
+            timeout=30,
+            what="repair in the new target",
+        )
         # The status file is published at the end of the pass that repaired it: wait for that pass.
-        daemon.wait_status(lambda s: [d["path"] for d in s["databases"]] == [str(other)], timeout=30,
-                           what="status showing the new target")
+        daemon.wait_status(
+            lambda s: [d["path"] for d in s["databases"]] == [str(other)],
+            timeout=30,
+            what="status showing the new target",
+        )
     finally:
         assert daemon.stop() == 0
-    observe("status and journal show the real path; a commit in the real directory woke the daemon (poll 1h)",
-            "after re-pointing the link, the new target was watched and repaired")
+    observe(
+        "status and journal show the real path; a commit in the real directory woke the daemon (poll 1h)",
+        "after re-pointing the link, the new target was watched and repaired",
+    )
 
 
 # -- network filesystems -------------------------------------------------------------------------------
 
-@scenario("paths", "the DB is on a network filesystem (statfs f_type NFS; simulated: the test answers statfs "
-          "for the DB directory with NFS_SUPER_MAGIC, as no NFS server can run here)",
-          "detected and refused: `reap` writes nothing and says why; `scan` marks it read-only; the store refuses "
-          "any compare-and-set on it")
+
+@scenario(
+    "paths",
+    "the DB is on a network filesystem (statfs f_type NFS; simulated: the test answers statfs "
+    "for the DB directory with NFS_SUPER_MAGIC, as no NFS server can run here)",
+    "detected and refused: `reap` writes nothing and says why; `scan` marks it read-only; the store refuses "
+    "any compare-and-set on it",
+)
 def test_network_filesystem_is_detected_and_refused(tmp_path, monkeypatch, capsys, observe):
     db = dbfactory.make_db(tmp_path / "nfs" / "opencode.db")
     orphans = add_orphans(db, 1)
     real_magic = writegate.fs_magic
     assert writegate.network_fs(str(db.parent)) is None  # the real local filesystem is not refused
-    monkeypatch.setattr(writegate, "fs_magic", lambda path: 0x6969 if path.startswith(str(db.parent)) else real_magic(path))
+    monkeypatch.setattr(
+        writegate, "fs_magic", lambda path: 0x6969 if path.startswith(str(db.parent)) else real_magic(path)
+    )
     monkeypatch.setenv("OPENCODE_WATCHDOGD_POLICY__ORPHAN_GRACE", "0s")
     state = ["--state-dir", str(tmp_path / "state")]
     assert watchdogd_cli.main(["scan", "--db", str(db), "--json", *state]) == 2
@@ -97,9 +129,12 @@ def test_network_filesystem_is_detected_and_refused(tmp_path, monkeypatch, capsy
     with pytest.raises(StoreError, match="network filesystem"):
         store.compare_and_set([RowChange("part", orphans[0].part_id, orphans[0].part_before, "{}")])
     store.close()
-    observe("scan: route 'report: DB not writable (on a network filesystem (nfs…))'",
-            "reap: reported, exit 1, nothing written, no journal row, no backup", "store compare-and-set refused",
-            "local ext4/tmpfs not refused")
+    observe(
+        "scan: route 'report: DB not writable (on a network filesystem (nfs…))'",
+        "reap: reported, exit 1, nothing written, no journal row, no backup",
+        "store compare-and-set refused",
+        "local ext4/tmpfs not refused",
+    )
 
 
 def test_network_magic_table():
@@ -110,9 +145,13 @@ def test_network_magic_table():
 
 # -- read-only mount -------------------------------------------------------------------------------------
 
+
 @needs_root
-@scenario("paths", "the DB is on a read-only mount (a tmpfs remounted ro; WAL DB without its -shm)",
-          "clear report naming the read-only mount, exit 2, the file is byte-for-byte unchanged")
+@scenario(
+    "paths",
+    "the DB is on a read-only mount (a tmpfs remounted ro; WAL DB without its -shm)",
+    "clear report naming the read-only mount, exit 2, the file is byte-for-byte unchanged",
+)
 def test_read_only_mount(tmp_path, observe):
     with tmpfs(tmp_path / "mnt") as mnt:
         db = dbfactory.make_db(mnt / "opencode.db")
@@ -129,11 +168,15 @@ def test_read_only_mount(tmp_path, observe):
     for result in (scan, reap):
         assert "on a read-only mount" in result.stdout + result.stderr
         assert "Traceback" not in result.stderr
-    observe("scan and reap exit 2: 'unable to open database file (on a read-only mount: nothing can be written "
-            "there)'", "file unchanged")
+    observe(
+        "scan and reap exit 2: 'unable to open database file (on a read-only mount: nothing can be written "
+        "there)'",
+        "file unchanged",
+    )
 
 
 # -- read-only directory / file for an unprivileged user ---------------------------------------------------
+
 
 @contextlib.contextmanager
 def shared_dir() -> Path:
@@ -176,10 +219,13 @@ def run_as(uid: int, home: Path, argv: list[str]) -> tuple[int, str]:
 
 
 @needs_root
-@scenario("paths", f"unprivileged user (uid {NOBODY}): the DB directory is read-only (0555) with no -wal/-shm, "
-          "then the DB file itself is read-only (0444)",
-          "read-only dir: clear report (SQLite could not create -shm/-wal), no write; read-only file: scan works, "
-          "reap reports why and writes nothing")
+@scenario(
+    "paths",
+    f"unprivileged user (uid {NOBODY}): the DB directory is read-only (0555) with no -wal/-shm, "
+    "then the DB file itself is read-only (0444)",
+    "read-only dir: clear report (SQLite could not create -shm/-wal), no write; read-only file: scan works, "
+    "reap reports why and writes nothing",
+)
 def test_read_only_dir_and_file_for_a_user(observe):
     # Imports the forked child would otherwise do lazily (it cannot read the root-only interpreter tree).
     import watchdogd.commands.reap
@@ -207,6 +253,8 @@ def test_read_only_dir_and_file_for_a_user(observe):
         code, text = run_as(NOBODY, home, ["reap", "--db", str(db), "--state-dir", str(home / "state")])
         assert code == 1 and "reported" in text and "not writable" in text, text
         assert pair_states(db, orphans) == {orphans[0].part_id: "untouched"}
-    observe("0555 dir: exit 2, '… its directory is not writable by nobody (uid 65534), so SQLite cannot create the "
-            "-wal/-shm file(s) a write needs'", "0444 file: scan lists the part and says read-only; reap reported, "
-            "exit 1, nothing written")
+    observe(
+        "0555 dir: exit 2, '… its directory is not writable by nobody (uid 65534), so SQLite cannot create the "
+        "-wal/-shm file(s) a write needs'",
+        "0444 file: scan lists the part and says read-only; reap reported, exit 1, nothing written",
+    )

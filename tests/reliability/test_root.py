@@ -25,9 +25,12 @@ def alices_db(tmp_path):
     return db, orphans
 
 
-@scenario("root", "root runs `reap` and the daemon against another user's DB (allow_other_users unset)",
-          "refused: nothing written, no backup copy of their conversations, no journal row; scan/status say "
-          "whose DB it is and which setting allows it")
+@scenario(
+    "root",
+    "root runs `reap` and the daemon against another user's DB (allow_other_users unset)",
+    "refused: nothing written, no backup copy of their conversations, no journal row; scan/status say "
+    "whose DB it is and which setting allows it",
+)
 def test_root_refuses_another_users_db(tmp_path, observe):
     assert os.geteuid() == 0
     db, orphans = alices_db(tmp_path)
@@ -39,7 +42,9 @@ def test_root_refuses_another_users_db(tmp_path, observe):
     try:
         status = daemon.wait_status(lambda s: s["candidates"], what="candidates listed")
         assert "owned by uid 4242" in status["databases"][0]["write_refusal"]
-        assert all(c["route"].startswith("report: DB not writable (owned by uid 4242") for c in status["candidates"])
+        assert all(
+            c["route"].startswith("report: DB not writable (owned by uid 4242") for c in status["candidates"]
+        )
         shown = cli(tmp_path, "status", state_dir=daemon.state_dir)
         assert "read-only: owned by uid 4242" in shown.stdout
     finally:
@@ -47,20 +52,33 @@ def test_root_refuses_another_users_db(tmp_path, observe):
     assert set(pair_states(db, orphans).values()) == {"untouched"}
     assert journal_actions(tmp_path / "state") == []
     assert not (tmp_path / "state" / "backups").exists()
-    observe("reap: reported, exit 1: 'owned by uid 4242, not by this process's user root (uid 0): set "
-            "allow_other_users = true …'", "daemon: route report-only, status shows the refusal",
-            "no write, no journal row, no backup")
+    observe(
+        "reap: reported, exit 1: 'owned by uid 4242, not by this process's user root (uid 0): set "
+        "allow_other_users = true …'",
+        "daemon: route report-only, status shows the refusal",
+        "no write, no journal row, no backup",
+    )
 
 
-@scenario("root", "root with allow_other_users = true repairs another user's DB that has no -wal/-shm yet",
-          "repaired; the -wal/-shm files SQLite creates belong to the DB's owner, so their opencode can still "
-          "open it")
+@scenario(
+    "root",
+    "root with allow_other_users = true repairs another user's DB that has no -wal/-shm yet",
+    "repaired; the -wal/-shm files SQLite creates belong to the DB's owner, so their opencode can still "
+    "open it",
+)
 def test_root_with_allow_other_users(tmp_path, observe):
     db, orphans = alices_db(tmp_path)
     for suffix in ("-wal", "-shm"):
         assert not os.path.exists(f"{db}{suffix}")
-    daemon = DaemonProcess(tmp_path, [db], env={**GRACE0, "OPENCODE_WATCHDOGD_ALLOW_OTHER_USERS": "true",
-                                                "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1h"})
+    daemon = DaemonProcess(
+        tmp_path,
+        [db],
+        env={
+            **GRACE0,
+            "OPENCODE_WATCHDOGD_ALLOW_OTHER_USERS": "true",
+            "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1h",
+        },
+    )
     try:
         wait_until(lambda: set(pair_states(db, orphans).values()) == {"repaired"}, timeout=30, what="repair")
         made = [f"{db}{s}" for s in ("-wal", "-shm") if os.path.exists(f"{db}{s}")]

@@ -26,36 +26,57 @@ def all_text(folder: Path) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file())
 
 
-@scenario("secrets", "server passwords given in the config file, in a password_file and in OPENCODE_SERVER_PASSWORD; "
-          "the daemon talks to that (busy, never freed) server at debug log level",
-          "no password in `config show` (text or JSON), the logs, the status file, `status`, `history "
-          "--with-content` or any byte of the state dir (journal included)")
+@scenario(
+    "secrets",
+    "server passwords given in the config file, in a password_file and in OPENCODE_SERVER_PASSWORD; "
+    "the daemon talks to that (busy, never freed) server at debug log level",
+    "no password in `config show` (text or JSON), the logs, the status file, `status`, `history "
+    "--with-content` or any byte of the state dir (journal included)",
+)
 def test_passwords_never_leak(tmp_path, observe):
     db = dbfactory.make_db(tmp_path / "opencode.db")
     secret_file = tmp_path / "password"
     secret_file.write_text(SECRETS["file"] + "\n")
     sid = dbfactory.session_id()
     log = tmp_path / "requests.log"
-    server = subprocess.Popen(["opencode", str(BADSERVER), str(db), f"busy:{sid}", str(log)], executable=sys.executable,
-                              stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        ["opencode", str(BADSERVER), str(db), f"busy:{sid}", str(log)],
+        executable=sys.executable,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         port = int(server.stdout.readline())
         config = tmp_path / "config.toml"
-        config.write_text(f'[policy.tools]\nquestion = "0s"\n[live]\ntimeout = "1s"\n'
-                          f'[[servers]]\nurl = "http://127.0.0.1:{port}"\npassword = "{SECRETS["config"]}"\n'
-                          f'[[servers]]\nurl = "http://127.0.0.1:1"\npassword_file = "{secret_file}"\n')
+        config.write_text(
+            f'[policy.tools]\nquestion = "0s"\n[live]\ntimeout = "1s"\n'
+            f'[[servers]]\nurl = "http://127.0.0.1:{port}"\npassword = "{SECRETS["config"]}"\n'
+            f'[[servers]]\nurl = "http://127.0.0.1:1"\npassword_file = "{secret_file}"\n'
+        )
         env = {"OPENCODE_SERVER_PASSWORD": SECRETS["env"]}
-        shows = [cli(tmp_path, "config", "show", "--config", str(config), env=env),
-                 cli(tmp_path, "config", "show", "--json", "--config", str(config), env=env)]
+        shows = [
+            cli(tmp_path, "config", "show", "--config", str(config), env=env),
+            cli(tmp_path, "config", "show", "--json", "--config", str(config), env=env),
+        ]
         assert all(s.returncode == 0 for s in shows)
-        assert '"********"' in shows[0].stdout and json.loads(shows[1].stdout)["servers"][0]["password"] == "********"
+        assert (
+            '"********"' in shows[0].stdout
+            and json.loads(shows[1].stdout)["servers"][0]["password"] == "********"
+        )
         time.sleep(0.05)
         dbfactory.stuck_question(db, age_s=0, session=dbfactory.add_session(db, sid))
-        daemon = DaemonProcess(tmp_path, [db], extra_args=["--config", str(config), "-v"],
-                               env={**env, "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1s"})
+        daemon = DaemonProcess(
+            tmp_path,
+            [db],
+            extra_args=["--config", str(config), "-v"],
+            env={**env, "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1s"},
+        )
         try:
-            wait_until(lambda: [a for a in journal_actions(daemon.state_dir) if a["outcome"] == "failed"], timeout=60,
-                       what="a live action tried (and failed: the server never frees it)")
+            wait_until(
+                lambda: [a for a in journal_actions(daemon.state_dir) if a["outcome"] == "failed"],
+                timeout=60,
+                what="a live action tried (and failed: the server never frees it)",
+            )
             status = cli(tmp_path, "status", state_dir=daemon.state_dir)
             history = cli(tmp_path, "history", "--with-content", state_dir=daemon.state_dir)
         finally:
@@ -63,17 +84,26 @@ def test_passwords_never_leak(tmp_path, observe):
     finally:
         server.kill()
         server.wait()
-    haystacks = {"config show": (shows[0].stdout + shows[1].stdout).encode(), "daemon log": daemon.log_path.read_bytes(),
-                 "status": status.stdout.encode(), "history": history.stdout.encode(),
-                 "state dir": all_text(daemon.state_dir)}
+    haystacks = {
+        "config show": (shows[0].stdout + shows[1].stdout).encode(),
+        "daemon log": daemon.log_path.read_bytes(),
+        "status": status.stdout.encode(),
+        "history": history.stdout.encode(),
+        "state dir": all_text(daemon.state_dir),
+    }
     for name, hay in haystacks.items():
         for secret in SECRETS.values():
             assert secret.encode() not in hay, f"{secret} found in {name}"
-    observe("none of the 3 passwords in config show, logs, status, history --with-content or the state dir bytes")
+    observe(
+        "none of the 3 passwords in config show, logs, status, history --with-content or the state dir bytes"
+    )
 
 
-@scenario("secrets", "a [[servers]] url with credentials in it (http://user:password@host)",
-          "refused by `config check` with one line that does not repeat the password")
+@scenario(
+    "secrets",
+    "a [[servers]] url with credentials in it (http://user:password@host)",
+    "refused by `config check` with one line that does not repeat the password",
+)
 def test_credentials_in_url_are_refused(tmp_path, observe):
     config = tmp_path / "config.toml"
     config.write_text('[[servers]]\nurl = "http://opencode:pw-in-url-5e1@127.0.0.1:4096"\n')
@@ -83,8 +113,11 @@ def test_credentials_in_url_are_refused(tmp_path, observe):
     observe("exit 2: 'servers.0.url: server url must not carry credentials …'; password not echoed")
 
 
-@scenario("secrets", "`history` after repairs (the journal keeps the before/after rows, i.e. conversation content)",
-          "ids, outcomes and reasons only; the rows appear only with --with-content")
+@scenario(
+    "secrets",
+    "`history` after repairs (the journal keeps the before/after rows, i.e. conversation content)",
+    "ids, outcomes and reasons only; the rows appear only with --with-content",
+)
 def test_history_shows_no_content_unless_asked(tmp_path, observe):
     db = dbfactory.make_db(tmp_path / "opencode.db")
     add_orphans(db, 2)

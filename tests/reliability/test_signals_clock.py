@@ -28,9 +28,12 @@ def actions_per_part(state_dir) -> Counter:
     return Counter(a["part_id"] for a in journal_actions(state_dir) if a["route"] == "db-repair")
 
 
-@scenario("signals_clock", "a storm of 40 SIGHUPs (5 ms apart) while the daemon repairs 60 orphans, then new orphans",
-          "no duplicate actions (one journal row per part), no crash, reloads coalesce, later orphans still "
-          "repaired; SIGTERM then exits 0")
+@scenario(
+    "signals_clock",
+    "a storm of 40 SIGHUPs (5 ms apart) while the daemon repairs 60 orphans, then new orphans",
+    "no duplicate actions (one journal row per part), no crash, reloads coalesce, later orphans still "
+    "repaired; SIGTERM then exits 0",
+)
 def test_sighup_storm(tmp_path, observe):
     db = dbfactory.make_db(tmp_path / "opencode.db")
     config = tmp_path / "config.toml"
@@ -44,7 +47,9 @@ def test_sighup_storm(tmp_path, observe):
             time.sleep(0.005)
         wait_until(lambda: set(pair_states(db, orphans).values()) == {"repaired"}, timeout=60, what="repairs")
         later = add_orphans(db, 3)
-        wait_until(lambda: set(pair_states(db, later).values()) == {"repaired"}, timeout=30, what="later repairs")
+        wait_until(
+            lambda: set(pair_states(db, later).values()) == {"repaired"}, timeout=30, what="later repairs"
+        )
         assert daemon.proc.poll() is None
         reloads = sum(1 for line in daemon.log_lines() if line.get("event") == "config reloaded")
         assert 1 <= reloads <= 40
@@ -56,21 +61,33 @@ def test_sighup_storm(tmp_path, observe):
     counts = actions_per_part(daemon.state_dir)
     assert set(counts.values()) == {1} and len(counts) == 63
     assert journal_lies(db, daemon.state_dir) == []
-    observe("63 parts, exactly one journal action each", "reloads coalesced (1 to 40 'config reloaded' lines)",
-            "daemon alive after the storm, exit 0 on SIGTERM")
+    observe(
+        "63 parts, exactly one journal action each",
+        "reloads coalesced (1 to 40 'config reloaded' lines)",
+        "daemon alive after the storm, exit 0 on SIGTERM",
+    )
 
 
-@scenario("signals_clock", "SIGTERM while the daemon's write is blocked on a write lock another process holds",
-          "graceful stop within seconds (exit 0): the blocked transaction is interrupted and rolled back, "
-          "nothing half-written, never journaled as done; the next run repairs it")
+@scenario(
+    "signals_clock",
+    "SIGTERM while the daemon's write is blocked on a write lock another process holds",
+    "graceful stop within seconds (exit 0): the blocked transaction is interrupted and rolled back, "
+    "nothing half-written, never journaled as done; the next run repairs it",
+)
 def test_sigterm_during_a_blocked_write(tmp_path, observe):
     db = dbfactory.make_db(tmp_path / "opencode.db")
     orphans = add_orphans(db, 1)
     with dbfactory.holder_process(db, "write"):
-        daemon = DaemonProcess(tmp_path, [db], env={**GRACE0, "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1h"})
+        daemon = DaemonProcess(
+            tmp_path, [db], env={**GRACE0, "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1h"}
+        )
         try:
-            wait_until(lambda: [a for a in journal_actions(daemon.state_dir) if a["outcome"] == "planned"],
-                       timeout=30, interval=0.02, what="the write planned (now waiting on the lock)")
+            wait_until(
+                lambda: [a for a in journal_actions(daemon.state_dir) if a["outcome"] == "planned"],
+                timeout=30,
+                interval=0.02,
+                what="the write planned (now waiting on the lock)",
+            )
             time.sleep(0.5)
             stopped = time.monotonic()
             daemon.signal(signal.SIGTERM)
@@ -88,13 +105,18 @@ def test_sigterm_during_a_blocked_write(tmp_path, observe):
     outcomes = {a["id"]: a["outcome"] for a in journal_actions(daemon.state_dir)}
     assert outcomes[action["id"]] == "failed" and sorted(outcomes.values()) == ["done", "failed"]
     assert journal_lies(db, daemon.state_dir) == []
-    observe("exit 0 within seconds; the write rolled back; the action is 'failed' (never 'done')",
-            "the next reap repaired it")
+    observe(
+        "exit 0 within seconds; the write rolled back; the action is 'failed' (never 'done')",
+        "the next reap repaired it",
+    )
 
 
-@scenario("signals_clock", "SIGTERM at 10 seeded random moments while the daemon repairs 10-40 orphans per run",
-          "exit 0 every time; the action in flight finishes or rolls back and no new one starts: no half-written "
-          "pair, no planned row left, the journal matches the rows")
+@scenario(
+    "signals_clock",
+    "SIGTERM at 10 seeded random moments while the daemon repairs 10-40 orphans per run",
+    "exit 0 every time; the action in flight finishes or rolls back and no new one starts: no half-written "
+    "pair, no planned row left, the journal matches the rows",
+)
 def test_sigterm_at_random_points(tmp_path, observe):
     rng = random.Random(1729)
     db = dbfactory.make_db(tmp_path / "opencode.db")
@@ -102,10 +124,13 @@ def test_sigterm_at_random_points(tmp_path, observe):
     orphans = []
     for iteration in range(10):
         orphans += add_orphans(db, rng.randint(10, 40))
-        daemon = DaemonProcess(tmp_path, [db], env={**GRACE0, "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1h"})
+        daemon = DaemonProcess(
+            tmp_path, [db], env={**GRACE0, "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1h"}
+        )
         try:
-            wait_until(lambda d=daemon: b'"backup ' in d.own_log(), timeout=60, interval=0.005,
-                       what="first write")
+            wait_until(
+                lambda d=daemon: b'"backup ' in d.own_log(), timeout=60, interval=0.005, what="first write"
+            )
             time.sleep(rng.uniform(0, 0.1))
             daemon.signal(signal.SIGTERM)
             code = daemon.proc.wait(timeout=30)
@@ -119,10 +144,13 @@ def test_sigterm_at_random_points(tmp_path, observe):
     assert final.returncode == 0
     assert set(pair_states(db, orphans).values()) == {"repaired"}
     assert set(actions_per_part(state_dir).values()) == {1}
-    observe("10 SIGTERMs: exit 0, no half-written pair, no planned row left", "each orphan repaired exactly once")
+    observe(
+        "10 SIGTERMs: exit 0, no half-written pair, no planned row left", "each orphan repaired exactly once"
+    )
 
 
 # -- clock steps ---------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def fakeclock(clock_shim: Path) -> Path:
@@ -145,54 +173,85 @@ class Clock:
             os.close(fd)
 
 
-@scenario("signals_clock", "the wall clock steps back 1 h (NTP step) under a daemon polling every 1 s "
-          "(clock shifted for the daemon process only, through an LD_PRELOAD shim)",
-          "polls go on (the schedule is re-armed instead of sleeping out the hour); nothing repaired twice; a "
-          "new orphan is still repaired")
+@scenario(
+    "signals_clock",
+    "the wall clock steps back 1 h (NTP step) under a daemon polling every 1 s "
+    "(clock shifted for the daemon process only, through an LD_PRELOAD shim)",
+    "polls go on (the schedule is re-armed instead of sleeping out the hour); nothing repaired twice; a "
+    "new orphan is still repaired",
+)
 def test_clock_steps_back(tmp_path, fakeclock, observe):
     clock = Clock(fakeclock, tmp_path)
     db = dbfactory.make_db(tmp_path / "opencode.db")
     first = add_orphans(db, 3)
-    daemon = DaemonProcess(tmp_path, [db], extra_args=["-v"],
-                           env={**clock.env, **GRACE0, "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1s"})
+    daemon = DaemonProcess(
+        tmp_path,
+        [db],
+        extra_args=["-v"],
+        env={**clock.env, **GRACE0, "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1s"},
+    )
     try:
-        wait_until(lambda: set(pair_states(db, first).values()) == {"repaired"}, timeout=30, what="first repairs")
+        wait_until(
+            lambda: set(pair_states(db, first).values()) == {"repaired"}, timeout=30, what="first repairs"
+        )
         time.sleep(1.5)  # let the passes the repairs asked for run first: from here on only the poll wakes it
         counted = passes(daemon)
         clock.step(-3600)
         wait_until(lambda: passes(daemon) >= counted + 3, timeout=20, what="polls after the step")
-        wait_until(lambda: any(line.get("event", "").startswith("wall clock jumped") for line in daemon.log_lines()),
-                   timeout=10, what="the jump logged")
+        wait_until(
+            lambda: any(line.get("event", "").startswith("wall clock jumped") for line in daemon.log_lines()),
+            timeout=10,
+            what="the jump logged",
+        )
         later = add_orphans(db, 2)
-        wait_until(lambda: set(pair_states(db, later).values()) == {"repaired"}, timeout=30, what="later repairs")
+        wait_until(
+            lambda: set(pair_states(db, later).values()) == {"repaired"}, timeout=30, what="later repairs"
+        )
     finally:
         assert daemon.stop() == 0
     counts = actions_per_part(daemon.state_dir)
     assert set(counts.values()) == {1} and len(counts) == 5
-    observe("'wall clock jumped' logged within one main-loop tick; polls continued at the 1 s interval",
-            "5 parts, one action each; the new orphan repaired after the step")
+    observe(
+        "'wall clock jumped' logged within one main-loop tick; polls continued at the 1 s interval",
+        "5 parts, one action each; the new orphan repaired after the step",
+    )
 
 
-@scenario("signals_clock", "the wall clock jumps forward 3 h (suspend/resume) while 3 orphans wait out a 2 h grace, "
-          "poll interval 1 h",
-          "the deadlines that passed during the jump fire right away (not up to a poll later), each orphan is "
-          "repaired exactly once")
+@scenario(
+    "signals_clock",
+    "the wall clock jumps forward 3 h (suspend/resume) while 3 orphans wait out a 2 h grace, "
+    "poll interval 1 h",
+    "the deadlines that passed during the jump fire right away (not up to a poll later), each orphan is "
+    "repaired exactly once",
+)
 def test_clock_jumps_forward(tmp_path, fakeclock, observe):
     clock = Clock(fakeclock, tmp_path)
     db = dbfactory.make_db(tmp_path / "opencode.db")
     orphans = add_orphans(db, 3, age_s=0)  # rows changed just now: the 2 h grace counts from here
-    daemon = DaemonProcess(tmp_path, [db], env={**clock.env, "OPENCODE_WATCHDOGD_POLICY__ORPHAN_GRACE": "2h",
-                                                "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1h"})
+    daemon = DaemonProcess(
+        tmp_path,
+        [db],
+        env={
+            **clock.env,
+            "OPENCODE_WATCHDOGD_POLICY__ORPHAN_GRACE": "2h",
+            "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1h",
+        },
+    )
     try:
         status = daemon.wait_status(lambda s: len(s["candidates"]) == 3, what="candidates seen")
         assert {c["verdict"] for c in status["candidates"]} == {"keep"}
         time.sleep(0.5)
         assert set(pair_states(db, orphans).values()) == {"untouched"}
         clock.step(3 * 3600)
-        wait_until(lambda: set(pair_states(db, orphans).values()) == {"repaired"}, timeout=30,
-                   what="repairs after the jump (a poll is 1 h away)")
+        wait_until(
+            lambda: set(pair_states(db, orphans).values()) == {"repaired"},
+            timeout=30,
+            what="repairs after the jump (a poll is 1 h away)",
+        )
     finally:
         assert daemon.stop() == 0
     counts = actions_per_part(daemon.state_dir)
     assert set(counts.values()) == {1} and len(counts) == 3
-    observe("repaired within one main-loop tick of the jump (the next poll was 1 h away)", "one action per orphan")
+    observe(
+        "repaired within one main-loop tick of the jump (the next poll was 1 h away)", "one action per orphan"
+    )

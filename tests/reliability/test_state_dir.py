@@ -47,10 +47,12 @@ def failing(monkeypatch, method: str, after_calls: int = 0):
 
 
 @pytest.mark.parametrize("step", ["record", "update_rows"])
-@scenario("state_dir", "the journal write fails (disk full) when the action is planned, or when its after-rows "
-          "are recorded",
-          "no DB write happens without its journal row: the repair fails as 'journal unavailable', the rows stay "
-          "as they were")
+@scenario(
+    "state_dir",
+    "the journal write fails (disk full) when the action is planned, or when its after-rows are recorded",
+    "no DB write happens without its journal row: the repair fails as 'journal unavailable', the rows stay "
+    "as they were",
+)
 def test_journal_failure_before_the_write(env, monkeypatch, step, observe):
     db, settings, journal = env
     orphans = add_orphans(db, 1)
@@ -61,13 +63,18 @@ def test_journal_failure_before_the_write(env, monkeypatch, step, observe):
     monkeypatch.undo()
     [again] = one_pass(db, journal, settings)
     assert again.outcome == "done"
-    observe(f"{step} failing: outcome failed 'journal unavailable…', nothing written", "the next pass repaired it")
+    observe(
+        f"{step} failing: outcome failed 'journal unavailable…', nothing written", "the next pass repaired it"
+    )
 
 
-@scenario("state_dir", "the journal cannot record the outcome after the DB write committed (disk full at `settle`), "
-          "for a part+message repair and for a message-only completion",
-          "the outcome says the write happened; the `planned` row (with before/after rows) is settled as done by "
-          "the next pass from the rows themselves")
+@scenario(
+    "state_dir",
+    "the journal cannot record the outcome after the DB write committed (disk full at `settle`), "
+    "for a part+message repair and for a message-only completion",
+    "the outcome says the write happened; the `planned` row (with before/after rows) is settled as done by "
+    "the next pass from the rows themselves",
+)
 def test_journal_failure_after_the_write(env, monkeypatch, observe):
     db, settings, journal = env
     orphans = add_orphans(db, 2)
@@ -96,47 +103,70 @@ def test_journal_failure_after_the_write(env, monkeypatch, observe):
     [(action, result)] = reconcile(journal, {db: store})
     store.close()
     assert (action.id, result) == (outcome.action_id, "done")
-    observe("outcome 'done (written, but the journal could not record the outcome …)'",
-            "the planned rows hold the after-rows; the next pass settled them done (message-only action too)")
+    observe(
+        "outcome 'done (written, but the journal could not record the outcome …)'",
+        "the planned rows hold the after-rows; the next pass settled them done (message-only action too)",
+    )
 
 
 @needs_root
-@scenario("state_dir", "the state dir (a small tmpfs) fills up while the daemon runs and new orphans appear; "
-          "then space is freed",
-          "while full: no DB write happens without its journal row, the daemon keeps running and says why; "
-          "after space is freed the repairs land")
+@scenario(
+    "state_dir",
+    "the state dir (a small tmpfs) fills up while the daemon runs and new orphans appear; "
+    "then space is freed",
+    "while full: no DB write happens without its journal row, the daemon keeps running and says why; "
+    "after space is freed the repairs land",
+)
 def test_state_dir_full_under_the_daemon(tmp_path, observe):
     db = dbfactory.make_db(tmp_path / "opencode.db")
     with tmpfs(tmp_path / "statefs", size="1m") as mnt:
         state = mnt / "state"
-        daemon = DaemonProcess(tmp_path, [db], env={**GRACE0, "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1s"},
-                               extra_args=["--state-dir", str(state)])
+        daemon = DaemonProcess(
+            tmp_path,
+            [db],
+            env={**GRACE0, "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1s"},
+            extra_args=["--state-dir", str(state)],
+        )
         daemon.state_dir = state
         try:
             daemon.wait_status(lambda s: s["passes"] >= 1, what="first pass")
             filler = fill_disk(mnt)
             orphans = add_orphans(db, 5)
-            wait_until(lambda: any("full" in str(line.get("error", "")) or "full" in str(line.get("detail", ""))
-                                   for line in daemon.log_lines()), timeout=30, what="a journal/backup failure logged")
+            wait_until(
+                lambda: any(
+                    "full" in str(line.get("error", "")) or "full" in str(line.get("detail", ""))
+                    for line in daemon.log_lines()
+                ),
+                timeout=30,
+                what="a journal/backup failure logged",
+            )
             time.sleep(2)  # a few more passes while full
             assert daemon.proc.poll() is None
             assert journal_lies(db, state) == []
             assert set(pair_states(db, orphans).values()) == {"untouched"}
             filler.unlink()
-            wait_until(lambda: set(pair_states(db, orphans).values()) == {"repaired"}, timeout=30,
-                       what="repairs after space was freed")
+            wait_until(
+                lambda: set(pair_states(db, orphans).values()) == {"repaired"},
+                timeout=30,
+                what="repairs after space was freed",
+            )
             assert journal_lies(db, state) == []
             done = [a["part_id"] for a in journal_actions(state) if a["outcome"] == "done"]
             assert sorted(done) == sorted(o.part_id for o in orphans)
         finally:
             assert daemon.stop() == 0
-    observe("while full: failures logged ('database or disk is full'), nothing written, daemon alive",
-            "after freeing space: all 5 repaired once, journal consistent")
+    observe(
+        "while full: failures logged ('database or disk is full'), nothing written, daemon alive",
+        "after freeing space: all 5 repaired once, journal consistent",
+    )
 
 
 @needs_root
-@scenario("state_dir", "the state dir is on a read-only mount when `reap` or the daemon starts",
-          "refused at start with one clear line (exit 2), no traceback, the opencode DB untouched")
+@scenario(
+    "state_dir",
+    "the state dir is on a read-only mount when `reap` or the daemon starts",
+    "refused at start with one clear line (exit 2), no traceback, the opencode DB untouched",
+)
 def test_read_only_state_dir(tmp_path, observe):
     db = dbfactory.make_db(tmp_path / "opencode.db")
     orphans = add_orphans(db, 1, age_s=0)  # within its grace: the seeding scan exits 0
@@ -154,14 +184,20 @@ def test_read_only_state_dir(tmp_path, observe):
         assert "opencode-watchdogd: error: journal" in result.stderr and "read-only mount" in result.stderr
         assert "Traceback" not in result.stderr
     assert pair_states(db, orphans) == {orphans[0].part_id: "untouched"}
-    observe("reap and run: exit 2, 'opencode-watchdogd: error: journal …: unable to open database file (the state dir "
-            "is on a read-only mount)'", "DB untouched")
+    observe(
+        "reap and run: exit 2, 'opencode-watchdogd: error: journal …: unable to open database file (the state dir "
+        "is on a read-only mount)'",
+        "DB untouched",
+    )
 
 
-@scenario("state_dir", "the daemon's files in the state dir were left group/world-readable (0755 backup "
-          "folders, 0644 journal, status file and backups)",
-          "checked at start and fixed: its folders 0700, its files 0600 (the state dir itself keeps the mode it has: "
-          "see test_state_paths.py)")
+@scenario(
+    "state_dir",
+    "the daemon's files in the state dir were left group/world-readable (0755 backup "
+    "folders, 0644 journal, status file and backups)",
+    "checked at start and fixed: its folders 0700, its files 0600 (the state dir itself keeps the mode it has: "
+    "see test_state_paths.py)",
+)
 def test_loose_modes_are_tightened_at_start(tmp_path, observe):
     db = dbfactory.make_db(tmp_path / "opencode.db")
     add_orphans(db, 1)
@@ -174,13 +210,18 @@ def test_loose_modes_are_tightened_at_start(tmp_path, observe):
     assert result.returncode == 0, result.stderr
     modes = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode) for p in state.rglob("*")}
     assert all(mode == (0o700 if (tmp_path / p).is_dir() else 0o600) for p, mode in modes.items()), str(modes)
-    observe(f"{len(modes)} of its files and folders: every folder back to 0700 and every file to 0600 by the next "
-            "command's start")
+    observe(
+        f"{len(modes)} of its files and folders: every folder back to 0700 and every file to 0600 by the next "
+        "command's start"
+    )
 
 
 @needs_root
-@scenario("state_dir", "the state dir belongs to another user",
-          "refused at start with one clear line (exit 2); nothing in it is changed")
+@scenario(
+    "state_dir",
+    "the state dir belongs to another user",
+    "refused at start with one clear line (exit 2); nothing in it is changed",
+)
 def test_state_dir_of_another_user_is_refused(tmp_path, observe):
     state = tmp_path / "theirs"
     state.mkdir(mode=0o755)
@@ -189,4 +230,7 @@ def test_state_dir_of_another_user_is_refused(tmp_path, observe):
     assert result.returncode == 2
     assert "is owned by uid 4242, not by this process (uid 0)" in result.stderr
     assert stat.S_IMODE(state.stat().st_mode) == 0o755 and list(state.iterdir()) == []
-    observe("exit 2: 'state dir … is owned by uid 4242, not by this process (uid 0): refusing …'", "left as it was")
+    observe(
+        "exit 2: 'state dir … is owned by uid 4242, not by this process (uid 0): refusing …'",
+        "left as it was",
+    )

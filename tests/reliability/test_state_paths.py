@@ -35,8 +35,16 @@ def mode(path) -> int:
 
 def raw(tmp, *args, env=None, timeout=60) -> subprocess.CompletedProcess:
     """`python -m watchdogd ARGS` exactly as given (no --state-dir added), run in tmp."""
-    return subprocess.run([sys.executable, "-m", "watchdogd", *args], env=clean_env(tmp, env), capture_output=True,
-                          text=True, timeout=timeout, cwd=tmp, stdin=subprocess.DEVNULL, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "watchdogd", *args],
+        env=clean_env(tmp, env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tmp,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
 
 
 WAYS = {  # how the empty/relative state dir is given: (argv tail, env, config text)
@@ -49,10 +57,13 @@ WAYS = {  # how the empty/relative state dir is given: (argv tail, env, config t
 
 
 @pytest.mark.parametrize("way", sorted(WAYS))
-@scenario("state_dir", "the state dir is empty or relative: `--state-dir \"\"`, `OPENCODE_WATCHDOGD_STATE_DIR=` "
-          "(empty or relative), `state_dir = \"\"` or a relative path in the config file; with `reap` and `run`",
-          "exit 2 with one line naming where the value came from and that it must be a non-empty absolute path; "
-          "nothing is created or changed in the current directory")
+@scenario(
+    "state_dir",
+    'the state dir is empty or relative: `--state-dir ""`, `OPENCODE_WATCHDOGD_STATE_DIR=` '
+    '(empty or relative), `state_dir = ""` or a relative path in the config file; with `reap` and `run`',
+    "exit 2 with one line naming where the value came from and that it must be a non-empty absolute path; "
+    "nothing is created or changed in the current directory",
+)
 def test_empty_or_relative_state_dir(tmp_path, way, observe):
     argv, env, text = WAYS[way]
     work = tmp_path / "home"
@@ -74,11 +85,14 @@ def test_empty_or_relative_state_dir(tmp_path, way, observe):
     observe(f"reap and run: exit 2, '{said}'", "current directory unchanged")
 
 
-@scenario("state_dir", "the state dir is a directory used for other things (like `$HOME` under the user unit): "
-          "setgid and group-readable, with the user's own files and folders in it; `reap` writes, then the "
-          "daemon starts and stops there",
-          "the daemon's own files are 0600 and folders 0700; the directory's mode and everything the daemon did "
-          "not create keep their modes")
+@scenario(
+    "state_dir",
+    "the state dir is a directory used for other things (like `$HOME` under the user unit): "
+    "setgid and group-readable, with the user's own files and folders in it; `reap` writes, then the "
+    "daemon starts and stops there",
+    "the daemon's own files are 0600 and folders 0700; the directory's mode and everything the daemon did "
+    "not create keep their modes",
+)
 def test_shared_state_dir_keeps_other_modes(tmp_path, observe):
     home = tmp_path / "home"
     (home / "projects").mkdir(parents=True)
@@ -97,8 +111,12 @@ def test_shared_state_dir_keeps_other_modes(tmp_path, observe):
         assert daemon.stop() == 0
     assert (mode(home), mode(home / "projects"), mode(home / "notes.txt")) == (0o2755, 0o2775, 0o644)
     ours = [home / "journal.db", home / "status.json", *(home / "backups").rglob("*")]
-    assert all(mode(p) & 0o777 == (0o700 if p.is_dir() else 0o600) for p in ours), {str(p): oct(mode(p)) for p in ours}
-    observe("dir 2755, projects/ 2775, notes.txt 644 unchanged", f"{len(ours)} files/folders of ours: 0600/0700")
+    assert all(mode(p) & 0o777 == (0o700 if p.is_dir() else 0o600) for p in ours), {
+        str(p): oct(mode(p)) for p in ours
+    }
+    observe(
+        "dir 2755, projects/ 2775, notes.txt 644 unchanged", f"{len(ours)} files/folders of ours: 0600/0700"
+    )
 
 
 def other_app_db(path):
@@ -145,21 +163,28 @@ LINKS = {"state-dir": link_state_dir, "journal.db": link_journal, "backups": lin
 
 
 @pytest.mark.parametrize("which", sorted(LINKS))
-@scenario("state_dir", "the state dir, `journal.db` (pointing at another app's SQLite DB) or `backups/` (pointing "
-          "at a folder of the user's files) is a symlink",
-          "refused with one line naming the path ('… is a symlink: refusing to follow it'), exit 2; the target is "
-          "unchanged (no journal tables added, no file deleted); the opencode DB is not written")
+@scenario(
+    "state_dir",
+    "the state dir, `journal.db` (pointing at another app's SQLite DB) or `backups/` (pointing "
+    "at a folder of the user's files) is a symlink",
+    "refused with one line naming the path ('… is a symlink: refusing to follow it'), exit 2; the target is "
+    "unchanged (no journal tables added, no file deleted); the opencode DB is not written",
+)
 def test_symlinked_state_paths_are_refused(tmp_path, which, observe):
     target, what, why = LINKS[which](tmp_path)
     db = dbfactory.make_db(tmp_path / "opencode.db")
     orphans = add_orphans(db, 1)
-    before = sorted((p.name, p.read_bytes() if p.is_file() else b"") for p in ([target] if target.is_file()
-                                                                                else target.iterdir()))
+    before = sorted(
+        (p.name, p.read_bytes() if p.is_file() else b"")
+        for p in ([target] if target.is_file() else target.iterdir())
+    )
     result = cli(tmp_path, "reap", "--db", str(db), env=GRACE0)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stdout + result.stderr
     assert f"opencode-watchdogd: error: {what} " in result.stderr and why in result.stderr, result.stderr
-    after = sorted((p.name, p.read_bytes() if p.is_file() else b"") for p in ([target] if target.is_file()
-                                                                               else target.iterdir()))
+    after = sorted(
+        (p.name, p.read_bytes() if p.is_file() else b"")
+        for p in ([target] if target.is_file() else target.iterdir())
+    )
     assert after == before
     if which == "journal.db":
         assert tables(target) == ["notes"]
@@ -167,13 +192,16 @@ def test_symlinked_state_paths_are_refused(tmp_path, which, observe):
     observe(f"exit 2: '{what} … {why}: refusing to follow it'", "target unchanged", "DB not written")
 
 
-@scenario("backups", "rotation (backup.keep = 1) in a backup folder that also holds the user's own copy named "
-          "like ours (`opencode-<stamp>.db`, older than every copy)",
-          "only copies the journal records as written are deleted; the user's file is kept")
+@scenario(
+    "backups",
+    "rotation (backup.keep = 1) in a backup folder that also holds the user's own copy named "
+    "like ours (`opencode-<stamp>.db`, older than every copy)",
+    "only copies the journal records as written are deleted; the user's file is kept",
+)
 def test_rotation_deletes_only_recorded_copies(tmp_path, observe):
     db = dbfactory.make_db(tmp_path / "opencode.db")
     config = tmp_path / "config.toml"
-    config.write_text("[backup]\nkeep = 1\n[policy]\norphan_grace = \"0s\"\n")
+    config.write_text('[backup]\nkeep = 1\n[policy]\norphan_grace = "0s"\n')
     add_orphans(db, 1)
     assert cli(tmp_path, "reap", "--db", str(db), "--config", str(config)).returncode == 0
     [folder] = (tmp_path / "state" / "backups").iterdir()
@@ -190,9 +218,13 @@ def test_rotation_deletes_only_recorded_copies(tmp_path, observe):
 
 # -- one daemon per state dir ----------------------------------------------------------------------
 
-@scenario("state_dir", "a second `run` on the same state dir while one runs",
-          "the second exits 2 at once with one line 'already running (pid N)' (N the first daemon's pid); the first "
-          "keeps running and its status file is its own")
+
+@scenario(
+    "state_dir",
+    "a second `run` on the same state dir while one runs",
+    "the second exits 2 at once with one line 'already running (pid N)' (N the first daemon's pid); the first "
+    "keeps running and its status file is its own",
+)
 def test_second_daemon_is_refused(tmp_path, observe):
     db = dbfactory.make_db(tmp_path / "opencode.db")
     first = DaemonProcess(tmp_path, [db], env=POLL_1H)
@@ -207,9 +239,12 @@ def test_second_daemon_is_refused(tmp_path, observe):
     observe("second run: exit 2, 'error: already running (pid N) on state dir …'", "first daemon unaffected")
 
 
-@scenario("state_dir", "`reap` runs beside a running daemon on the same state dir and DB while 20 orphans appear",
-          "both keep working; every orphan is repaired exactly once (the loser of a race gets a compare-and-set miss, "
-          "never a second write); the journal matches the rows")
+@scenario(
+    "state_dir",
+    "`reap` runs beside a running daemon on the same state dir and DB while 20 orphans appear",
+    "both keep working; every orphan is repaired exactly once (the loser of a race gets a compare-and-set miss, "
+    "never a second write); the journal matches the rows",
+)
 def test_reap_beside_a_running_daemon(tmp_path, observe):
     db = dbfactory.make_db(tmp_path / "opencode.db")
     daemon = DaemonProcess(tmp_path, [db], env={**GRACE0, "OPENCODE_WATCHDOGD_WATCH__DEBOUNCE": "0s"})
@@ -218,7 +253,9 @@ def test_reap_beside_a_running_daemon(tmp_path, observe):
         orphans = add_orphans(db, 20)
         reap = cli(tmp_path, "reap", "--db", str(db), env=GRACE0)
         assert reap.returncode in (0, 1) and "Traceback" not in reap.stderr, reap.stdout + reap.stderr
-        wait_until(lambda: set(pair_states(db, orphans).values()) == {"repaired"}, timeout=60, what="all repaired")
+        wait_until(
+            lambda: set(pair_states(db, orphans).values()) == {"repaired"}, timeout=60, what="all repaired"
+        )
         assert daemon.proc.poll() is None
     finally:
         assert daemon.stop() == 0
@@ -227,21 +264,28 @@ def test_reap_beside_a_running_daemon(tmp_path, observe):
     observe("all 20 repaired; exactly one 'done' journal row per orphan across both processes; daemon alive")
 
 
-@scenario("state_dir", "SIGHUP with a config whose state dir cannot be used (a path under a regular file)",
-          "the reload fails with one line, the daemon keeps running with the old config and state dir, and still "
-          "repairs")
+@scenario(
+    "state_dir",
+    "SIGHUP with a config whose state dir cannot be used (a path under a regular file)",
+    "the reload fails with one line, the daemon keeps running with the old config and state dir, and still "
+    "repairs",
+)
 def test_reload_to_an_unusable_state_dir_keeps_the_old_config(tmp_path, observe):
     db = dbfactory.make_db(tmp_path / "opencode.db")
     state = tmp_path / "state"
     config = tmp_path / "config.toml"
-    settings = "[policy]\norphan_grace = \"0s\"\n[watch]\npoll_interval = \"1h\"\n"
+    settings = '[policy]\norphan_grace = "0s"\n[watch]\npoll_interval = "1h"\n'
     config.write_text(f'state_dir = "{state}"\n' + settings)
     notify = NotifySocket(tmp_path / "notify.sock")
     log = open(tmp_path / "daemon.log", "w")  # noqa: SIM115 (closed in the finally below)
     # No --state-dir flag: it would override the file's state_dir at the reload too.
-    proc = subprocess.Popen([sys.executable, "-m", "watchdogd", "run", "--db", str(db), "--config", str(config)],
-                            env=clean_env(tmp_path, {"NOTIFY_SOCKET": str(notify.path)}), stdout=log,
-                            stderr=subprocess.STDOUT, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "watchdogd", "run", "--db", str(db), "--config", str(config)],
+        env=clean_env(tmp_path, {"NOTIFY_SOCKET": str(notify.path)}),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+    )
     try:
         notify.wait_for("READY=1", timeout=60)
         (tmp_path / "blocker").write_text("x")
@@ -252,8 +296,11 @@ def test_reload_to_an_unusable_state_dir_keeps_the_old_config(tmp_path, observe)
         time.sleep(0.5)
         assert proc.poll() is None, "the daemon died on reload"
         orphans = add_orphans(db, 1)
-        wait_until(lambda: pair_states(db, orphans) == {orphans[0].part_id: "repaired"}, timeout=60,
-                   what="a repair after the failed reload")
+        wait_until(
+            lambda: pair_states(db, orphans) == {orphans[0].part_id: "repaired"},
+            timeout=60,
+            what="a repair after the failed reload",
+        )
         assert journal_actions(state)[-1]["part_id"] == orphans[0].part_id
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -261,5 +308,7 @@ def test_reload_to_an_unusable_state_dir_keeps_the_old_config(tmp_path, observe)
         log.close()
         notify.close()
     assert "Not a directory" in failed, failed
-    observe("STATUS='config reload failed: state dir …: Not a directory; running with the previous config'",
-            "daemon alive; the next orphan repaired and journaled in the old state dir")
+    observe(
+        "STATUS='config reload failed: state dir …: Not a directory; running with the previous config'",
+        "daemon alive; the next orphan repaired and journaled in the old state dir",
+    )

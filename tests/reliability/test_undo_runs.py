@@ -14,20 +14,29 @@ from tests.reliability.helpers import GRACE0, add_orphans, cli, pair_states
 pytestmark = pytest.mark.integration
 
 
-@scenario("cas", "the daemon repairs an orphan in DB 1, then (a later pass) one in DB 2; it is stopped and "
-          "`undo --last` runs",
-          "one journal run per pass that writes: only DB 2's repair (the most recent run that wrote, across DBs) "
-          "is restored; DB 1's repair stays")
+@scenario(
+    "cas",
+    "the daemon repairs an orphan in DB 1, then (a later pass) one in DB 2; it is stopped and "
+    "`undo --last` runs",
+    "one journal run per pass that writes: only DB 2's repair (the most recent run that wrote, across DBs) "
+    "is restored; DB 1's repair stays",
+)
 def test_undo_last_is_the_last_pass_that_wrote(tmp_path, observe):
     first = dbfactory.make_db(tmp_path / "one" / "opencode.db")
     second = dbfactory.make_db(tmp_path / "two" / "opencode.db")
-    daemon = DaemonProcess(tmp_path, [first, second], env={**GRACE0, "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1s"})
+    daemon = DaemonProcess(
+        tmp_path, [first, second], env={**GRACE0, "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1s"}
+    )
     try:
         daemon.wait_status(lambda s: s["passes"] >= 1, timeout=60, what="first pass")
         early = add_orphans(first, 1)
-        wait_until(lambda: set(pair_states(first, early).values()) == {"repaired"}, timeout=60, what="DB 1 repaired")
+        wait_until(
+            lambda: set(pair_states(first, early).values()) == {"repaired"}, timeout=60, what="DB 1 repaired"
+        )
         late = add_orphans(second, 1)
-        wait_until(lambda: set(pair_states(second, late).values()) == {"repaired"}, timeout=60, what="DB 2 repaired")
+        wait_until(
+            lambda: set(pair_states(second, late).values()) == {"repaired"}, timeout=60, what="DB 2 repaired"
+        )
     finally:
         assert daemon.stop() == 0
     undo = cli(tmp_path, "undo", "--last")
@@ -37,10 +46,13 @@ def test_undo_last_is_the_last_pass_that_wrote(tmp_path, observe):
     observe("undo --last exit 0: DB 2's part and message restored, DB 1's repair kept")
 
 
-@scenario("cas", "`undo --last` of 20 repairs after opencode touched the assistant message of 10 of them (as it "
-          "does while a session goes on)",
-          "each pair is undone whole or not at all (part and message in one compare-and-set transaction): the 10 "
-          "untouched pairs restored, the 10 touched ones left repaired and listed as NOT restored; exit 1")
+@scenario(
+    "cas",
+    "`undo --last` of 20 repairs after opencode touched the assistant message of 10 of them (as it "
+    "does while a session goes on)",
+    "each pair is undone whole or not at all (part and message in one compare-and-set transaction): the 10 "
+    "untouched pairs restored, the 10 touched ones left repaired and listed as NOT restored; exit 1",
+)
 def test_undo_is_both_rows_or_neither(tmp_path, observe):
     db = dbfactory.make_db(tmp_path / "opencode.db")
     orphans = add_orphans(db, 20)
@@ -61,10 +73,13 @@ def test_undo_is_both_rows_or_neither(tmp_path, observe):
     observe("exit 1: 10 pairs restored whole, 10 left repaired (NOT restored, listed); no half-undone pair")
 
 
-@scenario("cas", "`undo` of a repair after the session moved on (a newer user prompt and assistant reply); then "
-          "`undo --force --json`",
-          "refused with one line per row ('the session moved on (2 newer message(s) since) … use --force'), exit 1, "
-          "nothing written; with --force both rows restored, the JSON lists them, exit 0")
+@scenario(
+    "cas",
+    "`undo` of a repair after the session moved on (a newer user prompt and assistant reply); then "
+    "`undo --force --json`",
+    "refused with one line per row ('the session moved on (2 newer message(s) since) … use --force'), exit 1, "
+    "nothing written; with --force both rows restored, the JSON lists them, exit 0",
+)
 def test_undo_refuses_when_the_session_moved_on(tmp_path, observe):
     db = dbfactory.make_db(tmp_path / "opencode.db")
     [orphan] = add_orphans(db, 1)
@@ -75,7 +90,9 @@ def test_undo_refuses_when_the_session_moved_on(tmp_path, observe):
     before = dbfactory.snapshot(db)
     undo = cli(tmp_path, "undo", "--last")
     assert undo.returncode == 1, undo.stdout + undo.stderr
-    assert f"NOT restored part {orphan.part_id}: the session moved on (2 newer message(s) since)" in undo.stdout
+    assert (
+        f"NOT restored part {orphan.part_id}: the session moved on (2 newer message(s) since)" in undo.stdout
+    )
     assert "use --force" in undo.stdout and dbfactory.snapshot(db) == before
     forced = cli(tmp_path, "undo", "--last", "--force", "--json")
     assert forced.returncode == 0, forced.stdout + forced.stderr
@@ -83,5 +100,8 @@ def test_undo_refuses_when_the_session_moved_on(tmp_path, observe):
     assert result["restored"] == [f"part {orphan.part_id}", f"message {orphan.message_id}"]
     assert result["not_restored"] == [] and result["undo_action"]
     assert pair_states(db, [orphan]) == {orphan.part_id: "untouched"}
-    observe("undo: exit 1, 'NOT restored part …: the session moved on (2 newer message(s) since) … (use --force "
-            "…)', nothing written", "undo --force --json: exit 0, both rows listed as restored, rows back as before")
+    observe(
+        "undo: exit 1, 'NOT restored part …: the session moved on (2 newer message(s) since) … (use --force "
+        "…)', nothing written",
+        "undo --force --json: exit 0, both rows listed as restored, rows back as before",
+    )

@@ -43,13 +43,18 @@ def row(conn, table: str, row_id: str) -> dict[str, Any]:
 
 
 def dump(version: str, model: FakeModel) -> None:
-    with tempfile.TemporaryDirectory() as tmp, OpencodeServer(Path(tmp), model.url, version=version) as server:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        OpencodeServer(Path(tmp), model.url, version=version) as server,
+    ):
         session = server.create_session()
         server.prompt_async(session["id"], "Please ask me. SCRIPT:question")
         part = server.wait_for_running_part(session["id"])
         with server.db() as conn:
-            schema = [r[0] for r in conn.execute(
-                "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY rowid")]
+            schema = [
+                r[0]
+                for r in conn.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY rowid")
+            ]
             rows = {
                 "opencode_version": version,
                 "note": f"real rows of a stuck question; temp dir replaced by {PLACEHOLDER}",

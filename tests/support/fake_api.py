@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-HTML = b"<!doctype html>\n<html lang=\"en\"><head><title>opencode</title></head><body></body></html>"
+HTML = b'<!doctype html>\n<html lang="en"><head><title>opencode</title></head><body></body></html>'
 SERVER_CWD = "/srv/opencode-cwd"
 
 
@@ -39,7 +39,9 @@ class FakeAPI:
         self.sessions: dict[str, dict[str, Any]] = {}  # id -> {directory, busy, revert}
         self.questions: list[dict[str, Any]] = []
         self.permissions: list[dict[str, Any]] = []
-        self.parts: dict[str, tuple[str, str]] = {}  # session id -> (message id, part id) of its live tool part
+        self.parts: dict[
+            str, tuple[str, str]
+        ] = {}  # session id -> (message id, part id) of its live tool part
         self.mode: str | None = None
         self.abort_frees = True  # False: abort answers true and the session stays busy (a wedged runner)
         self.hide_status = False  # True: /session/status says idle while the runner is busy (internals §1.3)
@@ -75,8 +77,14 @@ class FakeAPI:
         self.sessions[sid] = {"directory": directory, "busy": busy, "revert": revert}
 
     def add_question(self, sid: str, message_id: str, call_id: str, qid: str = "que_fake1") -> str:
-        self.questions.append({"id": qid, "sessionID": sid, "questions": [{"question": "?", "header": "h", "options": []}],
-                               "tool": {"messageID": message_id, "callID": call_id}})
+        self.questions.append(
+            {
+                "id": qid,
+                "sessionID": sid,
+                "questions": [{"question": "?", "header": "h", "options": []}],
+                "tool": {"messageID": message_id, "callID": call_id},
+            }
+        )
         return qid
 
     def calls(self, method: str | None = None, path_part: str = "") -> list[tuple[str, str, dict, dict]]:
@@ -102,15 +110,19 @@ class FakeAPI:
             if not message.get("time", {}).get("completed"):
                 message.update(message_update)
                 message["time"] = {**message.get("time", {}), "completed": now}
-                conn.execute("UPDATE message SET data=?, time_updated=? WHERE id=?", (_dump(message), now, mid))
+                conn.execute(
+                    "UPDATE message SET data=?, time_updated=? WHERE id=?", (_dump(message), now, mid)
+                )
 
     def patch_part(self, part: dict) -> None:
         if self.db is None:
             return
         data = {k: v for k, v in part.items() if k not in ("id", "sessionID", "messageID")}
         with contextlib.closing(sqlite3.connect(self.db, timeout=5)) as conn, conn:
-            conn.execute("UPDATE part SET data=?, time_updated=? WHERE id=?",
-                         (_dump(data), int(time.time() * 1000), part["id"]))
+            conn.execute(
+                "UPDATE part SET data=?, time_updated=? WHERE id=?",
+                (_dump(data), int(time.time() * 1000), part["id"]),
+            )
 
 
 def _dump(value: Any) -> str:
@@ -137,7 +149,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle("PATCH")
 
     # -- answers -------------------------------------------------------------------------------
-    def _send(self, status: int, body: Any = None, *, raw: bytes | None = None, ctype: str = "application/json") -> None:
+    def _send(
+        self, status: int, body: Any = None, *, raw: bytes | None = None, ctype: str = "application/json"
+    ) -> None:
         data = raw if raw is not None else json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", ctype)
@@ -170,7 +184,7 @@ class _Handler(BaseHTTPRequestHandler):
         if api.mode == "html":
             return self._send(200, raw=HTML, ctype="text/html")
         if api.mode == "garbage":
-            return self._send(200, raw=b"{\"healthy\": tru", ctype="application/json")
+            return self._send(200, raw=b'{"healthy": tru', ctype="application/json")
         if api.mode == "500":
             return self._send(500, raw=b"Internal Server Error", ctype="text/plain")
         directory = query.get("directory", SERVER_CWD)
@@ -187,40 +201,84 @@ class _Handler(BaseHTTPRequestHandler):
             case ("GET", ["global", "health"]):
                 return 200, {"healthy": True, "version": api.version}
             case ("GET", ["session", "status"]):
-                return 200, {sid: {"type": "busy"} for sid, s in api.sessions.items()
-                             if s["busy"] and s["directory"] == directory and not api.hide_status}
+                return 200, {
+                    sid: {"type": "busy"}
+                    for sid, s in api.sessions.items()
+                    if s["busy"] and s["directory"] == directory and not api.hide_status
+                }
             case ("GET", ["question"]):
-                return 200, [q for q in api.questions if api.sessions.get(q["sessionID"], {}).get("directory") == directory]
+                return 200, [
+                    q
+                    for q in api.questions
+                    if api.sessions.get(q["sessionID"], {}).get("directory") == directory
+                ]
             case ("GET", ["permission"]):
-                return 200, [p for p in api.permissions if api.sessions.get(p["sessionID"], {}).get("directory") == directory]
+                return 200, [
+                    p
+                    for p in api.permissions
+                    if api.sessions.get(p["sessionID"], {}).get("directory") == directory
+                ]
             case ("GET", ["session", sid]):
                 if sid not in api.sessions:
                     return 404, {"name": "NotFoundError", "data": {"message": f"Session not found: {sid}"}}
                 s = api.sessions[sid]
-                return 200, {"id": sid, "directory": s["directory"], "version": api.version,
-                             **({"revert": s["revert"]} if s["revert"] else {})}
+                return 200, {
+                    "id": sid,
+                    "directory": s["directory"],
+                    "version": api.version,
+                    **({"revert": s["revert"]} if s["revert"] else {}),
+                }
             case ("POST", ["session", sid, "unrevert"]):
                 if sid not in api.sessions:
                     return 404, {"name": "NotFoundError", "data": {"message": f"Session not found: {sid}"}}
                 s = api.sessions[sid]
                 if s["busy"] and (new or s["directory"] == directory):
-                    return (409, {"_tag": "SessionBusyError", "sessionID": sid, "message": f"Session is busy: {sid}"}) \
-                        if new else (400, {"_tag": "BadRequest"})
+                    return (
+                        (
+                            409,
+                            {
+                                "_tag": "SessionBusyError",
+                                "sessionID": sid,
+                                "message": f"Session is busy: {sid}",
+                            },
+                        )
+                        if new
+                        else (400, {"_tag": "BadRequest"})
+                    )
                 return 200, {"id": sid, "directory": s["directory"]}
             case ("POST", ["session", sid, "abort"]):
                 s = api.sessions.get(sid)
                 if s and s["busy"] and api.abort_frees and (new or s["directory"] == directory):
                     s["busy"] = False
-                    api._write_part(sid, {"status": "error", "error": "Tool execution aborted",
-                                          "metadata": {"interrupted": True}},
-                                    {"error": {"name": "MessageAbortedError", "data": {"message": "Aborted"}}})
+                    api._write_part(
+                        sid,
+                        {
+                            "status": "error",
+                            "error": "Tool execution aborted",
+                            "metadata": {"interrupted": True},
+                        },
+                        {"error": {"name": "MessageAbortedError", "data": {"message": "Aborted"}}},
+                    )
                 return 200, True  # always, even when it did nothing
             case ("POST", ["question", qid, "reject"]):
-                found = [q for q in api.questions if q["id"] == qid
-                         and api.sessions.get(q["sessionID"], {}).get("directory") == directory]
+                found = [
+                    q
+                    for q in api.questions
+                    if q["id"] == qid and api.sessions.get(q["sessionID"], {}).get("directory") == directory
+                ]
                 if not found:
-                    return (404, {"_tag": "QuestionNotFoundError", "requestID": qid,
-                                  "message": f"Question request not found: {qid}"}) if new else (200, True)
+                    return (
+                        (
+                            404,
+                            {
+                                "_tag": "QuestionNotFoundError",
+                                "requestID": qid,
+                                "message": f"Question request not found: {qid}",
+                            },
+                        )
+                        if new
+                        else (200, True)
+                    )
                 api.questions.remove(found[0])
                 s = api.sessions.get(found[0]["sessionID"])
                 if s and s["busy"]:
@@ -231,15 +289,28 @@ class _Handler(BaseHTTPRequestHandler):
                 for sid, s in api.sessions.items():
                     if s["directory"] == directory and s["busy"]:
                         s["busy"] = False
-                        api._write_part(sid, {"status": "error", "error": "Tool execution aborted",
-                                              "metadata": {"interrupted": True}},
-                                        {"error": {"name": "MessageAbortedError", "data": {"message": "Aborted"}}})
-                api.questions = [q for q in api.questions
-                                 if api.sessions.get(q["sessionID"], {}).get("directory") != directory]
+                        api._write_part(
+                            sid,
+                            {
+                                "status": "error",
+                                "error": "Tool execution aborted",
+                                "metadata": {"interrupted": True},
+                            },
+                            {"error": {"name": "MessageAbortedError", "data": {"message": "Aborted"}}},
+                        )
+                api.questions = [
+                    q
+                    for q in api.questions
+                    if api.sessions.get(q["sessionID"], {}).get("directory") != directory
+                ]
                 return 200, True
             case ("PATCH", ["session", sid, "message", mid, "part", pid]):
-                if not isinstance(body, dict) or body.get("id") != pid or body.get("sessionID") != sid \
-                        or body.get("messageID") != mid:
+                if (
+                    not isinstance(body, dict)
+                    or body.get("id") != pid
+                    or body.get("sessionID") != sid
+                    or body.get("messageID") != mid
+                ):
                     return 400, {"_tag": "BadRequest"}
                 api.patch_part(body)
                 return 200, body

@@ -44,11 +44,17 @@ def answer(msg: dict, mode: str) -> bool:
         return True
     if method == "initialize":
         version = (msg.get("params") or {}).get("protocolVersion", "2024-11-05")
-        send({"jsonrpc": "2.0", "id": msg_id, "result": {
-            "protocolVersion": version,
-            "capabilities": {"tools": {}},
-            "serverInfo": {"name": "ghost", "version": "0.1.0"},
-        }})
+        send(
+            {
+                "jsonrpc": "2.0",
+                "id": msg_id,
+                "result": {
+                    "protocolVersion": version,
+                    "capabilities": {"tools": {}},
+                    "serverInfo": {"name": "ghost", "version": "0.1.0"},
+                },
+            }
+        )
     elif method == "tools/list":
         send({"jsonrpc": "2.0", "id": msg_id, "result": {"tools": [TOOL]}})
         return mode != "exit-after-list"
@@ -58,13 +64,23 @@ def answer(msg: dict, mode: str) -> bool:
         if mode == "hang":
             return True  # never answer, but keep reading so stdin EOF still ends us
         query = ((msg.get("params") or {}).get("arguments") or {}).get("query", "")
-        send({"jsonrpc": "2.0", "id": msg_id,
-              "result": {"content": [{"type": "text", "text": f"found: {query}"}]}})
+        send(
+            {
+                "jsonrpc": "2.0",
+                "id": msg_id,
+                "result": {"content": [{"type": "text", "text": f"found: {query}"}]},
+            }
+        )
     elif method == "ping":
         send({"jsonrpc": "2.0", "id": msg_id, "result": {}})
     else:
-        send({"jsonrpc": "2.0", "id": msg_id,
-              "error": {"code": -32601, "message": f"method not found: {method}"}})
+        send(
+            {
+                "jsonrpc": "2.0",
+                "id": msg_id,
+                "error": {"code": -32601, "message": f"method not found: {method}"},
+            }
+        )
     return True
 
 

@@ -80,9 +80,7 @@ def plan_turn(body: dict[str, Any]) -> tuple[str, str]:
     if not match:
         return "done", ""
     steps = [s for s in match.group(1).split(",") if s]
-    turn = sum(
-        1 for m in messages[last_user + 1 :] if m.get("role") == "assistant" and m.get("tool_calls")
-    )
+    turn = sum(1 for m in messages[last_user + 1 :] if m.get("role") == "assistant" and m.get("tool_calls"))
     child = _CHILD_RE.search(text)
     step = steps[turn] if turn < len(steps) else "done"
     return step, child.group(1).strip() if child else ""
@@ -92,7 +90,10 @@ def plan_turn(body: dict[str, Any]) -> tuple[str, str]:
 _TOOL_CALLS = {
     "question": lambda child: ("question", QUESTION_ARGS),
     "mcp": lambda child: (MCP_TOOL, MCP_ARGS),
-    "task": lambda child: ("task", {"description": TASK_DESCRIPTION, "prompt": child, "subagent_type": "general"}),
+    "task": lambda child: (
+        "task",
+        {"description": TASK_DESCRIPTION, "prompt": child, "subagent_type": "general"},
+    ),
 }
 
 
@@ -177,7 +178,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(f"data: {data}\n\n".encode())
         self.wfile.flush()
 
-    def _reply(self, body: dict, text: str | None = None, tools: list[tuple[str, dict]] | None = None) -> None:
+    def _reply(
+        self, body: dict, text: str | None = None, tools: list[tuple[str, dict]] | None = None
+    ) -> None:
         if not body.get("stream"):
             self._json(200, self._completion(text, tools))
             return
@@ -186,7 +189,12 @@ class _Handler(BaseHTTPRequestHandler):
         if tools:
             for index, (name, args) in enumerate(tools):
                 call_id = self.server.model.next_call_id()
-                head = {"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
+                head = {
+                    "index": index,
+                    "id": call_id,
+                    "type": "function",
+                    "function": {"name": name, "arguments": ""},
+                }
                 self._send(self._chunk({"tool_calls": [head]}))
                 tail = {"index": index, "function": {"arguments": json.dumps(args)}}
                 self._send(self._chunk({"tool_calls": [tail]}))
@@ -201,13 +209,22 @@ class _Handler(BaseHTTPRequestHandler):
     def _completion(self, text: str | None, tools: list[tuple[str, dict]] | None) -> dict:
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if tools:
-            message["tool_calls"] = [{"id": self.server.model.next_call_id(), "type": "function",
-                                      "function": {"name": name, "arguments": json.dumps(args)}}
-                                     for name, args in tools]
-        return {"id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()),
-                "model": "m", "choices": [{"index": 0, "message": message,
-                                           "finish_reason": "tool_calls" if tools else "stop"}],
-                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
+            message["tool_calls"] = [
+                {
+                    "id": self.server.model.next_call_id(),
+                    "type": "function",
+                    "function": {"name": name, "arguments": json.dumps(args)},
+                }
+                for name, args in tools
+            ]
+        return {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": "m",
+            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if tools else "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+        }
 
     def _hang(self) -> None:
         """Open the stream, then stay silent until released or the client goes away."""

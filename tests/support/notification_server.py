@@ -26,7 +26,16 @@ from jeepney.bus_messages import message_bus
 from jeepney.io.blocking import open_dbus_connection
 
 NAME = "org.freedesktop.Notifications"
-NOTIFY_FIELDS = ("app_name", "replaces_id", "app_icon", "summary", "body", "actions", "hints", "expire_timeout")
+NOTIFY_FIELDS = (
+    "app_name",
+    "replaces_id",
+    "app_icon",
+    "summary",
+    "body",
+    "actions",
+    "hints",
+    "expire_timeout",
+)
 
 
 def serve(mode: str, record: Path | None) -> None:
@@ -66,12 +75,26 @@ class NotificationBus:
         self.record = folder / "notifications.jsonl"
         self.record.touch()
         address_file = folder / "bus-address"
-        args = ["dbus-run-session", "--", sys.executable, "-m", "tests.support.notification_server", "--mode", mode,
-                "--record", str(self.record), "--address-file", str(address_file)]
+        args = [
+            "dbus-run-session",
+            "--",
+            sys.executable,
+            "-m",
+            "tests.support.notification_server",
+            "--mode",
+            mode,
+            "--record",
+            str(self.record),
+            "--address-file",
+            str(address_file),
+        ]
         root = Path(__file__).resolve().parents[2]
-        env = {k: v for k, v in os.environ.items() if k != "DBUS_SESSION_BUS_ADDRESS"} | {"PYTHONPATH": str(root)}
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env, cwd=root,
-                                     start_new_session=True)
+        env = {k: v for k, v in os.environ.items() if k != "DBUS_SESSION_BUS_ADDRESS"} | {
+            "PYTHONPATH": str(root)
+        }
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, text=True, env=env, cwd=root, start_new_session=True
+        )
         line = self.proc.stdout.readline().strip()
         assert line == "ready", f"notification server did not start ({line!r}, exit {self.proc.poll()})"
         self.address = address_file.read_text().strip()

@@ -38,7 +38,8 @@ from typing import Any, Iterator
 
 import httpx
 
-# One release per SQLite line of opencode (1.14 is the first that keeps opencode.db; 1.18.33 is the newest 1.18.x
+# One release per SQLite line of opencode (1.14 is the first that keeps opencode.db; 1.18.33 is the newest
+# 1.18.x
 # the registry serves as of this writing). Older releases keep JSON files: nothing for the daemon to do.
 PINNED_VERSIONS = ("1.14.41", "1.15.3", "1.15.13", "1.17.19", "1.18.33")
 
@@ -56,13 +57,16 @@ class Release:
     task_error_on_child_error: bool  # the task tool fails when the child's last tool part is an error
 
 
-RELEASES = {r.version: r for r in (
-    Release("1.14.41", 400, True, False, False),
-    Release("1.15.3", 400, True, False, False),
-    Release("1.15.13", 409, True, False, False),
-    Release("1.17.19", 409, False, True, False),
-    Release("1.18.33", 409, False, True, True),
-)}
+RELEASES = {
+    r.version: r
+    for r in (
+        Release("1.14.41", 400, True, False, False),
+        Release("1.15.3", 400, True, False, False),
+        Release("1.15.13", 409, True, False, False),
+        Release("1.17.19", 409, False, True, False),
+        Release("1.18.33", 409, False, True, True),
+    )
+}
 FAKE_MCP = Path(__file__).with_name("fake_mcp.py")
 _LISTENING = re.compile(r"opencode server listening on (http://[^\s]+)")
 
@@ -110,9 +114,18 @@ def ensure_opencode(version: str) -> Path:
     with _locked(version):
         if _binary_version(binary) != version:
             subprocess.run(
-                ["npm", "install", "--no-audit", "--no-fund", "--prefix", str(prefix),
-                 f"opencode-ai@{version}"],
-                check=True, capture_output=True, timeout=600,
+                [
+                    "npm",
+                    "install",
+                    "--no-audit",
+                    "--no-fund",
+                    "--prefix",
+                    str(prefix),
+                    f"opencode-ai@{version}",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=600,
             )
             found = _binary_version(binary)
             if found != version:
@@ -137,8 +150,13 @@ def ensure_config_deps(version: str) -> Path | None:
         pkg = {"dependencies": {"@opencode-ai/plugin": version}}
         (template / "package.json").write_text(json.dumps(pkg, indent=2) + "\n")
         try:
-            subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--ignore-scripts"],
-                           cwd=template, check=True, capture_output=True, timeout=600)
+            subprocess.run(
+                ["npm", "install", "--no-audit", "--no-fund", "--ignore-scripts"],
+                cwd=template,
+                check=True,
+                capture_output=True,
+                timeout=600,
+            )
         except (OSError, subprocess.SubprocessError):
             return None
         return template if marker.exists() else None
@@ -159,9 +177,13 @@ def provider_config(model_url: str) -> dict[str, Any]:
     """opencode.json pointing every model call at the fake model."""
     model = {"name": "m", "tool_call": True, "limit": {"context": 100000, "output": 4000}}
     return {
-        "provider": {"fake": {"npm": "@ai-sdk/openai-compatible",
-                              "options": {"baseURL": model_url, "apiKey": "x"},
-                              "models": {"m": model}}},
+        "provider": {
+            "fake": {
+                "npm": "@ai-sdk/openai-compatible",
+                "options": {"baseURL": model_url, "apiKey": "x"},
+                "models": {"m": model},
+            }
+        },
         "model": "fake/m",
         "small_model": "fake/m",
         "autoupdate": False,
@@ -222,11 +244,20 @@ def _kill_leftovers() -> None:
 class OpencodeServer:
     """One `opencode serve` process with private dirs; a context manager."""
 
-    def __init__(self, base_dir: Path, model_url: str, *, version: str | None = None,
-                 binary: Path | None = None, password: str | None = None,
-                 config: dict[str, Any] | None = None, project_dir: Path | None = None,
-                 seed_config_deps: bool = True, start_timeout: float = 120.0,
-                 extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        base_dir: Path,
+        model_url: str,
+        *,
+        version: str | None = None,
+        binary: Path | None = None,
+        password: str | None = None,
+        config: dict[str, Any] | None = None,
+        project_dir: Path | None = None,
+        seed_config_deps: bool = True,
+        start_timeout: float = 120.0,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         if binary is None:
             if version is None:
                 raise ValueError("give a version or a binary")
@@ -240,8 +271,10 @@ class OpencodeServer:
         self.project_dir = Path(project_dir or self.base_dir / "proj").resolve()
         self.seed_config_deps = seed_config_deps
         self.start_timeout = start_timeout
-        self.xdg = {name: self.base_dir / name.lower() for name in
-                    ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME")}
+        self.xdg = {
+            name: self.base_dir / name.lower()
+            for name in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME")
+        }
         self.home = self.base_dir / "home"
         # Where opencode itself is told its data lives; the tests read the DB at `db_path` either way.
         self.data_home = self.xdg["XDG_DATA_HOME"]
@@ -277,8 +310,10 @@ class OpencodeServer:
         while time.monotonic() < deadline:
             for entry in Path("/proc").iterdir():
                 with contextlib.suppress(OSError, ValueError):
-                    if entry.name.isdigit() and int(entry.joinpath("stat").read_text().rsplit(")", 1)[1].split()[1]) \
-                            == self.pid:
+                    if (
+                        entry.name.isdigit()
+                        and int(entry.joinpath("stat").read_text().rsplit(")", 1)[1].split()[1]) == self.pid
+                    ):
                         return int(entry.name)
             time.sleep(0.1)
         raise RuntimeError(f"the node wrapper {self.pid} has no child server")
@@ -316,8 +351,12 @@ class OpencodeServer:
             if template is not None:
                 for name in ("package.json", "package-lock.json"):
                     shutil.copy2(template / name, self.config_dir / name)
-                shutil.copytree(template / "node_modules", self.config_dir / "node_modules",
-                                symlinks=True, copy_function=_link_or_copy)
+                shutil.copytree(
+                    template / "node_modules",
+                    self.config_dir / "node_modules",
+                    symlinks=True,
+                    copy_function=_link_or_copy,
+                )
 
     def start(self) -> "OpencodeServer":
         if self.proc is not None and self.proc.poll() is None:
@@ -330,10 +369,23 @@ class OpencodeServer:
             # Output goes straight to a file, never a pipe that could fill and block opencode.
             # A new session lets stop() kill opencode's children (MCP servers) as a group.
             self.proc = subprocess.Popen(
-                [*self._launcher(), str(self.binary), "serve", "--port", "0", "--hostname", "127.0.0.1",
-                 "--print-logs"],
-                cwd=self.project_dir, env=self.env(), stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                [
+                    *self._launcher(),
+                    str(self.binary),
+                    "serve",
+                    "--port",
+                    "0",
+                    "--hostname",
+                    "127.0.0.1",
+                    "--print-logs",
+                ],
+                cwd=self.project_dir,
+                env=self.env(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         _LIVE.add(self)
         try:
             self._wait_ready(offset)
@@ -352,8 +404,19 @@ class OpencodeServer:
             return []
         self.bind_data_at.mkdir(parents=True, exist_ok=True)
         script = 'mount --bind "$1" "$2" && shift 2 && exec "$@"'
-        return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh",
-                str(self.data_home), str(self.bind_data_at)]
+        return [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            str(self.data_home),
+            str(self.bind_data_at),
+        ]
 
     def _wait_ready(self, offset: int) -> None:
         deadline = time.monotonic() + self.start_timeout
@@ -450,8 +513,9 @@ class OpencodeServer:
             raise RuntimeError("opencode is not running")
         return self._client
 
-    def request(self, method: str, path: str, *, directory: str | Path | None = None,
-                **kwargs: Any) -> httpx.Response:
+    def request(
+        self, method: str, path: str, *, directory: str | Path | None = None, **kwargs: Any
+    ) -> httpx.Response:
         """Any API call, always scoped with ?directory= (defaults to the project dir)."""
         params = dict(kwargs.pop("params", None) or {})
         params.setdefault("directory", str(directory or self.project_dir))
@@ -459,8 +523,10 @@ class OpencodeServer:
 
     def _ok(self, response: httpx.Response) -> Any:
         if response.status_code >= 400:
-            raise AssertionError(f"{response.request.method} {response.request.url} -> "
-                                 f"{response.status_code} {response.text[:500]}")
+            raise AssertionError(
+                f"{response.request.method} {response.request.url} -> "
+                f"{response.status_code} {response.text[:500]}"
+            )
         return response.json() if response.content else None
 
     def create_session(self, directory: str | Path | None = None) -> dict[str, Any]:
@@ -471,8 +537,7 @@ class OpencodeServer:
 
     def prompt_async(self, session_id: str, text: str, directory: str | Path | None = None) -> None:
         body = {"parts": [{"type": "text", "text": text}]}
-        response = self.request("POST", f"/session/{session_id}/prompt_async",
-                                directory=directory, json=body)
+        response = self.request("POST", f"/session/{session_id}/prompt_async", directory=directory, json=body)
         if response.status_code != 204:
             self._ok(response)
             raise AssertionError(f"prompt_async -> {response.status_code}, expected 204")
@@ -486,19 +551,18 @@ class OpencodeServer:
     def messages(self, session_id: str, directory: str | Path | None = None) -> list[dict[str, Any]]:
         return self._ok(self.request("GET", f"/session/{session_id}/message", directory=directory))
 
-    def delete_message(self, session_id: str, message_id: str,
-                       directory: str | Path | None = None) -> int:
+    def delete_message(self, session_id: str, message_id: str, directory: str | Path | None = None) -> int:
         path = f"/session/{session_id}/message/{message_id}"
         return self.request("DELETE", path, directory=directory).status_code
 
-    def wait_idle(self, session_id: str, directory: str | Path | None = None,
-                  timeout: float = 90.0) -> None:
+    def wait_idle(self, session_id: str, directory: str | Path | None = None, timeout: float = 90.0) -> None:
         """Wait until the session is absent from /session/status (idle sessions are)."""
         deadline = time.monotonic() + timeout
         while session_id in (status := self.session_status(directory)):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{session_id} still {status[session_id]} after {timeout}s\n"
-                                   f"{self.log_tail()}")
+                raise TimeoutError(
+                    f"{session_id} still {status[session_id]} after {timeout}s\n{self.log_tail()}"
+                )
             time.sleep(0.1)
 
     # -- the DB (read-only, so the harness never changes what it observes)
@@ -515,8 +579,9 @@ class OpencodeServer:
     def db_parts(self, session_id: str) -> list[dict[str, Any]]:
         """Part rows of a session in creation order, with `data` decoded."""
         with self.db() as conn:
-            rows = conn.execute("SELECT * FROM part WHERE session_id = ? "
-                                "ORDER BY time_created, id", (session_id,)).fetchall()
+            rows = conn.execute(
+                "SELECT * FROM part WHERE session_id = ? ORDER BY time_created, id", (session_id,)
+            ).fetchall()
         return [{**dict(row), "data": json.loads(row["data"])} for row in rows]
 
     def db_message(self, message_id: str) -> dict[str, Any]:
@@ -527,11 +592,15 @@ class OpencodeServer:
         return {**dict(row), "data": json.loads(row["data"])}
 
     def tool_parts(self, session_id: str, tool: str | None = None) -> list[dict[str, Any]]:
-        return [p for p in self.db_parts(session_id) if p["data"].get("type") == "tool"
-                and (tool is None or p["data"].get("tool") == tool)]
+        return [
+            p
+            for p in self.db_parts(session_id)
+            if p["data"].get("type") == "tool" and (tool is None or p["data"].get("tool") == tool)
+        ]
 
-    def wait_for_running_part(self, session_id: str, tool: str = "question",
-                              timeout: float = 90.0) -> RunningPart:
+    def wait_for_running_part(
+        self, session_id: str, tool: str = "question", timeout: float = 90.0
+    ) -> RunningPart:
         """Poll the DB until a `tool` part of the session is `running`."""
         deadline = time.monotonic() + timeout
         parts: list[dict[str, Any]] = []
@@ -540,8 +609,11 @@ class OpencodeServer:
                 parts = self.tool_parts(session_id, tool)
                 for part in parts:
                     if part["data"]["state"].get("status") == "running":
-                        return RunningPart(part["id"], part["message_id"], part["data"]["callID"],
-                                           session_id, part["data"])
+                        return RunningPart(
+                            part["id"], part["message_id"], part["data"]["callID"], session_id, part["data"]
+                        )
             time.sleep(0.1)
-        raise TimeoutError(f"no running {tool!r} part in {session_id} after {timeout}s; "
-                           f"parts: {[p['data'] for p in parts]}\n{self.log_tail()}")
+        raise TimeoutError(
+            f"no running {tool!r} part in {session_id} after {timeout}s; "
+            f"parts: {[p['data'] for p in parts]}\n{self.log_tail()}"
+        )

@@ -16,8 +16,11 @@ def free_port() -> int:
 
 def samples(text: str) -> dict[tuple[str, frozenset], float]:
     """(sample name, its labels) -> value."""
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def value(found: dict, name: str, **labels) -> float | None:

@@ -50,8 +50,16 @@ class Terminal:
     def start(self) -> Terminal:
         master, slave = os.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", self._size[0], self._size[1], 0, 0))
-        self.proc = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdin=slave, stdout=slave, stderr=slave,
-                                     preexec_fn=_controlling_tty, close_fds=True)  # noqa: PLW1509 (2 syscalls)
+        self.proc = subprocess.Popen(
+            self.argv,
+            cwd=self.cwd,
+            env=self.env,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            preexec_fn=_controlling_tty,
+            close_fds=True,
+        )  # noqa: PLW1509 (2 syscalls)
         os.close(slave)
         self._master = master
         threading.Thread(target=self._pump, name="pty-reader", daemon=True).start()
@@ -125,11 +133,21 @@ class OpencodeTui:
 
     PROMPT_READY = ("Ask anything", "ctrl+p commands")
 
-    def __init__(self, base_dir: Path, model_url: str, version: str, args: tuple[str, ...] = (),
-                 config: dict | None = None, password: str | None = None, command: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        base_dir: Path,
+        model_url: str,
+        version: str,
+        args: tuple[str, ...] = (),
+        config: dict | None = None,
+        password: str | None = None,
+        command: tuple[str, ...] = (),
+    ):
         self.dirs = OpencodeServer(base_dir, model_url, version=version, config=config, password=password)
         self.version = version
-        self.terminal = Terminal([str(self.dirs.binary), *command, *args], self.dirs.project_dir, self.dirs.env())
+        self.terminal = Terminal(
+            [str(self.dirs.binary), *command, *args], self.dirs.project_dir, self.dirs.env()
+        )
 
     @property
     def db_path(self) -> Path:

@@ -14,8 +14,12 @@ from typing import Any, Iterator
 
 ROOT = Path(__file__).resolve().parents[2]
 FIRST_PASS_S = 90  # a daemon's first pass, generous for a loaded 2-core machine
-ONE_SECOND_POLICY = {"orphan_grace": "1s", "pending": "1s", "default": "1s",
-                     "tools": {"question": "1s", "task": "1s", "bash": "1s", "*_*": "1s"}}
+ONE_SECOND_POLICY = {
+    "orphan_grace": "1s",
+    "pending": "1s",
+    "default": "1s",
+    "tools": {"question": "1s", "task": "1s", "bash": "1s", "*_*": "1s"},
+}
 
 
 def _toml_value(value: Any) -> str:
@@ -39,8 +43,14 @@ def _toml_table(name: str, table: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write_config(path: Path, *, policy: dict | None = None, live: dict | None = None, watch: dict | None = None,
-                 servers: list[dict] | None = None) -> Path:
+def write_config(
+    path: Path,
+    *,
+    policy: dict | None = None,
+    live: dict | None = None,
+    watch: dict | None = None,
+    servers: list[dict] | None = None,
+) -> Path:
     lines: list[str] = []
     for name, table in (("policy", policy), ("live", live), ("watch", watch)):
         if table:
@@ -62,7 +72,9 @@ class Watchdog:
         self.home = tmp_path / "watchdog-home"
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENCODE", "DBUS_SESSION_BUS_ADDRESS"))}
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("OPENCODE", "DBUS_SESSION_BUS_ADDRESS"))
+        }
         for name in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_RUNTIME_DIR"):
             env[name] = str(self.home / name.lower())
         env.update(extra or {}, PYTHONPATH=str(ROOT))
@@ -72,12 +84,26 @@ class Watchdog:
         # Each verb takes only its own options: --db where opencode DBs are read, logging where it logs.
         db = ["--db", str(self.db)] if verb in ("scan", "reap", "run") else []
         log = ["--log-format", "json"] if verb in ("scan", "reap", "run", "undo") else []
-        return [sys.executable, "-m", "watchdogd", verb, "-c", str(self.config), *db,
-                "--state-dir", str(self.state_dir), *log, *more]
+        return [
+            sys.executable,
+            "-m",
+            "watchdogd",
+            verb,
+            "-c",
+            str(self.config),
+            *db,
+            "--state-dir",
+            str(self.state_dir),
+            *log,
+            *more,
+        ]
 
-    def cli(self, verb: str, *more: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.args(verb, *more), env=self.env(env), cwd=ROOT, capture_output=True, text=True,
-                              timeout=120)
+    def cli(
+        self, verb: str, *more: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.args(verb, *more), env=self.env(env), cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
 
     def json(self, verb: str, *more: str, env: dict[str, str] | None = None) -> list[dict[str, Any]]:
         done = self.cli(verb, "--json", *more, env=env)
@@ -86,9 +112,10 @@ class Watchdog:
 
     @contextlib.contextmanager
     def daemon(self, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[str]]:
-        log = open(self.state_dir.parent / "watchdog-daemon.log", "w")
-        proc = subprocess.Popen(self.args("run"), env=self.env(env), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                text=True)
+        log = open(self.state_dir.parent / "watchdog-daemon.log", "w")  # noqa: SIM115 (the daemon writes it)
+        proc = subprocess.Popen(
+            self.args("run"), env=self.env(env), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True
+        )
         try:
             deadline = time.monotonic() + 30
             while not (self.state_dir / "status.json").exists():
@@ -124,7 +151,10 @@ class Watchdog:
 
 # -- driving opencode into the stuck states ---------------------------------------------------------
 
-def start_stuck(server, script: str = "SCRIPT:question", tool: str = "question", directory: str | Path | None = None):
+
+def start_stuck(
+    server, script: str = "SCRIPT:question", tool: str = "question", directory: str | Path | None = None
+):
     """A session whose `tool` part is running (question: stuck until someone answers)."""
     session = server.create_session(directory)
     server.prompt_async(session["id"], f"Please help. {script}", directory)
@@ -133,8 +163,11 @@ def start_stuck(server, script: str = "SCRIPT:question", tool: str = "question",
 
 def abandoned(part_data: dict) -> bool:
     state = part_data["state"]
-    return state["status"] == "error" and state["error"].startswith("Abandoned by opencode-watchdogd") \
+    return (
+        state["status"] == "error"
+        and state["error"].startswith("Abandoned by opencode-watchdogd")
         and "opencode_watchdogd" in state.get("metadata", {})
+    )
 
 
 def assert_freed(server, session_id: str, part, directory: str | Path) -> None:
@@ -149,15 +182,21 @@ def assert_freed(server, session_id: str, part, directory: str | Path) -> None:
 
 def assert_prompt_completes(server, session_id: str, directory: str | Path, timeout: float = 30.0) -> None:
     """A new prompt gets a finished answer (the session really works again)."""
+
     def finished() -> int:
-        return sum(1 for m in server.messages(session_id, directory)
-                   if m["info"]["role"] == "assistant" and m["info"].get("finish") == "stop")
+        return sum(
+            1
+            for m in server.messages(session_id, directory)
+            if m["info"]["role"] == "assistant" and m["info"].get("finish") == "stop"
+        )
 
     before = finished()
     server.prompt_async(session_id, "Say something. SCRIPT:text", directory)
     deadline = time.monotonic() + timeout
     while finished() <= before:
-        assert time.monotonic() < deadline, f"no answer to a new prompt within {timeout}s\n{server.log_tail()}"
+        assert time.monotonic() < deadline, (
+            f"no answer to a new prompt within {timeout}s\n{server.log_tail()}"
+        )
         time.sleep(0.1)
     server.wait_idle(session_id, directory)
 
@@ -178,8 +217,14 @@ def assert_finished_through_api(server, session_id: str, directory: str | Path, 
 
 # -- the daemon as users run it --------------------------------------------------------------------
 
-def daemon_for(tmp_path: Path, server, settings: dict[str, str] | None = None, args: list[str] | None = None,
-               env: dict[str, str] | None = None):
+
+def daemon_for(
+    tmp_path: Path,
+    server,
+    settings: dict[str, str] | None = None,
+    args: list[str] | None = None,
+    env: dict[str, str] | None = None,
+):
     """`opencode-watchdogd run` with no --db: it discovers the DB in opencode's data dir, as it does for users.
 
     `settings` are config keys as environment variables without the prefix (`POLICY__ORPHAN_GRACE="2s"`).
@@ -191,9 +236,14 @@ def daemon_for(tmp_path: Path, server, settings: dict[str, str] | None = None, a
     full_env.update({f"OPENCODE_WATCHDOGD_{key}": value for key, value in (settings or {}).items()})
     daemon = DaemonProcess(tmp_path, [], env=full_env, extra_args=args)
     try:
-        daemon.wait_status(lambda s: [(db["path"], db["exists"]) for db in s["databases"]]
-                           == [(str(server.db_path), server.db_path.exists())],
-                           timeout=FIRST_PASS_S, what="the daemon's first pass over the discovered DB")
+        daemon.wait_status(
+            lambda s: (
+                [(db["path"], db["exists"]) for db in s["databases"]]
+                == [(str(server.db_path), server.db_path.exists())]
+            ),
+            timeout=FIRST_PASS_S,
+            what="the daemon's first pass over the discovered DB",
+        )
     except BaseException:
         daemon.stop()
         raise

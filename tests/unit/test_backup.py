@@ -40,10 +40,13 @@ def test_copy_is_made_private_and_openable(tmp_path, db, store):
     copy = sqlite3.connect(path)
     try:
         assert copy.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        assert copy.execute("SELECT data FROM part WHERE id = ?", (extra.part_id,)).fetchone()[0] == \
-            f.read_text(db, "part", extra.part_id)
-        assert copy.execute("SELECT count(*) FROM part").fetchone() == \
-            sqlite3.connect(db).execute("SELECT count(*) FROM part").fetchone()
+        assert copy.execute("SELECT data FROM part WHERE id = ?", (extra.part_id,)).fetchone()[
+            0
+        ] == f.read_text(db, "part", extra.part_id)
+        assert (
+            copy.execute("SELECT count(*) FROM part").fetchone()
+            == sqlite3.connect(db).execute("SELECT count(*) FROM part").fetchone()
+        )
     finally:
         copy.close()
     assert not store.reader.in_transaction
@@ -51,7 +54,10 @@ def test_copy_is_made_private_and_openable(tmp_path, db, store):
 
 def test_backup_dir_is_per_db(tmp_path):
     settings = make_settings(tmp_path)
-    a, b = backup_dir(settings, tmp_path / "x" / "opencode.db"), backup_dir(settings, tmp_path / "y" / "opencode.db")
+    a, b = (
+        backup_dir(settings, tmp_path / "x" / "opencode.db"),
+        backup_dir(settings, tmp_path / "y" / "opencode.db"),
+    )
     assert a != b and a.parent == b.parent == settings.state_dir / "backups"
     assert a.name.startswith("opencode-")
 

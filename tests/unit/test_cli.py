@@ -16,8 +16,19 @@ from watchdogd.config import load_config
 from watchdogd.opencode.repair import MARKER
 from watchdogd.output import safe
 
-SCAN_FIELDS = {"db", "session_id", "message_id", "part_id", "tool", "status", "age_s", "owner", "verdict", "reason",
-               "expires_at"}
+SCAN_FIELDS = {
+    "db",
+    "session_id",
+    "message_id",
+    "part_id",
+    "tool",
+    "status",
+    "age_s",
+    "owner",
+    "verdict",
+    "reason",
+    "expires_at",
+}
 
 
 @pytest.fixture
@@ -48,6 +59,7 @@ def orphans_due(monkeypatch) -> None:
 
 # -- scan -----------------------------------------------------------------------------------------------
 
+
 def test_scan_without_any_db(capsys, hermetic_env):
     code, out, err = run(capsys, "scan")
     assert code == 0
@@ -65,16 +77,26 @@ def test_scan_nothing_stuck(capsys, db):
 
 def test_scan_orphan_in_grace_is_kept(capsys, db):
     stuck = f.stuck_question(db, age_s=7200)
-    with f.connection(db) as conn:  # started 2 h ago, but its row changed just now: the grace counts from there
+    with f.connection(
+        db
+    ) as conn:  # started 2 h ago, but its row changed just now: the grace counts from there
         conn.execute("UPDATE part SET time_updated = ? WHERE id = ?", (f.now_ms(), stuck.part_id))
     code, records = scan_json(capsys)
     assert code == 0
     [record] = records
-    assert SCAN_FIELDS <= set(record)
+    assert set(record) >= SCAN_FIELDS
     assert record["db"] == str(db)
-    assert (record["session_id"], record["message_id"], record["part_id"]) == \
-        (stuck.session_id, stuck.message_id, stuck.part_id)
-    assert (record["tool"], record["status"], record["owner"], record["verdict"]) == ("question", "running", "none", "keep")
+    assert (record["session_id"], record["message_id"], record["part_id"]) == (
+        stuck.session_id,
+        stuck.message_id,
+        stuck.part_id,
+    )
+    assert (record["tool"], record["status"], record["owner"], record["verdict"]) == (
+        "question",
+        "running",
+        "none",
+        "keep",
+    )
     assert 7190 <= record["age_s"] <= 7300
     assert "orphan: no process holds the DB" in record["reason"] and "repair in" in record["reason"]
     assert datetime.fromisoformat(record["expires_at"]).tzinfo is not None
@@ -137,7 +159,9 @@ def test_scan_unsupported_layout_exits_2(capsys, db, monkeypatch):
 def test_scan_hostile_strings_are_neutralised(capsys, db, monkeypatch):
     orphans_due(monkeypatch)
     stuck = f.stuck_question(db, age_s=7200)
-    evil = f.add_tool_part(db, stuck.session_id, stuck.message_id, "evil\x1b[2J\ntool", start_ms=stuck.start_ms + 1)
+    evil = f.add_tool_part(
+        db, stuck.session_id, stuck.message_id, "evil\x1b[2J\ntool", start_ms=stuck.start_ms + 1
+    )
     code, out, _ = run(capsys, "scan")
     assert code == 1 and evil in out
     assert "\x1b" not in out and "evil\\x1b[2J\\x0atool" in out
@@ -152,6 +176,7 @@ def test_db_option_replaces_discovery(capsys, db, tmp_path):
 
 # -- reap and undo -----------------------------------------------------------------------------------------
 
+
 def test_reap_repairs_an_orphan_then_is_idempotent(capsys, db, monkeypatch, state_dir):
     orphans_due(monkeypatch)
     stuck = f.stuck_question(db, age_s=7200)
@@ -161,7 +186,9 @@ def test_reap_repairs_an_orphan_then_is_idempotent(capsys, db, monkeypatch, stat
 
     part = f.read_data(db, "part", stuck.part_id)
     assert part["state"]["status"] == "error"
-    assert part["state"]["error"].startswith("Abandoned by opencode-watchdogd after 2h running without a result")
+    assert part["state"]["error"].startswith(
+        "Abandoned by opencode-watchdogd after 2h running without a result"
+    )
     assert part["state"]["metadata"][MARKER]["action"] == 1
     message = f.read_data(db, "message", stuck.message_id)
     assert message["time"]["completed"] and message["error"]["name"] == "MessageAbortedError"
@@ -180,8 +207,12 @@ def test_reap_json(capsys, db, monkeypatch):
     code, out, _ = run(capsys, "reap", "--json")
     [record] = json.loads(out)
     assert code == 0
-    assert (record["part_id"], record["route"], record["outcome"], record["action_id"]) == \
-        (stuck.part_id, "db-repair", "done", 1)
+    assert (record["part_id"], record["route"], record["outcome"], record["action_id"]) == (
+        stuck.part_id,
+        "db-repair",
+        "done",
+        1,
+    )
 
 
 def test_reap_dry_run_writes_nothing(capsys, db, monkeypatch, state_dir):
@@ -222,8 +253,15 @@ def test_undo_last_restores(capsys, db, monkeypatch):
     orphans_due(monkeypatch)
     a = f.stuck_question(db, age_s=7200)
     b = f.stuck_question(db, age_s=3600)
-    original = {(t, i): f.read_text(db, t, i) for t, i in
-                [("part", a.part_id), ("message", a.message_id), ("part", b.part_id), ("message", b.message_id)]}
+    original = {
+        (t, i): f.read_text(db, t, i)
+        for t, i in [
+            ("part", a.part_id),
+            ("message", a.message_id),
+            ("part", b.part_id),
+            ("message", b.message_id),
+        ]
+    }
     assert run(capsys, "reap")[0] == 0
     code, out, _ = run(capsys, "undo", "--last")
     assert code == 0
@@ -275,6 +313,7 @@ def test_undo_needs_a_target(capsys, hermetic_env):
 
 # -- history ---------------------------------------------------------------------------------------------
 
+
 def test_history(capsys, db, monkeypatch):
     assert run(capsys, "history")[1].strip() == "no actions journaled yet"
     orphans_due(monkeypatch)
@@ -297,7 +336,9 @@ def test_history(capsys, db, monkeypatch):
     assert "Which colour" in entries[1]["part_before"]
 
 
-# -- config, version, errors ----------------------------------------------------------------------------------
+# -- config, version, errors
+# ----------------------------------------------------------------------------------
+
 
 def test_config_check_defaults(capsys, hermetic_env):
     code, out, err = run(capsys, "config", "check")
@@ -345,7 +386,9 @@ def test_bad_env_fails_every_verb_with_one_line(capsys, monkeypatch):
 
 def test_config_show_redacts(capsys, tmp_path):
     path = tmp_path / "c.toml"
-    path.write_text('[[servers]]\nurl = "http://127.0.0.1:4096"\npassword = "hunter2"\n[policy.tools]\n"gh_*" = "5m"\n')
+    path.write_text(
+        '[[servers]]\nurl = "http://127.0.0.1:4096"\npassword = "hunter2"\n[policy.tools]\n"gh_*" = "5m"\n'
+    )
     code, out, _ = run(capsys, "config", "show", "-c", str(path))
     assert code == 0 and "hunter2" not in out
     assert '"gh_*" = "5m"' in out and "[[servers]]" in out
@@ -378,12 +421,19 @@ def test_config_show_round_trips_through_config_check(capsys, tmp_path, monkeypa
     monkeypatch.setenv("OPENCODE_WATCHDOGD_LIVE__TIMEOUT", "7m10s")
     code, shown, _ = run(capsys, "config", "show", "-c", str(path))
     assert code == 0
-    assert 'orphan_grace = "2h15m10s"' in shown and 'max_db_size = "1GB"' in shown and 'timeout = "7m10s"' in shown
+    assert (
+        'orphan_grace = "2h15m10s"' in shown
+        and 'max_db_size = "1GB"' in shown
+        and 'timeout = "7m10s"' in shown
+    )
     assert '"😀_*" = "5m"' in shown and '"gh_*" = "1d1h1m1s"' in shown and 'default = "never"' in shown
     again = tmp_path / "again.toml"
     again.write_text(shown)
     monkeypatch.delenv("OPENCODE_WATCHDOGD_LIVE__TIMEOUT")
-    assert run(capsys, "config", "check", "-c", str(again))[:2] == (0, f"config ok\n  file:        {again} (--config)\n")
+    assert run(capsys, "config", "check", "-c", str(again))[:2] == (
+        0,
+        f"config ok\n  file:        {again} (--config)\n",
+    )
     monkeypatch.setenv("OPENCODE_WATCHDOGD_LIVE__TIMEOUT", "7m10s")
     assert load_config(again)[0].model_dump() == load_config(path)[0].model_dump()
 
@@ -429,8 +479,11 @@ def test_history_with_content_labels_each_row_by_its_table(capsys, db, monkeypat
     part, message = f.read_text(db, "part", stuck.part_id), f.read_text(db, "message", stuck.message_id)
     run(capsys, "reap")
     code, out, _ = run(capsys, "history", "--with-content")
-    labelled = {line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip() for line in out.splitlines()
-                if line.startswith("    ") and "before:" in line or "after:" in line}
+    labelled = {
+        line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip()
+        for line in out.splitlines()
+        if line.startswith("    ") and "before:" in line or "after:" in line
+    }
     assert set(labelled) == {"part before", "part after", "message before", "message after"}
     assert labelled["part before"] == safe(part, 2000) and labelled["message before"] == safe(message, 2000)
     assert '"status":"error"' in labelled["part after"] and '"completed"' in labelled["message after"]

@@ -28,8 +28,20 @@ def verb_parsers() -> dict[str, argparse.ArgumentParser]:
     return out
 
 
-VERBS = ["run", "scan", "reap", "undo", "history", "status", "config check", "config show", "service install",
-         "service uninstall", "service show", "completion"]
+VERBS = [
+    "run",
+    "scan",
+    "reap",
+    "undo",
+    "history",
+    "status",
+    "config check",
+    "config show",
+    "service install",
+    "service uninstall",
+    "service show",
+    "completion",
+]
 
 
 def test_every_verb_is_covered():
@@ -73,18 +85,23 @@ def test_only_options_that_mean_something(verb):
     assert offered == OPTIONS[verb]
 
 
-@pytest.mark.parametrize("argv", [["history", "--db", "x.db"], ["status", "-v"], ["config", "check", "--db", "x"]])
+@pytest.mark.parametrize(
+    "argv", [["history", "--db", "x.db"], ["status", "-v"], ["config", "check", "--db", "x"]]
+)
 def test_an_option_a_verb_does_not_take_is_a_usage_error(capsys, argv):
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv, hint", [
-    (["--db", "x.db", "scan", "--json"], "opencode-watchdogd scan --db x.db --json"),
-    (["-c", "my.toml", "config", "show"], "opencode-watchdogd config show -c my.toml"),
-    (["-v", "run"], "opencode-watchdogd run -v"),
-])
+@pytest.mark.parametrize(
+    "argv, hint",
+    [
+        (["--db", "x.db", "scan", "--json"], "opencode-watchdogd scan --db x.db --json"),
+        (["-c", "my.toml", "config", "show"], "opencode-watchdogd config show -c my.toml"),
+        (["-v", "run"], "opencode-watchdogd run -v"),
+    ],
+)
 def test_options_before_the_verb_say_where_they_go(capsys, argv, hint):
     assert main(argv) == 2
     assert capsys.readouterr().err == f"opencode-watchdogd: options go after the verb: {hint}\n"
@@ -92,21 +109,27 @@ def test_options_before_the_verb_say_where_they_go(capsys, argv, hint):
 
 def test_options_before_a_verb_that_does_not_take_them(capsys):
     assert main(["--db", "x.db", "history"]) == 2
-    assert capsys.readouterr().err == ("opencode-watchdogd: options go after the verb, and only those it takes: see "
-                                       "`opencode-watchdogd history --help`\n")
+    assert capsys.readouterr().err == (
+        "opencode-watchdogd: options go after the verb, and only those it takes: see "
+        "`opencode-watchdogd history --help`\n"
+    )
 
 
 def test_db_that_is_a_directory(capsys, tmp_path):
     assert main(["scan", "--db", str(tmp_path)]) == 2
     out, err = capsys.readouterr()
-    assert out == "" and err == (f"opencode-watchdogd: error: --db {tmp_path}: is a directory; give the DB file "
-                                 f"(e.g. {tmp_path / 'opencode.db'})\n")
+    assert out == "" and err == (
+        f"opencode-watchdogd: error: --db {tmp_path}: is a directory; give the DB file "
+        f"(e.g. {tmp_path / 'opencode.db'})\n"
+    )
 
 
 @pytest.mark.parametrize("verb", ["scan", "reap"])
 def test_db_that_does_not_exist(capsys, tmp_path, verb):
     assert main([verb, "--db", str(tmp_path / "typo.db")]) == 2
-    assert capsys.readouterr().err == f"opencode-watchdogd: error: --db {tmp_path / 'typo.db'}: no such file\n"
+    assert (
+        capsys.readouterr().err == f"opencode-watchdogd: error: --db {tmp_path / 'typo.db'}: no such file\n"
+    )
 
 
 def test_an_existing_db_is_fine(capsys, tmp_path):

@@ -7,9 +7,17 @@ import os
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from watchdogd.config import (DEFAULT_TOOL_THRESHOLDS, ConfigError, PolicyConfig, Settings, default_config_path,
-                              load_config, redacted)
+from watchdogd.config import (
+    DEFAULT_TOOL_THRESHOLDS,
+    ConfigError,
+    PolicyConfig,
+    Settings,
+    default_config_path,
+    load_config,
+    redacted,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,7 +30,9 @@ def write(path: Path, text: str) -> Path:
 
 @pytest.fixture
 def cfg(tmp_path: Path) -> Path:
-    return write(tmp_path / "conf" / "config.toml", """
+    return write(
+        tmp_path / "conf" / "config.toml",
+        """
 log_level = "debug"
 [policy]
 orphan_grace = "45s"
@@ -30,7 +40,8 @@ pending = "5m"
 [policy.tools]
 bash = "5m"
 "github_*" = "10m"
-""")
+""",
+    )
 
 
 def config_error(*args, **kwargs) -> str:
@@ -42,6 +53,7 @@ def config_error(*args, **kwargs) -> str:
 
 
 # -- sources and precedence ------------------------------------------------------------------------
+
 
 def test_no_file_at_default_location_means_defaults():
     assert not default_config_path().exists()
@@ -61,7 +73,9 @@ def test_state_dir_defaults_under_xdg_state_home(hermetic_env):
 
 
 def test_default_location_is_read_when_present(hermetic_env):
-    path = write(hermetic_env["XDG_CONFIG_HOME"] / "opencode-watchdogd" / "config.toml", 'log_level = "warning"\n')
+    path = write(
+        hermetic_env["XDG_CONFIG_HOME"] / "opencode-watchdogd" / "config.toml", 'log_level = "warning"\n'
+    )
     settings, used = load_config()
     assert used == path
     assert settings.log_level == "warning"
@@ -98,7 +112,12 @@ def test_cli_overrides_beat_env_and_file(cfg, monkeypatch, tmp_path):
 
 
 def test_env_beats_file_for_top_level_key(cfg, monkeypatch, tmp_path):
-    write(cfg, cfg.read_text().replace('log_level = "debug"', f'log_level = "debug"\nstate_dir = "{tmp_path / "f"}"'))
+    write(
+        cfg,
+        cfg.read_text().replace(
+            'log_level = "debug"', f'log_level = "debug"\nstate_dir = "{tmp_path / "f"}"'
+        ),
+    )
     monkeypatch.setenv("OPENCODE_WATCHDOGD_STATE_DIR", str(tmp_path / "e"))
     settings, _ = load_config(cfg)
     assert settings.state_dir == tmp_path / "e"
@@ -126,7 +145,10 @@ def test_tilde_in_paths_is_expanded(tmp_path, monkeypatch):
 
 
 def test_durations_and_sizes_in_toml(tmp_path):
-    path = write(tmp_path / "c.toml", '[policy]\ndefault = "never"\norphan_grace = 0\n[backup]\nmax_db_size = "1GiB"\nkeep = 0\n')
+    path = write(
+        tmp_path / "c.toml",
+        '[policy]\ndefault = "never"\norphan_grace = 0\n[backup]\nmax_db_size = "1GiB"\nkeep = 0\n',
+    )
     settings, _ = load_config(path)
     assert settings.policy.default == math.inf
     assert settings.policy.orphan_grace == 0.0
@@ -135,11 +157,12 @@ def test_durations_and_sizes_in_toml(tmp_path):
 
 def test_settings_are_frozen():
     settings, _ = load_config()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         settings.log_level = "debug"  # type: ignore[misc]
 
 
 # -- tools thresholds ------------------------------------------------------------------------------
+
 
 def test_tools_merge_over_defaults(cfg):
     settings, _ = load_config(cfg)
@@ -154,13 +177,16 @@ def test_tool_can_be_set_to_never(tmp_path):
     assert settings.policy.threshold_for("question") == (math.inf, "policy.tools.question")
 
 
-@pytest.mark.parametrize("tool, seconds, key", [
-    ("question", 7200.0, "policy.tools.question"),
-    ("bash", 300.0, "policy.tools.bash"),
-    ("github_create_issue", 600.0, 'policy.tools."github_*"'),  # the longer glob wins over "*_*"
-    ("fs_read", 1800.0, 'policy.tools."*_*"'),
-    ("webfetch", 3600.0, "policy.default"),
-])
+@pytest.mark.parametrize(
+    "tool, seconds, key",
+    [
+        ("question", 7200.0, "policy.tools.question"),
+        ("bash", 300.0, "policy.tools.bash"),
+        ("github_create_issue", 600.0, 'policy.tools."github_*"'),  # the longer glob wins over "*_*"
+        ("fs_read", 1800.0, 'policy.tools."*_*"'),
+        ("webfetch", 3600.0, "policy.default"),
+    ],
+)
 def test_threshold_precedence(cfg, tool, seconds, key):
     settings, _ = load_config(cfg)
     assert settings.policy.threshold_for(tool) == (seconds, key)
@@ -179,6 +205,7 @@ def test_glob_matching_is_case_sensitive():
 
 
 # -- errors: one line naming where, which key, and what is wrong -------------------------------------
+
 
 def test_missing_explicit_file(tmp_path):
     missing = tmp_path / "nope.toml"
@@ -212,17 +239,17 @@ def test_binary_file_is_a_config_error(tmp_path):
 
 
 def test_unknown_key_in_file(tmp_path):
-    path = write(tmp_path / "c.toml", "[policy]\norphan_gracee = \"1m\"\n")
+    path = write(tmp_path / "c.toml", '[policy]\norphan_gracee = "1m"\n')
     assert config_error(path) == f"{path}: policy.orphan_gracee: unknown key"
 
 
 def test_unknown_top_level_key_in_file(tmp_path):
-    path = write(tmp_path / "c.toml", "colour = \"red\"\n")
+    path = write(tmp_path / "c.toml", 'colour = "red"\n')
     assert config_error(path) == f"{path}: colour: unknown key"
 
 
 def test_bad_duration_in_file(tmp_path):
-    path = write(tmp_path / "c.toml", "[policy.tools]\nbash = \"5 minutes\"\n")
+    path = write(tmp_path / "c.toml", '[policy.tools]\nbash = "5 minutes"\n')
     message = config_error(path)
     assert message.startswith(f"{path}: policy.tools.bash: not a duration: '5 minutes'")
 
@@ -230,13 +257,17 @@ def test_bad_duration_in_file(tmp_path):
 def test_bad_duration_in_env(monkeypatch):
     monkeypatch.setenv("OPENCODE_WATCHDOGD_POLICY__PENDING", "soon")
     message = config_error()
-    assert message.startswith("env OPENCODE_WATCHDOGD_POLICY__PENDING: policy.pending: not a duration: 'soon'")
+    assert message.startswith(
+        "env OPENCODE_WATCHDOGD_POLICY__PENDING: policy.pending: not a duration: 'soon'"
+    )
 
 
 def test_bad_env_value_is_blamed_on_env_even_when_the_file_sets_it_too(cfg, monkeypatch):
     monkeypatch.setenv("OPENCODE_WATCHDOGD_POLICY__ORPHAN_GRACE", "bogus")
     message = config_error(cfg)
-    assert message.startswith("env OPENCODE_WATCHDOGD_POLICY__ORPHAN_GRACE: policy.orphan_grace: not a duration")
+    assert message.startswith(
+        "env OPENCODE_WATCHDOGD_POLICY__ORPHAN_GRACE: policy.orphan_grace: not a duration"
+    )
 
 
 def test_bad_value_in_file_is_blamed_on_file_when_env_sets_something_else(tmp_path, monkeypatch):
@@ -269,7 +300,9 @@ def test_bad_size(tmp_path):
 
 def test_server_url_scheme(tmp_path):
     path = write(tmp_path / "c.toml", '[[servers]]\nurl = "ftp://host"\n')
-    assert config_error(path).startswith(f"{path}: servers.0.url: server url must start with http:// or https://")
+    assert config_error(path).startswith(
+        f"{path}: servers.0.url: server url must start with http:// or https://"
+    )
 
 
 def test_server_url_required(tmp_path):
@@ -290,6 +323,7 @@ def test_empty_tool_name(tmp_path):
 
 # -- secrets -----------------------------------------------------------------------------------------
 
+
 def test_redacted_hides_passwords(tmp_path):
     path = write(tmp_path / "c.toml", '[[servers]]\nurl = "http://127.0.0.1:4096/"\npassword = "hunter2"\n')
     settings, _ = load_config(path)
@@ -304,6 +338,7 @@ def test_redacted_hides_passwords(tmp_path):
 
 # -- the shipped example ---------------------------------------------------------------------------------
 
+
 def test_example_config_loads_and_equals_defaults(monkeypatch):
     example = REPO_ROOT / "config.example.toml"
     if not example.exists():
@@ -316,6 +351,7 @@ def test_example_config_loads_and_equals_defaults(monkeypatch):
 
 
 # -- notify and metrics -----------------------------------------------------------------------------------
+
 
 def test_notify_and_metrics_defaults_are_off_or_auto():
     settings = Settings()
@@ -340,15 +376,18 @@ def test_metrics_listen_loopback_is_accepted(tmp_path, listen):
     assert settings.metrics.listen == listen
 
 
-@pytest.mark.parametrize("listen, problem", [
-    ("0.0.0.0:9464", "not a loopback address; set metrics.allow_remote = true"),
-    ("192.0.2.7:9464", "not a loopback address"),
-    ("127.0.0.1", "expected HOST:PORT"),
-    ("127.0.0.1:0", "expected HOST:PORT"),
-    ("127.0.0.1:70000", "expected HOST:PORT"),
-    ("metrics.example:9464", "the host must be an IP address or localhost"),
-    ("127.0.0.1:http", "expected HOST:PORT"),
-])
+@pytest.mark.parametrize(
+    "listen, problem",
+    [
+        ("0.0.0.0:9464", "not a loopback address; set metrics.allow_remote = true"),
+        ("192.0.2.7:9464", "not a loopback address"),
+        ("127.0.0.1", "expected HOST:PORT"),
+        ("127.0.0.1:0", "expected HOST:PORT"),
+        ("127.0.0.1:70000", "expected HOST:PORT"),
+        ("metrics.example:9464", "the host must be an IP address or localhost"),
+        ("127.0.0.1:http", "expected HOST:PORT"),
+    ],
+)
 def test_metrics_listen_bad_addresses_are_one_line_errors(tmp_path, listen, problem):
     path = write(tmp_path / "c.toml", f'[metrics]\nlisten = "{listen}"\n')
     message = config_error(path)

@@ -23,8 +23,16 @@ def real_rows(version: str) -> dict:
 def normalise(value, directory: str):
     """Blank out what differs between runs: ids, call ids, times, the work dir."""
     if isinstance(value, dict):
-        return {k: ("<t>" if k in ("start", "created", "completed", "end") and isinstance(v, int) else
-                    "<id>" if k in ("parentID", "callID") else normalise(v, directory)) for k, v in value.items()}
+        return {
+            k: (
+                "<t>"
+                if k in ("start", "created", "completed", "end") and isinstance(v, int)
+                else "<id>"
+                if k in ("parentID", "callID")
+                else normalise(v, directory)
+            )
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [normalise(v, directory) for v in value]
     if isinstance(value, str):
@@ -40,7 +48,9 @@ def test_stuck_question_matches_real_rows(tmp_path, version):
     part = f.read_row(db, "part", stuck.part_id)
     message = f.read_row(db, "message", stuck.message_id)
     assert normalise(json.loads(part["data"]), "/w/proj") == normalise(real["part"]["data"], "<WORKDIR>/proj")
-    assert normalise(json.loads(message["data"]), "/w/proj") == normalise(real["message"]["data"], "<WORKDIR>/proj")
+    assert normalise(json.loads(message["data"]), "/w/proj") == normalise(
+        real["message"]["data"], "<WORKDIR>/proj"
+    )
     # stored compactly, key order included, as JSON.stringify does
     assert part["data"] == f.compact(json.loads(part["data"]))
     assert list(json.loads(part["data"])) == list(real["part"]["data"])
@@ -92,4 +102,7 @@ def test_task_part_shape(tmp_path):
     stuck = f.stuck_question(db, tool="task", child_session_id="ses_child")
     state = f.read_data(db, "part", stuck.part_id)["state"]
     assert list(state) == ["title", "metadata", "status", "input", "time"]
-    assert state["metadata"]["sessionId"] == "ses_child" and state["metadata"]["parentSessionId"] == stuck.session_id
+    assert (
+        state["metadata"]["sessionId"] == "ses_child"
+        and state["metadata"]["parentSessionId"] == stuck.session_id
+    )

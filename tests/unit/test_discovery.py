@@ -31,8 +31,14 @@ def test_nothing_there_yet_gives_the_default_path(data_dir):
 def test_finds_opencode_dbs_but_never_wal_or_shm(data_dir):
     main = touch(data_dir / "opencode.db")
     channel = touch(data_dir / "opencode-beta.db")
-    for name in ("opencode.db-wal", "opencode.db-shm", "opencode-beta.db-wal", "other.db", "opencode.db.bak",
-                 "opencode.sqlite"):
+    for name in (
+        "opencode.db-wal",
+        "opencode.db-shm",
+        "opencode-beta.db-wal",
+        "other.db",
+        "opencode.db.bak",
+        "opencode.sqlite",
+    ):
         touch(data_dir / name)
     (data_dir / "opencode-dir.db").mkdir()  # not a file
     assert discover_databases(Settings()) == [channel, main]
@@ -91,8 +97,14 @@ def test_paths_resolve_like_realpath(data_dir, monkeypatch, tmp_path):
     (tmp_path / "linkfile.db").symlink_to(real / "opencode.db")
     (real / "sub" / "up").symlink_to(tmp_path)  # `..` after a symlink climbs from where it points
     monkeypatch.chdir(real)
-    given = [tmp_path / "linkdir" / "opencode.db", tmp_path / "linkfile.db", real / "sub" / "up" / ".." / "x.db",
-             Path("sub/../opencode.db"), tmp_path / "linkdir" / "sub" / "..", Path("new.db")]
+    given = [
+        tmp_path / "linkdir" / "opencode.db",
+        tmp_path / "linkfile.db",
+        real / "sub" / "up" / ".." / "x.db",
+        Path("sub/../opencode.db"),
+        tmp_path / "linkdir" / "sub" / "..",
+        Path("new.db"),
+    ]
     expected = list(dict.fromkeys(Path(os.path.realpath(p)) for p in given))
     assert discover_databases(Settings(), given) == expected
     assert expected[0] == real / "opencode.db" and len(expected) < len(given)

@@ -14,8 +14,14 @@ from pathlib import Path
 import pytest
 
 from tests import dbfactory as f
-from watchdogd.opencode.holders import (db_identities, find_holders, in_child_pid_namespace, is_watchdogd,
-                                        lock_holders, shared_mount)
+from watchdogd.opencode.holders import (
+    db_identities,
+    find_holders,
+    in_child_pid_namespace,
+    is_watchdogd,
+    lock_holders,
+    shared_mount,
+)
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs Linux /proc")
 
@@ -95,22 +101,25 @@ def test_no_holders(db):
     assert find_holders([db]) == {db: []}
 
 
-@pytest.mark.parametrize("cmdline, ours", [
-    ("/usr/bin/python3 /home/u/.venv/bin/opencode-watchdogd run", True),
-    ("opencode-watchdogd scan --json", True),
-    ("/home/u/.venv/bin/python -m watchdogd reap", True),
-    ("/usr/sbin/watchdogd", False),  # the hardware watchdog daemon is not us
-    ("opencode serve --port 4096", False),
-    ("/usr/bin/node /home/u/.opencode/bin/opencode", False),
-    ("/usr/bin/python3.11 -I -m watchdogd run", True),
-    ("/usr/bin/python3 -m watchdogd.cli scan", False),
-    ("", False),
-    # arguments are not the program: a live opencode whose prompt mentions us is still a live opencode
-    ("/usr/bin/node /home/u/.opencode/bin/opencode run please run python -m watchdogd scan", False),
-    ("/home/u/.opencode/bin/opencode run opencode-watchdogd", False),
-    ("/usr/bin/python3 -c import os -m watchdogd", False),
-    ("bash -c opencode-watchdogd", False),
-])
+@pytest.mark.parametrize(
+    "cmdline, ours",
+    [
+        ("/usr/bin/python3 /home/u/.venv/bin/opencode-watchdogd run", True),
+        ("opencode-watchdogd scan --json", True),
+        ("/home/u/.venv/bin/python -m watchdogd reap", True),
+        ("/usr/sbin/watchdogd", False),  # the hardware watchdog daemon is not us
+        ("opencode serve --port 4096", False),
+        ("/usr/bin/node /home/u/.opencode/bin/opencode", False),
+        ("/usr/bin/python3.11 -I -m watchdogd run", True),
+        ("/usr/bin/python3 -m watchdogd.cli scan", False),
+        ("", False),
+        # arguments are not the program: a live opencode whose prompt mentions us is still a live opencode
+        ("/usr/bin/node /home/u/.opencode/bin/opencode run please run python -m watchdogd scan", False),
+        ("/home/u/.opencode/bin/opencode run opencode-watchdogd", False),
+        ("/usr/bin/python3 -c import os -m watchdogd", False),
+        ("bash -c opencode-watchdogd", False),
+    ],
+)
 def test_is_watchdogd(cmdline, ours):
     assert is_watchdogd(cmdline) is ours
 
@@ -137,14 +146,25 @@ def test_a_wal_connection_locks_the_shm_in_proc_locks(db):
         assert proc.pid in lock_holders(db_identities(db), Path("/proc/locks").read_text())
 
 
-_FINDER = "import os, sys; from pathlib import Path; from watchdogd.opencode.holders import find_holders; " \
-          "sys.argv[3:] and (os.setgid(65534), os.setuid(65534)); db = Path(sys.argv[1]); found = find_holders([db], trust_pid_namespace=sys.argv[2] == 'trust')[db]; " \
-          "print(repr([(h.pid, h.visible, h.cmdline) for h in found]))"
+_FINDER = (
+    "import os, sys; from pathlib import Path; from watchdogd.opencode.holders import find_holders; "
+    "sys.argv[3:] and (os.setgid(65534), os.setuid(65534)); db = Path(sys.argv[1]); "
+    "found = find_holders([db], trust_pid_namespace=sys.argv[2] == 'trust')[db]; "
+    "print(repr([(h.pid, h.visible, h.cmdline) for h in found]))"
+)
 
 
 def _find_elsewhere(prefix: list[str], db: Path, trust: bool = False, as_nobody: bool = False) -> list[tuple]:
     """find_holders in another process: in a PID namespace, or as user nobody (after importing as root)."""
-    args = [*prefix, sys.executable, "-c", _FINDER, str(db), "trust" if trust else "-", *(["nobody"] * as_nobody)]
+    args = [
+        *prefix,
+        sys.executable,
+        "-c",
+        _FINDER,
+        str(db),
+        "trust" if trust else "-",
+        *(["nobody"] * as_nobody),
+    ]
     out = subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[2])
     assert out.returncode == 0, out.stderr
     return eval(out.stdout)  # noqa: S307  # our own repr of tuples
@@ -166,8 +186,15 @@ def open_db(tmp_path_factory) -> Path:
 def test_inside_a_pid_namespace_a_shared_db_is_held_by_an_unseen_process(open_db):
     """The daemon in a container cannot see the host's processes (not even their locks): for a DB on a bind
     mount (shared with the outside) it says so, unless told no outside process can open it."""
-    shared = ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c",
-              f'mount --bind {open_db.parent} {open_db.parent} && exec "$0" "$@"']
+    shared = [
+        "unshare",
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        "sh",
+        "-c",
+        f'mount --bind {open_db.parent} {open_db.parent} && exec "$0" "$@"',
+    ]
     with f.holder_process(open_db) as proc:
         found = _find_elsewhere(shared, open_db)
         trusted = _find_elsewhere(shared, open_db, trust=True)
@@ -193,8 +220,12 @@ def test_shared_mount_reads_the_mount_a_path_is_on(tmp_path):
         "27 1 254:0 / / rw - ext4 /dev/vda rw\n"
         "60 27 254:0 /home/u/.local/share/opencode /data rw - ext4 /dev/vda rw\n"
         "61 27 0:40 / /data/tmp rw - tmpfs tmpfs rw\n"
-        "62 27 254:0 /srv/my\\040dir /my\\040dir rw - ext4 /dev/vda rw\n")
-    assert shared_mount(Path("/data/opencode.db"), proc) == "/data is a bind mount of /home/u/.local/share/opencode"
+        "62 27 254:0 /srv/my\\040dir /my\\040dir rw - ext4 /dev/vda rw\n"
+    )
+    assert (
+        shared_mount(Path("/data/opencode.db"), proc)
+        == "/data is a bind mount of /home/u/.local/share/opencode"
+    )
     assert shared_mount(Path("/data/tmp/opencode.db"), proc) is None  # a tmpfs of its own
     assert shared_mount(Path("/root/opencode.db"), proc) is None  # the container's root filesystem
     assert shared_mount(Path("/my dir/x.db"), proc) == "/my dir is a bind mount of /srv/my dir"
@@ -207,7 +238,9 @@ def test_in_the_initial_pid_namespace_nothing_is_added(open_db):
     assert find_holders([open_db]) == {open_db: []}
 
 
-@pytest.mark.skipif(os.geteuid() != 0 and not os.environ.get("CI"), reason="needs root to run as another user")
+@pytest.mark.skipif(
+    os.geteuid() != 0 and not os.environ.get("CI"), reason="needs root to run as another user"
+)
 def test_a_holder_whose_fds_cannot_be_read_is_an_unseen_holder(open_db):
     with f.holder_process(open_db) as proc:
         found = _find_elsewhere([], open_db, as_nobody=True)
@@ -219,8 +252,15 @@ def test_a_holder_whose_fds_cannot_be_read_is_an_unseen_holder(open_db):
 @pytest.mark.skipif(os.geteuid() != 0 and not os.environ.get("CI"), reason="needs root to mount /proc")
 def test_a_holder_hidden_by_hidepid_is_an_unseen_holder(open_db):
     """/proc mounted with hidepid hides other users' processes; their locks stay listed in /proc/locks."""
-    hidden_proc = ["unshare", "-m", "--propagation", "private", "sh", "-c",
-                   'mount -t proc -o hidepid=2 proc /proc && exec "$0" "$@"']
+    hidden_proc = [
+        "unshare",
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        'mount -t proc -o hidepid=2 proc /proc && exec "$0" "$@"',
+    ]
     with f.holder_process(open_db) as proc:
         found = _find_elsewhere(hidden_proc, open_db, as_nobody=True)
     [(pid, visible, cmdline)] = found

@@ -16,8 +16,17 @@ def mode(path: Path) -> int:
 
 
 def plan(journal: Journal, **extra) -> int:
-    fields = dict(db="/d/opencode.db", session_id="ses_1", message_id="msg_1", part_id="prt_1", tool="question",
-                  route="db-repair", reason="orphan", part_before='{"a":1}', message_before='{"m":1}')
+    fields = dict(
+        db="/d/opencode.db",
+        session_id="ses_1",
+        message_id="msg_1",
+        part_id="prt_1",
+        tool="question",
+        route="db-repair",
+        reason="orphan",
+        part_before='{"a":1}',
+        message_before='{"m":1}',
+    )
     fields.update(extra)
     return journal.record(**fields)
 
@@ -75,14 +84,22 @@ def test_plan_then_settle(journal):
     action_id = plan(journal)
     planned = journal.action(action_id)
     assert planned.outcome == "planned" and planned.run_id == run
-    assert (planned.part_before, planned.part_after, planned.message_before, planned.message_after) == \
-        ('{"a":1}', None, '{"m":1}', None)
+    assert (planned.part_before, planned.part_after, planned.message_before, planned.message_after) == (
+        '{"a":1}',
+        None,
+        '{"m":1}',
+        None,
+    )
     assert journal.planned() == [planned]
 
     journal.update_rows(action_id, part_after='{"a":2}', message_after='{"m":2}')
     journal.settle(action_id, "done", "part error; message completed", server_version="1.15.3")
     done = journal.action(action_id)
-    assert (done.outcome, done.detail, done.server_version) == ("done", "part error; message completed", "1.15.3")
+    assert (done.outcome, done.detail, done.server_version) == (
+        "done",
+        "part error; message completed",
+        "1.15.3",
+    )
     assert (done.part_after, done.message_after, done.message_before) == ('{"a":2}', '{"m":2}', '{"m":1}')
     assert journal.planned() == []
     assert done.when.tzinfo is not None and abs(done.when.timestamp() - done.time) < 1e-6
@@ -154,8 +171,17 @@ def test_last_write_run_ignores_undo_rows(tmp_path):
     undo.start_run("undo")
     try:
         undo.settle(a, "undone")
-        undo.record(db="/d/opencode.db", session_id="ses_1", message_id="msg_1", part_id="prt_a", tool="question",
-                  route="undo", reason="undo of action", outcome="done", undo_of=a)
+        undo.record(
+            db="/d/opencode.db",
+            session_id="ses_1",
+            message_id="msg_1",
+            part_id="prt_a",
+            tool="question",
+            route="undo",
+            reason="undo of action",
+            outcome="done",
+            undo_of=a,
+        )
         last = undo.last_write_run()
         assert sorted(x.id for x in last) == [a, b]
         assert {x.id: x.outcome for x in last} == {a: "undone", b: "done"}
@@ -182,8 +208,16 @@ def test_sightings_per_db(journal):
     assert not journal.conn.in_transaction
 
 
-FIELDS = dict(db="/d/opencode.db", session_id="ses_1", message_id="msg_1", part_id="prt_1", tool="question",
-              route="db-repair", reason="orphan", part_before='{"a":1}')
+FIELDS = dict(
+    db="/d/opencode.db",
+    session_id="ses_1",
+    message_id="msg_1",
+    part_id="prt_1",
+    tool="question",
+    route="db-repair",
+    reason="orphan",
+    part_before='{"a":1}',
+)
 
 
 def test_a_journaled_action_is_planned_first_and_settled_by_the_action(tmp_path):
@@ -200,7 +234,10 @@ def test_any_exception_in_a_journaled_action_settles_it_failed_and_is_raised(tmp
     journal = Journal(tmp_path / "state")
     with pytest.raises(KeyError), journal.journaled(**FIELDS) as action:
         raise KeyError("no such row")
-    assert (journal.action(action.id).outcome, journal.action(action.id).detail) == ("failed", "'no such row'")
+    assert (journal.action(action.id).outcome, journal.action(action.id).detail) == (
+        "failed",
+        "'no such row'",
+    )
 
 
 def test_a_journal_error_leaves_the_row_planned_for_reconcile(tmp_path):
@@ -216,11 +253,15 @@ def test_the_rows_of_one_event_share_its_first_row_as_group(tmp_path):
         free.settle(Outcome.DONE)
     with journal.journaled(**{**FIELDS, "route": "patch-part"}, group_of=free.id) as patch:
         patch.settle(Outcome.DONE)
-    assert [(a.route, a.group_of) for a in journal.recent()] == [("patch-part", free.id), ("reject-question", None)]
+    assert [(a.route, a.group_of) for a in journal.recent()] == [
+        ("patch-part", free.id),
+        ("reject-question", None),
+    ]
 
 
 def test_an_older_journal_gains_the_group_column(tmp_path):
     import sqlite3
+
     state = tmp_path / "state"
     Journal(state).close()
     conn = sqlite3.connect(state / "journal.db")

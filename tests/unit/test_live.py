@@ -20,8 +20,10 @@ from tests.passes import one_pass  # noqa: E402
 from tests.support.fake_api import FakeAPI  # noqa: E402
 from watchdogd.config import Settings  # noqa: E402
 from watchdogd.journal import Journal  # noqa: E402
-from watchdogd.live_evidence import LiveEvidence  # noqa: E402
-from watchdogd.live_evidence import build_live  # noqa: E402
+from watchdogd.live_evidence import (
+    LiveEvidence,  # noqa: E402
+    build_live,  # noqa: E402
+)
 from watchdogd.live_recovery import ABORT, PATCH_PART, REJECT  # noqa: E402
 from watchdogd.models import Decision, Holder, OwnerKind  # noqa: E402
 from watchdogd.opencode.discovery_net import Listener  # noqa: E402
@@ -37,17 +39,24 @@ ONE_SECOND = {"question": "1s", "task": "1s", "bash": "1s", "*_*": "1s"}
 
 def make_settings(tmp_path: Path, **live) -> Settings:
     servers = live.pop("servers", [])
-    return Settings(state_dir=tmp_path / "state", servers=servers,
-                    policy={"orphan_grace": "0s", "pending": "1s", "default": "1s", "tools": ONE_SECOND},
-                    live={"timeout": 0.5, **live})
+    return Settings(
+        state_dir=tmp_path / "state",
+        servers=servers,
+        policy={"orphan_grace": "0s", "pending": "1s", "default": "1s", "tools": ONE_SECOND},
+        live={"timeout": 0.5, **live},
+    )
 
 
-def holder(started_ago_s: float = 36000, cmdline: str = "/usr/local/bin/opencode serve --port 4096", pid: int = PID):
+def holder(
+    started_ago_s: float = 36000, cmdline: str = "/usr/local/bin/opencode serve --port 4096", pid: int = PID
+):
     return Holder(pid, time.time() - started_ago_s, cmdline)
 
 
 def listeners_to(*apis: FakeAPI, pid: int = PID):
-    return lambda pids: {p: [Listener("127.0.0.1", a.port, os.getuid()) for a in apis] if p == pid else [] for p in pids}
+    return lambda pids: {
+        p: [Listener("127.0.0.1", a.port, os.getuid()) for a in apis] if p == pid else [] for p in pids
+    }
 
 
 class Env:
@@ -112,9 +121,17 @@ def test_a_live_stuck_question_is_rejected_verified_and_marked(env, tmp_path):
         assert message["finish"] == "tool-calls" and message["time"]["completed"]  # the server's own finish
 
         live_action, patch_action = actions
-        assert (live_action.route, live_action.outcome, live_action.server_version) == (REJECT, "done", env.version)
+        assert (live_action.route, live_action.outcome, live_action.server_version) == (
+            REJECT,
+            "done",
+            env.version,
+        )
         assert live_action.part_before == stuck_data(env, stuck) and live_action.part_after is None
-        assert (patch_action.route, patch_action.outcome, patch_action.server_version) == (PATCH_PART, "done", env.version)
+        assert (patch_action.route, patch_action.outcome, patch_action.server_version) == (
+            PATCH_PART,
+            "done",
+            env.version,
+        )
         assert "The user dismissed this question" in patch_action.part_before
         assert patch_action.part_after == f.read_text(env.db, "part", stuck.part_id)
 
@@ -128,7 +145,9 @@ def test_undo_of_a_live_free_restores_the_servers_row_never_the_running_one(env,
     journal, store = Journal(settings.state_dir), OpencodeStore(env.db)
     try:
         live_action, patch_action = sorted(journal.last_write_run(), key=lambda a: a.id)
-        assert undo_action(journal, live_action, store).restored == []  # the reject itself is not a row we wrote
+        assert (
+            undo_action(journal, live_action, store).restored == []
+        )  # the reject itself is not a row we wrote
         assert undo_action(journal, patch_action, store).restored == [f"part {stuck.part_id}"]
     finally:
         store.close()
@@ -138,18 +157,30 @@ def test_undo_of_a_live_free_restores_the_servers_row_never_the_running_one(env,
 
 
 def stuck_data(env: Env, stuck: f.Stuck) -> str:
-    return json.dumps({"type": "tool", "tool": "question", "callID": stuck.call_id,
-                       "state": f.tool_state("question", "running", stuck.start_ms,
-                                             raw=env.version == "1.15.3")}, separators=(",", ":"))
+    return json.dumps(
+        {
+            "type": "tool",
+            "tool": "question",
+            "callID": stuck.call_id,
+            "state": f.tool_state("question", "running", stuck.start_ms, raw=env.version == "1.15.3"),
+        },
+        separators=(",", ":"),
+    )
 
 
 def test_an_answer_that_raced_the_reject_is_never_overwritten(env, tmp_path):
     with FakeAPI(env.version, db=env.db) as api:
         stuck = stuck_on(api, env)
         api.add_question(stuck.session_id, stuck.message_id, stuck.call_id)
-        api.reject_state = {"status": "completed", "output": "User has answered your questions", "metadata": {}}
+        api.reject_state = {
+            "status": "completed",
+            "output": "User has answered your questions",
+            "metadata": {},
+        }
         settings = make_settings(tmp_path)
-        _r, _routes, [outcome], actions = env.run(settings, [holder()], LiveEvidence(settings, listeners=listeners_to(api)))
+        _r, _routes, [outcome], actions = env.run(
+            settings, [holder()], LiveEvidence(settings, listeners=listeners_to(api))
+        )
         assert outcome.outcome == "done" and "left as opencode wrote it" in outcome.detail
         assert f.read_data(env.db, "part", stuck.part_id)["state"]["status"] == "completed"
         assert [a.route for a in actions] == [REJECT] and not api.calls("PATCH")
@@ -160,10 +191,14 @@ def test_without_a_listed_question_it_aborts_then_rejects_the_leaked_one(env, tm
         stuck = stuck_on(api, env)
         api.add_question(stuck.session_id, stuck.message_id, "call_other", qid="que_leak")  # not this call
         settings = make_settings(tmp_path)
-        _report, routes, [outcome], actions = env.run(settings, [holder()], LiveEvidence(settings, listeners=listeners_to(api)))
+        _report, routes, [outcome], actions = env.run(
+            settings, [holder()], LiveEvidence(settings, listeners=listeners_to(api))
+        )
         assert routes[stuck.part_id] == ABORT
         assert outcome.outcome == "done", outcome.detail
-        assert "aborted the session" in outcome.detail and "rejected leaked question que_leak" in outcome.detail
+        assert (
+            "aborted the session" in outcome.detail and "rejected leaked question que_leak" in outcome.detail
+        )
         assert api.questions == []
         part = f.read_data(env.db, "part", stuck.part_id)
         assert part["state"]["error"].startswith("Abandoned by opencode-watchdogd")
@@ -178,7 +213,11 @@ def test_still_busy_after_abort_is_a_failure_with_no_db_write(env, tmp_path):
         before = f.snapshot(env.db)
         layer = LiveEvidence(settings, listeners=listeners_to(api))
         _r, _routes, [outcome], actions = env.run(settings, [holder()], layer)
-        assert outcome.outcome == "failed" and "still busy" in outcome.detail and "allow_dispose" in outcome.detail
+        assert (
+            outcome.outcome == "failed"
+            and "still busy" in outcome.detail
+            and "allow_dispose" in outcome.detail
+        )
         assert f.snapshot(env.db) == before
         assert not api.calls("POST", "/instance/dispose")
         [action] = actions
@@ -190,7 +229,9 @@ def test_dispose_only_when_allowed(env, tmp_path):
         stuck = stuck_on(api, env, tool="bash")
         api.abort_frees = False
         settings = make_settings(tmp_path, allow_dispose=True)
-        _r, _routes, [outcome], _a = env.run(settings, [holder()], LiveEvidence(settings, listeners=listeners_to(api)))
+        _r, _routes, [outcome], _a = env.run(
+            settings, [holder()], LiveEvidence(settings, listeners=listeners_to(api))
+        )
         assert outcome.outcome == "done", outcome.detail
         assert api.calls("POST", "/instance/dispose") and "disposed the instance" in outcome.detail
         assert not api.sessions[stuck.session_id]["busy"]
@@ -204,7 +245,9 @@ def test_a_broken_server_means_unreachable_and_nothing_written(env, tmp_path, mo
         settings = make_settings(tmp_path, timeout=0.2)
         before = f.snapshot(env.db)
         started = time.monotonic()
-        report, routes, [outcome], actions = env.run(settings, [holder()], LiveEvidence(settings, listeners=listeners_to(api)))
+        report, routes, [outcome], actions = env.run(
+            settings, [holder()], LiveEvidence(settings, listeners=listeners_to(api))
+        )
         assert time.monotonic() - started < 3
         [item] = report.assessments
         assert item.ownership.kind is OwnerKind.UNREACHABLE and item.ownership.pids == (PID,)
@@ -218,7 +261,9 @@ def test_a_holder_without_api_is_reported_never_written(env, tmp_path):
     settings = make_settings(tmp_path)
     before = f.snapshot(env.db)
     tui = holder(cmdline="opencode")
-    report, routes, [outcome], actions = env.run(settings, [tui], LiveEvidence(settings, listeners=lambda pids: {}))
+    report, routes, [outcome], actions = env.run(
+        settings, [tui], LiveEvidence(settings, listeners=lambda pids: {})
+    )
     [item] = report.assessments
     assert item.ownership.label == f"live-unreachable:{PID}"
     assert "not listening on loopback TCP" in item.ownership.detail
@@ -234,7 +279,9 @@ def test_the_api_of_the_wrong_process_does_not_vouch_for_another_holder(env, tmp
         settings = make_settings(tmp_path)
         serve, tui = holder(), holder(cmdline="opencode", pid=PID - 1)
         before = f.snapshot(env.db)
-        report, _routes, [outcome], _a = env.run(settings, [serve, tui], LiveEvidence(settings, listeners=listeners_to(api)))
+        report, _routes, [outcome], _a = env.run(
+            settings, [serve, tui], LiveEvidence(settings, listeners=listeners_to(api))
+        )
         assert report.assessments[0].ownership.label == f"live-unreachable:{PID - 1}"
         assert outcome.outcome == "reported" and f.snapshot(env.db) == before
 
@@ -245,7 +292,9 @@ def test_an_orphan_on_a_reachable_server_is_patched_and_its_message_completed(en
         api.sessions[stuck.session_id]["busy"] = False
         settings = make_settings(tmp_path)
         restarted = holder(started_ago_s=1)  # the server started after the part: it cannot own it
-        report, routes, [outcome], actions = env.run(settings, [restarted], LiveEvidence(settings, listeners=listeners_to(api)))
+        report, routes, [outcome], actions = env.run(
+            settings, [restarted], LiveEvidence(settings, listeners=listeners_to(api))
+        )
         [item] = report.assessments
         assert item.ownership.kind is OwnerKind.LIVE_IDLE and routes[stuck.part_id] == PATCH_PART
         assert outcome.outcome == "done", outcome.detail
@@ -265,8 +314,9 @@ def test_status_idle_but_runner_busy_is_not_written(env, tmp_path):
         api.hide_status = True  # status says idle; the gated probe still refuses
         settings = make_settings(tmp_path)
         before = f.snapshot(env.db)
-        _r, routes, [outcome], actions = env.run(settings, [holder(started_ago_s=1)],
-                                                 LiveEvidence(settings, listeners=listeners_to(api)))
+        _r, routes, [outcome], actions = env.run(
+            settings, [holder(started_ago_s=1)], LiveEvidence(settings, listeners=listeners_to(api))
+        )
         assert routes[stuck.part_id] == PATCH_PART
         assert outcome.outcome == "skipped" and "probe was refused" in outcome.detail
         assert f.snapshot(env.db) == before and actions == [] and not api.calls("PATCH")
@@ -277,8 +327,9 @@ def test_a_session_busy_with_a_newer_run_is_left_alone(env, tmp_path):
         stuck = stuck_on(api, env)  # busy: the user prompted again after a restart
         settings = make_settings(tmp_path)
         before = f.snapshot(env.db)
-        report, routes, [outcome], _a = env.run(settings, [holder(started_ago_s=1)],
-                                                LiveEvidence(settings, listeners=listeners_to(api)))
+        report, routes, [outcome], _a = env.run(
+            settings, [holder(started_ago_s=1)], LiveEvidence(settings, listeners=listeners_to(api))
+        )
         assert report.assessments[0].ownership.kind is OwnerKind.LIVE
         assert "newer run" in routes[stuck.part_id] and outcome.outcome == "reported"
         assert f.snapshot(env.db) == before and not api.calls("POST", "/abort")
@@ -288,14 +339,18 @@ def test_a_parent_task_is_never_abandoned_while_its_child_works(env, tmp_path):
     with FakeAPI(env.version, db=env.db) as api:
         parent_sid = f.add_session(env.db, directory=DIR)
         child_sid = f.add_session(env.db, directory=DIR, parent_id=parent_sid)
-        parent = f.stuck_question(env.db, age_s=3600, tool="task", session=parent_sid, child_session_id=child_sid)
+        parent = f.stuck_question(
+            env.db, age_s=3600, tool="task", session=parent_sid, child_session_id=child_sid
+        )
         child = f.stuck_question(env.db, age_s=10, session=child_sid)
         api.add_session(parent_sid, DIR)
         api.add_session(child_sid, DIR)
         api.parts[child_sid] = (child.message_id, child.part_id)
         api.add_question(child_sid, child.message_id, child.call_id)
         settings = make_settings(tmp_path)
-        report, routes, outcomes, _a = env.run(settings, [holder()], LiveEvidence(settings, listeners=listeners_to(api)))
+        report, routes, outcomes, _a = env.run(
+            settings, [holder()], LiveEvidence(settings, listeners=listeners_to(api))
+        )
         verdicts = {a.candidate.part_id: a.verdict for a in report.assessments}
         assert verdicts[parent.part_id].decision is Decision.NEVER
         assert routes[child.part_id] == REJECT and routes[parent.part_id] == ""
@@ -311,7 +366,9 @@ def test_an_expired_task_part_is_not_aborted_when_the_child_state_is_unknown(env
         parent = stuck_on(api, env, tool="task", child_session_id="ses_childelsewhere")
         settings = make_settings(tmp_path)
         holders = [holder(), holder(cmdline="opencode", pid=PID - 1)]
-        report, routes, [outcome], _a = env.run(settings, holders, LiveEvidence(settings, listeners=listeners_to(api)))
+        report, routes, [outcome], _a = env.run(
+            settings, holders, LiveEvidence(settings, listeners=listeners_to(api))
+        )
         assert report.assessments[0].ownership.kind is OwnerKind.LIVE
         assert routes[parent.part_id].startswith("report") and "subagent" in routes[parent.part_id]
         assert outcome.outcome == "reported" and not api.calls("POST", "/abort")
@@ -324,7 +381,9 @@ def test_a_sibling_tool_is_not_freed_by_an_abort_that_would_cancel_a_working_sub
         bash = f.add_tool_part(env.db, task.session_id, task.message_id, "bash", start_ms=task.start_ms)
         api.add_session(child_sid, DIR)  # the subagent is busy (its model streams: no part of its own)
         settings = make_settings(tmp_path)
-        _r, routes, outcomes, _a = env.run(settings, [holder()], LiveEvidence(settings, listeners=listeners_to(api)))
+        _r, routes, outcomes, _a = env.run(
+            settings, [holder()], LiveEvidence(settings, listeners=listeners_to(api))
+        )
         assert routes[task.part_id] == "" and "subagent" in routes[bash]
         assert [o.outcome for o in outcomes] == ["reported"] and not api.calls("POST", "/abort")
 
@@ -335,7 +394,9 @@ def test_queued_prompts_are_listed_in_the_assessment_and_the_journal(env, tmp_pa
         api.add_question(stuck.session_id, stuck.message_id, stuck.call_id)
         queued = f.add_message(env.db, stuck.session_id, role="user", created_ms=stuck.start_ms + 2000)
         settings = make_settings(tmp_path)
-        report, _routes, [outcome], actions = env.run(settings, [holder()], LiveEvidence(settings, listeners=listeners_to(api)))
+        report, _routes, [outcome], actions = env.run(
+            settings, [holder()], LiveEvidence(settings, listeners=listeners_to(api))
+        )
         assert report.assessments[0].queued == ((queued, stuck.start_ms + 2000),)
         assert queued in outcome.detail and queued in actions[0].detail
 
@@ -345,7 +406,9 @@ def test_pending_permission_asks_are_reported(env, tmp_path):
         stuck = stuck_on(api, env, tool="bash")
         api.permissions.append({"id": "per_1", "sessionID": stuck.session_id, "permission": "bash"})
         settings = make_settings(tmp_path)
-        report, _routes, [outcome], actions = env.run(settings, [holder()], LiveEvidence(settings, listeners=listeners_to(api)))
+        report, _routes, [outcome], actions = env.run(
+            settings, [holder()], LiveEvidence(settings, listeners=listeners_to(api))
+        )
         assert "per_1 (bash)" in report.assessments[0].ownership.detail
         assert "per_1" in actions[0].detail
 
@@ -362,7 +425,9 @@ def test_auth_needed_is_reported_with_the_setting(env, tmp_path):
     with FakeAPI(env.version, password="s3cret", db=env.db) as api:
         stuck_on(api, env)
         settings = make_settings(tmp_path)
-        report, _routes, [outcome], _a = env.run(settings, [holder()], LiveEvidence(settings, listeners=listeners_to(api)))
+        report, _routes, [outcome], _a = env.run(
+            settings, [holder()], LiveEvidence(settings, listeners=listeners_to(api))
+        )
         owner = report.assessments[0].ownership
         assert owner.kind is OwnerKind.UNREACHABLE and "auth needed" in owner.detail
         assert "OPENCODE_SERVER_PASSWORD" in owner.detail and "s3cret" not in owner.detail
@@ -375,7 +440,9 @@ def test_discovered_servers_get_the_env_credentials(env, tmp_path, monkeypatch):
         stuck = stuck_on(api, env)
         api.add_question(stuck.session_id, stuck.message_id, stuck.call_id)
         settings = make_settings(tmp_path)
-        _r, _routes, [outcome], _a = env.run(settings, [holder()], LiveEvidence(settings, listeners=listeners_to(api)))
+        _r, _routes, [outcome], _a = env.run(
+            settings, [holder()], LiveEvidence(settings, listeners=listeners_to(api))
+        )
         assert outcome.outcome == "done", outcome.detail
         assert _auth_of(api) == {basic("s3cret")}
 
@@ -384,13 +451,20 @@ def test_configured_credentials_go_only_to_their_own_server(env, tmp_path, monke
     monkeypatch.setenv("OPENCODE_SERVER_PASSWORD", "envpass")
     secret = tmp_path / "pw"
     secret.write_text("filepass\n")
-    with FakeAPI(env.version, password="filepass", db=env.db) as configured, \
-            FakeAPI(env.version, password="envpass", db=env.db) as discovered:
+    with (
+        FakeAPI(env.version, password="filepass", db=env.db) as configured,
+        FakeAPI(env.version, password="envpass", db=env.db) as discovered,
+    ):
         stuck = stuck_on(configured, env)
         configured.add_question(stuck.session_id, stuck.message_id, stuck.call_id)
         settings = make_settings(tmp_path, servers=[{"url": configured.url, "password_file": str(secret)}])
-        layer = LiveEvidence(settings, listeners=lambda pids: {PID: [Listener("127.0.0.1", configured.port, os.getuid())],
-                                                            PID - 1: [Listener("127.0.0.1", discovered.port, os.getuid())]})
+        layer = LiveEvidence(
+            settings,
+            listeners=lambda pids: {
+                PID: [Listener("127.0.0.1", configured.port, os.getuid())],
+                PID - 1: [Listener("127.0.0.1", discovered.port, os.getuid())],
+            },
+        )
         _r, _routes, [outcome], _a = env.run(settings, [holder(), holder(pid=PID - 1)], layer)
         assert outcome.outcome == "done", outcome.detail
         assert _auth_of(configured) == {basic("filepass")}

@@ -40,7 +40,9 @@ def test_journal_stream_must_name_this_very_file(tmp_path):
     other.touch()
     with open(mine, "a") as stream:
         assert on_journal(stream, journal_env(mine))
-        assert not on_journal(stream, journal_env(other))  # inherited from a parent whose stderr went elsewhere
+        assert not on_journal(
+            stream, journal_env(other)
+        )  # inherited from a parent whose stderr went elsewhere
         assert not on_journal(stream, {})
         assert not on_journal(stream, {"JOURNAL_STREAM": "garbage"})
 
@@ -99,7 +101,12 @@ def test_json_when_asked(tmp_path):
     with open(path, "w") as stream:
         log_all_levels(stream, {}, fmt="json")
     records = [json.loads(line) for line in path.read_text().splitlines()]
-    assert [r["event"] for r in records] == ["a debug line", "an info line", "a warning line", "an error line"]
+    assert [r["event"] for r in records] == [
+        "a debug line",
+        "an info line",
+        "a warning line",
+        "an error line",
+    ]
     assert records[0]["deadline"] == "2026-11-25T12:00:05+00:00"
 
 
@@ -148,9 +155,15 @@ def test_readable_values():
     assert readable({"b", "a"}) == ["a", "b"]
 
 
-@pytest.mark.parametrize("configured, verbose, quiet, level", [
-    ("info", 0, 0, "info"), ("info", 1, 0, "debug"), ("info", 0, 1, "warning"), ("info", 0, 5, "error"),
-    ("warning", 3, 0, "debug"),
-])
+@pytest.mark.parametrize(
+    "configured, verbose, quiet, level",
+    [
+        ("info", 0, 0, "info"),
+        ("info", 1, 0, "debug"),
+        ("info", 0, 1, "warning"),
+        ("info", 0, 5, "error"),
+        ("warning", 3, 0, "debug"),
+    ],
+)
 def test_effective_level(configured, verbose, quiet, level):
     assert effective_level(configured, verbose, quiet) == level

@@ -24,13 +24,27 @@ def test_the_committed_page_is_current():
     # The .TH line carries the date it was generated on; everything else must match.
     fresh, committed = generated().splitlines(), PAGE.read_text().splitlines()
     assert committed[0].startswith('.TH OPENCODE\\-WATCHDOGD "1" ')
-    assert committed[1:] == fresh[1:], "man page out of date: python man/generate.py > man/opencode-watchdogd.1"
+    assert committed[1:] == fresh[1:], (
+        "man page out of date: python man/generate.py > man/opencode-watchdogd.1"
+    )
 
 
 def test_the_page_documents_every_verb_and_the_exit_status():
     text = PAGE.read_text()
-    for verb in ("run", "scan", "reap", "undo", "history", "status", "config check", "config show",
-                 "service install", "service uninstall", "service show", "completion"):
+    for verb in (
+        "run",
+        "scan",
+        "reap",
+        "undo",
+        "history",
+        "status",
+        "config check",
+        "config show",
+        "service install",
+        "service uninstall",
+        "service show",
+        "completion",
+    ):
         assert f".B {verb}\n" in text.replace("\\-", "-"), verb
     for heading in (".SH EXIT STATUS", ".SH ENVIRONMENT", ".SH FILES", ".SH SEE ALSO"):
         assert heading in text
@@ -39,6 +53,7 @@ def test_the_page_documents_every_verb_and_the_exit_status():
 def test_groff_reads_it_without_warnings():
     if shutil.which("groff") is None:
         pytest.skip("groff is not installed")
-    result = subprocess.run(["groff", "-man", "-ww", "-z", str(PAGE)], capture_output=True, text=True, check=False,
-                            timeout=60)
+    result = subprocess.run(
+        ["groff", "-man", "-ww", "-z", str(PAGE)], capture_output=True, text=True, check=False, timeout=60
+    )
     assert (result.returncode, result.stderr) == (0, "")

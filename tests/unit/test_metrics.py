@@ -11,14 +11,12 @@ from pathlib import Path
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests import dbfactory
-from tests import passes
+from tests import dbfactory, passes
 from tests.unit.helpers import make_settings
 from watchdogd.config import MetricsConfig
-from watchdogd.models import Holder
+from watchdogd.models import DBReport, Holder
 from watchdogd.notifiers.metrics import Metrics
 from watchdogd.notifiers.result import PassResult, ServerSeen
-from watchdogd.models import DBReport
 
 
 def one_pass(db, journal, settings, holders=None, **more) -> PassResult:
@@ -27,8 +25,11 @@ def one_pass(db, journal, settings, holders=None, **more) -> PassResult:
 
 def read(metrics: Metrics) -> dict:
     text = generate_latest(metrics.registry).decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def test_a_pass_sets_gauges_and_counts_actions(tmp_path, journal):
@@ -39,8 +40,13 @@ def test_a_pass_sets_gauges_and_counts_actions(tmp_path, journal):
     holder = Holder(os.getpid(), time.time() - 86400, "opencode")
     metrics = Metrics(MetricsConfig(), tmp_path / "state")
     deadline = datetime.now(UTC) + timedelta(hours=1)
-    result = one_pass(db, journal, make_settings(tmp_path), next_deadline=deadline,
-                      servers=(ServerSeen("http://127.0.0.1:4096", "1.15.3"),))
+    result = one_pass(
+        db,
+        journal,
+        make_settings(tmp_path),
+        next_deadline=deadline,
+        servers=(ServerSeen("http://127.0.0.1:4096", "1.15.3"),),
+    )
     kept = one_pass(held, journal, make_settings(tmp_path), [holder])
     metrics.publish(replace(result, reports=result.reports + kept.reports))
     found = read(metrics)
@@ -60,7 +66,10 @@ def test_a_pass_sets_gauges_and_counts_actions(tmp_path, journal):
     found = read(metrics)
     assert ("opencode_watchdogd_candidates", (("tool", "question"), ("verdict", "expired"))) not in found
     assert ("opencode_watchdogd_next_deadline_timestamp_seconds", ()) not in found
-    assert dict([k for k in found if k[0] == "opencode_watchdogd_build_info"][0][1])["opencode_versions"] == "1.15.3"
+    assert (
+        dict([k for k in found if k[0] == "opencode_watchdogd_build_info"][0][1])["opencode_versions"]
+        == "1.15.3"
+    )
 
 
 def test_a_part_reported_at_every_pass_counts_once(tmp_path, journal):
@@ -72,7 +81,10 @@ def test_a_part_reported_at_every_pass_counts_once(tmp_path, journal):
         result = one_pass(db, journal, make_settings(tmp_path), [holder])
         assert [o.outcome for o in result.outcomes] == ["reported"]
         metrics.publish(result)
-    assert read(metrics)[("opencode_watchdogd_actions_total", (("outcome", "reported"), ("route", "report")))] == 1
+    assert (
+        read(metrics)[("opencode_watchdogd_actions_total", (("outcome", "reported"), ("route", "report")))]
+        == 1
+    )
 
 
 def test_db_states(tmp_path):
@@ -83,8 +95,10 @@ def test_db_states(tmp_path):
     unreadable = DBReport(broken, error="file is not a database")
     metrics.publish(PassResult(datetime.now(UTC), 0.01, False, True, (missing, unreadable)))
     found = read(metrics)
-    assert [found[("opencode_watchdogd_databases", (("state", s),))] for s in ("watched", "read-only", "unreadable",
-                                                                             "missing")] == [0, 0, 1, 1]
+    assert [
+        found[("opencode_watchdogd_databases", (("state", s),))]
+        for s in ("watched", "read-only", "unreadable", "missing")
+    ] == [0, 0, 1, 1]
     assert found[("opencode_watchdogd_passes_total", (("result", "failed"),))] == 1
     assert ("opencode_watchdogd_last_successful_pass_timestamp_seconds", ()) not in found
 
@@ -105,4 +119,4 @@ def test_the_textfile_is_replaced_and_a_failure_never_raises(tmp_path, capsys):
     assert (captured.out + captured.err).count("cannot write the metrics textfile") == 1
     Path(folder).mkdir()
     metrics.publish(PassResult(datetime.now(UTC), 0.01, True, False))
-    assert "opencode_watchdogd_passes_total{result=\"ok\"} 5.0" in target.read_text()
+    assert 'opencode_watchdogd_passes_total{result="ok"} 5.0' in target.read_text()

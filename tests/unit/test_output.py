@@ -5,21 +5,25 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from watchdogd.output import safe, table, when
 
 
-@pytest.mark.parametrize("hostile, shown", [
-    ("ses_1\x1b[2J\x1b[31mred", "ses_1\\x1b[2J\\x1b[31mred"),
-    ("line1\nline2\r\n", "line1\\x0aline2\\x0d\\x0a"),
-    ("tab\there", "tab\\x09here"),
-    ("bell\x07", "bell\\x07"),
-    ("nul\x00", "nul\\x00"),
-    ("del\x7f c1\x9b", "del\\x7f c1\\x9b"),
-    ("abc\u202eevil", "abc\\x202eevil"),  # right-to-left override
-    ("\u2028sep", "\\x2028sep"),
-])
+@pytest.mark.parametrize(
+    "hostile, shown",
+    [
+        ("ses_1\x1b[2J\x1b[31mred", "ses_1\\x1b[2J\\x1b[31mred"),
+        ("line1\nline2\r\n", "line1\\x0aline2\\x0d\\x0a"),
+        ("tab\there", "tab\\x09here"),
+        ("bell\x07", "bell\\x07"),
+        ("nul\x00", "nul\\x00"),
+        ("del\x7f c1\x9b", "del\\x7f c1\\x9b"),
+        ("abc\u202eevil", "abc\\x202eevil"),  # right-to-left override
+        ("\u2028sep", "\\x2028sep"),
+    ],
+)
 def test_control_and_bidi_characters_are_escaped(hostile, shown):
     assert safe(hostile) == shown
 
@@ -43,8 +47,14 @@ def test_length_bound():
 def test_safe_is_one_printable_bounded_line(text, limit):
     out = safe(text, limit)
     assert len(out) <= limit
-    assert not any(ord(c) < 0x20 or 0x7f <= ord(c) <= 0x9f or c in "\u2028\u2029" or 0x202a <= ord(c) <= 0x202e
-                   or 0x2066 <= ord(c) <= 0x2069 for c in out)
+    assert not any(
+        ord(c) < 0x20
+        or 0x7F <= ord(c) <= 0x9F
+        or c in "\u2028\u2029"
+        or 0x202A <= ord(c) <= 0x202E
+        or 0x2066 <= ord(c) <= 0x2069
+        for c in out
+    )
 
 
 def test_table_aligns_and_neutralises_cells():

@@ -10,7 +10,7 @@ import pytest
 from freezegun import freeze_time
 
 from watchdogd.config import PolicyConfig
-from watchdogd.models import Candidate, ChildState, Decision, Holder, Ownership, OwnerKind, Sighting, Verdict
+from watchdogd.models import Candidate, ChildState, Decision, Holder, OwnerKind, Ownership, Sighting, Verdict
 from watchdogd.policy import classify_child, effective_start, evaluate, ownership_from_holders
 
 T0 = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
@@ -24,11 +24,26 @@ def ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def cand(tool: str = "question", status: str = "running", started: datetime | None = T0,
-         created: datetime | None = None, child: str | None = None) -> Candidate:
-    return Candidate(db=Path("/tmp/opencode.db"), part_id="prt_1", message_id="msg_1", session_id="ses_1", tool=tool,
-                     status=status, call_id="call_1", started_ms=ms(started) if started else None,
-                     created_ms=ms(created) if created else None, data="{}", child_session_id=child)
+def cand(
+    tool: str = "question",
+    status: str = "running",
+    started: datetime | None = T0,
+    created: datetime | None = None,
+    child: str | None = None,
+) -> Candidate:
+    return Candidate(
+        db=Path("/tmp/opencode.db"),
+        part_id="prt_1",
+        message_id="msg_1",
+        session_id="ses_1",
+        tool=tool,
+        status=status,
+        call_id="call_1",
+        started_ms=ms(started) if started else None,
+        created_ms=ms(created) if created else None,
+        data="{}",
+        child_session_id=child,
+    )
 
 
 @pytest.fixture
@@ -45,13 +60,16 @@ def seen(first: datetime = T0, owner: datetime | None = None) -> Sighting:
     return Sighting(first, owner)
 
 
-def row(changed: datetime | None, *, started: datetime | None = None, created: datetime | None = None) -> Candidate:
+def row(
+    changed: datetime | None, *, started: datetime | None = None, created: datetime | None = None
+) -> Candidate:
     """A candidate whose row last changed at `changed` (the time_updated column)."""
     base = cand(started=started, created=created)
     return Candidate(**{**base.__dict__, "updated_ms": ms(changed) if changed else None})
 
 
 # -- orphans: the grace counts from the later of the row's last change and the last owner sighting ---
+
 
 def test_an_orphan_untouched_for_a_week_is_due_at_once(clock):
     week_ago = T0 - timedelta(days=7)
@@ -63,19 +81,27 @@ def test_an_orphan_untouched_for_a_week_is_due_at_once(clock):
 
 def test_an_orphan_whose_owner_was_seen_a_second_ago_still_waits_the_grace(clock):
     week_ago = T0 - timedelta(days=7)
-    verdict = evaluate(row(week_ago, started=week_ago), NONE, seen(week_ago, T0 - timedelta(seconds=1)), POLICY, now())
+    verdict = evaluate(
+        row(week_ago, started=week_ago), NONE, seen(week_ago, T0 - timedelta(seconds=1)), POLICY, now()
+    )
     assert verdict.decision is Decision.KEEP
     assert verdict.expires_at == T0 + timedelta(seconds=29)
     assert "repair in 29s (policy.orphan_grace = 30s after an owner was last seen)" in verdict.reason
     clock.tick(29)
-    assert evaluate(row(week_ago, started=week_ago), NONE, seen(week_ago, T0 - timedelta(seconds=1)),
-                    POLICY, now()).expired
+    assert evaluate(
+        row(week_ago, started=week_ago), NONE, seen(week_ago, T0 - timedelta(seconds=1)), POLICY, now()
+    ).expired
 
 
 def test_a_row_changed_after_the_last_owner_sighting_counts_from_the_change(clock):
     change = T0 - timedelta(seconds=10)
-    verdict = evaluate(row(change, started=T0 - timedelta(hours=1)), NONE, seen(T0 - timedelta(hours=1),
-                       T0 - timedelta(minutes=5)), POLICY, now())
+    verdict = evaluate(
+        row(change, started=T0 - timedelta(hours=1)),
+        NONE,
+        seen(T0 - timedelta(hours=1), T0 - timedelta(minutes=5)),
+        POLICY,
+        now(),
+    )
     assert verdict.decision is Decision.KEEP and verdict.expires_at == change + timedelta(seconds=30)
     assert "repair in 20s" in verdict.reason and "after the part last changed" in verdict.reason
 
@@ -123,7 +149,9 @@ def test_an_owner_sighting_in_the_future_counts_as_now(clock):
 
 def test_an_owner_sighting_older_than_the_row_is_ignored(clock):
     change = T0 - timedelta(minutes=10)
-    verdict = evaluate(row(change), NONE, seen(T0 - timedelta(hours=1), T0 - timedelta(hours=1)), POLICY, now())
+    verdict = evaluate(
+        row(change), NONE, seen(T0 - timedelta(hours=1), T0 - timedelta(hours=1)), POLICY, now()
+    )
     assert verdict.expired and verdict.expires_at == change + timedelta(seconds=30)
 
 
@@ -158,6 +186,7 @@ def test_live_idle_is_an_orphan(clock):
 
 # -- owned calls: per-tool thresholds ----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("owner", [HELD, LIVE, Ownership(OwnerKind.UNREACHABLE, (1,))])
 def test_owned_question_kept_until_threshold(clock, owner):
     clock.tick(3600)
@@ -190,12 +219,15 @@ def test_pending_uses_pending_threshold(clock):
     assert verdict.expired and verdict.reason == "question pending for 10m, over policy.pending = 10m"
 
 
-@pytest.mark.parametrize("tool, seconds, key", [
-    ("bash", 3600, "policy.tools.bash"),
-    ("task", 7200, "policy.tools.task"),
-    ("github_create_issue", 1800, 'policy.tools."*_*"'),
-    ("webfetch", 3600, "policy.default"),
-])
+@pytest.mark.parametrize(
+    "tool, seconds, key",
+    [
+        ("bash", 3600, "policy.tools.bash"),
+        ("task", 7200, "policy.tools.task"),
+        ("github_create_issue", 1800, 'policy.tools."*_*"'),
+        ("webfetch", 3600, "policy.default"),
+    ],
+)
 def test_default_tool_thresholds(clock, tool, seconds, key):
     clock.tick(seconds - 1)
     assert evaluate(cand(tool=tool), HELD, seen(), POLICY, now()).decision is Decision.KEEP
@@ -228,6 +260,7 @@ def test_never_default(clock):
 
 # -- task parts and their child sessions ----------------------------------------------------------------
 
+
 def test_task_with_active_child_is_never_expired(clock):
     clock.tick(10**6)
     task = cand(tool="task", child="ses_child")
@@ -239,36 +272,44 @@ def test_task_with_active_child_is_never_expired(clock):
 
 def test_task_with_stuck_child_is_kept_to_free_the_child(clock):
     clock.tick(10**6)
-    verdict = evaluate(cand(tool="task", child="ses_child"), NONE, seen(T0, T0), POLICY, now(), ChildState.STUCK)
+    verdict = evaluate(
+        cand(tool="task", child="ses_child"), NONE, seen(T0, T0), POLICY, now(), ChildState.STUCK
+    )
     assert verdict.decision is Decision.KEEP and verdict.expires_at is None
     assert "free the child, not the parent" in verdict.reason
 
 
 def test_task_without_child_state_follows_threshold(clock):
     clock.tick(7200)
-    assert evaluate(cand(tool="task", child="ses_child"), HELD, seen(), POLICY, now(), ChildState.NONE).expired
+    assert evaluate(
+        cand(tool="task", child="ses_child"), HELD, seen(), POLICY, now(), ChildState.NONE
+    ).expired
 
 
 def _verdict(decision: Decision) -> Verdict:
     return Verdict(decision, "x")
 
 
-@pytest.mark.parametrize("verdicts, busy, state", [
-    ([], None, ChildState.NONE),
-    ([], False, ChildState.NONE),
-    ([], True, ChildState.ACTIVE),
-    ([_verdict(Decision.KEEP)], None, ChildState.ACTIVE),
-    ([_verdict(Decision.NEVER)], False, ChildState.ACTIVE),
-    ([_verdict(Decision.EXPIRED), _verdict(Decision.KEEP)], None, ChildState.ACTIVE),
-    ([_verdict(Decision.EXPIRED)], None, ChildState.STUCK),
-    ([_verdict(Decision.EXPIRED)], False, ChildState.STUCK),
-    ([_verdict(Decision.EXPIRED)], True, ChildState.ACTIVE),
-])
+@pytest.mark.parametrize(
+    "verdicts, busy, state",
+    [
+        ([], None, ChildState.NONE),
+        ([], False, ChildState.NONE),
+        ([], True, ChildState.ACTIVE),
+        ([_verdict(Decision.KEEP)], None, ChildState.ACTIVE),
+        ([_verdict(Decision.NEVER)], False, ChildState.ACTIVE),
+        ([_verdict(Decision.EXPIRED), _verdict(Decision.KEEP)], None, ChildState.ACTIVE),
+        ([_verdict(Decision.EXPIRED)], None, ChildState.STUCK),
+        ([_verdict(Decision.EXPIRED)], False, ChildState.STUCK),
+        ([_verdict(Decision.EXPIRED)], True, ChildState.ACTIVE),
+    ],
+)
 def test_classify_child(verdicts, busy, state):
     assert classify_child(verdicts, busy) is state
 
 
 # -- clocks and missing times -------------------------------------------------------------------------
+
 
 def test_start_in_the_future_counts_from_first_sighting(clock):
     part = cand(started=T0 + timedelta(hours=5))  # another machine's clock, or skew
@@ -283,7 +324,9 @@ def test_start_in_the_future_counts_from_first_sighting(clock):
 
 
 def test_future_first_sighting_never_gives_negative_age(clock):
-    verdict = evaluate(cand(started=T0 + timedelta(hours=1)), HELD, seen(T0 + timedelta(minutes=5)), POLICY, now())
+    verdict = evaluate(
+        cand(started=T0 + timedelta(hours=1)), HELD, seen(T0 + timedelta(minutes=5)), POLICY, now()
+    )
     assert verdict.age_s == 0 and verdict.decision is Decision.KEEP
     assert verdict.expires_at == T0 + timedelta(hours=2)
 
@@ -315,6 +358,7 @@ def test_verdict_deadline_is_stable_as_time_passes(clock):
 
 # -- ownership from holders -----------------------------------------------------------------------------
 
+
 def holder(pid: int, started: datetime) -> Holder:
     return Holder(pid, started.timestamp(), "opencode serve")
 
@@ -324,7 +368,9 @@ def test_no_holders_is_none():
 
 
 def test_every_holder_started_after_the_call_is_restarted():
-    owner = ownership_from_holders(ms(T0), [holder(1, T0 + timedelta(seconds=2)), holder(2, T0 + timedelta(hours=1))])
+    owner = ownership_from_holders(
+        ms(T0), [holder(1, T0 + timedelta(seconds=2)), holder(2, T0 + timedelta(hours=1))]
+    )
     assert owner.kind is OwnerKind.RESTARTED and owner.pids == (1, 2) and owner.orphan
 
 
@@ -335,12 +381,20 @@ def test_holder_within_margin_may_own_it():
 
 
 def test_margin_is_configurable():
-    assert ownership_from_holders(ms(T0), [holder(1, T0 + timedelta(seconds=3))], margin_s=5).kind is OwnerKind.HELD
-    assert ownership_from_holders(ms(T0), [holder(1, T0 + timedelta(seconds=3))], margin_s=1).kind is OwnerKind.RESTARTED
+    assert (
+        ownership_from_holders(ms(T0), [holder(1, T0 + timedelta(seconds=3))], margin_s=5).kind
+        is OwnerKind.HELD
+    )
+    assert (
+        ownership_from_holders(ms(T0), [holder(1, T0 + timedelta(seconds=3))], margin_s=1).kind
+        is OwnerKind.RESTARTED
+    )
 
 
 def test_older_holder_makes_it_held_and_lists_only_possible_owners():
-    owner = ownership_from_holders(ms(T0), [holder(1, T0 - timedelta(hours=1)), holder(2, T0 + timedelta(hours=1))])
+    owner = ownership_from_holders(
+        ms(T0), [holder(1, T0 - timedelta(hours=1)), holder(2, T0 + timedelta(hours=1))]
+    )
     assert owner.kind is OwnerKind.HELD and owner.pids == (1,)
     assert owner.label == "held:1"
 
@@ -356,4 +410,8 @@ def test_ownership_labels():
     assert Ownership(OwnerKind.LIVE_IDLE, (1,), "http://h:1").label == "live-idle:http://h:1"
     assert Ownership(OwnerKind.UNREACHABLE, (3, 4)).label == "live-unreachable:3,4"
     assert Ownership(OwnerKind.RESTARTED, (3,)).label == "restarted"
-    assert {k for k in OwnerKind if Ownership(k).orphan} == {OwnerKind.NONE, OwnerKind.RESTARTED, OwnerKind.LIVE_IDLE}
+    assert {k for k in OwnerKind if Ownership(k).orphan} == {
+        OwnerKind.NONE,
+        OwnerKind.RESTARTED,
+        OwnerKind.LIVE_IDLE,
+    }

@@ -6,7 +6,6 @@ import json
 import sqlite3
 import time
 
-
 from tests import dbfactory as f
 from tests.unit.helpers import make_settings, repair_all, survey
 from watchdogd.journal import JournalError
@@ -63,8 +62,10 @@ def test_backup_once_per_reaper(tmp_path, db, journal):
     assert len(backups) == 1
     # the copy is the state before the first write
     copy = sqlite3.connect(backups[0])
-    assert [json.loads(r[0])["state"]["status"] for r in
-            copy.execute("SELECT data FROM part WHERE data LIKE '%\"tool\"%'")] == ["running", "running"]
+    assert [
+        json.loads(r[0])["state"]["status"]
+        for r in copy.execute("SELECT data FROM part WHERE data LIKE '%\"tool\"%'")
+    ] == ["running", "running"]
     copy.close()
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests import dbfactory as f
 from watchdogd import __version__
@@ -16,7 +17,9 @@ START = NOW - 7_200_000
 
 
 def running_part(tool: str = "question", raw: bool = True, **state_extra) -> str:
-    state = f.tool_state(tool, "running", START, raw=raw, child_session_id="ses_c" if tool == "task" else None)
+    state = f.tool_state(
+        tool, "running", START, raw=raw, child_session_id="ses_c" if tool == "task" else None
+    )
     state.update(state_extra)
     return f.compact({"type": "tool", "tool": tool, "callID": "call_1", "state": state})
 
@@ -29,19 +32,27 @@ def assistant(**extra) -> str:
 
 # -- the text --------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("tool, status, phrase", [
-    ("question", "running", "question never answered"),
-    ("bash", "running", "the tool never returned a result"),
-    ("question", "pending", "the tool call never started"),
-])
+
+@pytest.mark.parametrize(
+    "tool, status, phrase",
+    [
+        ("question", "running", "question never answered"),
+        ("bash", "running", "the tool never returned a result"),
+        ("question", "pending", "the tool call never started"),
+    ],
+)
 def test_abandoned_text(tool, status, phrase):
     text = abandoned_text(tool, status, 7200, "its opencode process is gone")
     assert text.startswith(f"Abandoned by opencode-watchdogd after 2h {status} without a result")
     assert phrase in text and "its opencode process is gone" in text
 
 
-@given(st.sampled_from(["question", "bash", "task", "github_x"]), st.sampled_from(["running", "pending"]),
-       st.floats(min_value=0, max_value=1e8), st.text(max_size=40))
+@given(
+    st.sampled_from(["question", "bash", "task", "github_x"]),
+    st.sampled_from(["running", "pending"]),
+    st.floats(min_value=0, max_value=1e8),
+    st.text(max_size=40),
+)
 def test_abandoned_text_never_reads_as_an_answer(tool, status, age, why):
     text = abandoned_text(tool, status, age, why)
     assert text.startswith("Abandoned by opencode-watchdogd")
@@ -50,6 +61,7 @@ def test_abandoned_text_never_reads_as_an_answer(tool, status, age, why):
 
 
 # -- the part ------------------------------------------------------------------------------------------------
+
 
 def test_abandoned_part_shape():
     before = running_part()
@@ -81,12 +93,22 @@ def test_abandoned_part_keeps_other_state_and_drops_metadata_output():
     after = json.loads(abandoned_part(f.compact(data), "t", NOW, 2, "r"))
     metadata = after["state"]["metadata"]
     assert "output" not in metadata
-    assert metadata["sessionId"] == "ses_c" and metadata["parentSessionId"] == data["state"]["metadata"]["parentSessionId"]
+    assert (
+        metadata["sessionId"] == "ses_c"
+        and metadata["parentSessionId"] == data["state"]["metadata"]["parentSessionId"]
+    )
     assert after["state"]["title"] == "ask the colour"
 
 
 def test_abandoned_pending_part_gets_times_and_input():
-    before = f.compact({"type": "tool", "tool": "bash", "callID": "c", "state": {"status": "pending", "input": {}, "raw": ""}})
+    before = f.compact(
+        {
+            "type": "tool",
+            "tool": "bash",
+            "callID": "c",
+            "state": {"status": "pending", "input": {}, "raw": ""},
+        }
+    )
     state = json.loads(abandoned_part(before, "t", NOW, 3, "r"))["state"]
     assert state["time"] == {"start": NOW, "end": NOW}
     assert state["input"] == {} and state["status"] == "error"
@@ -101,7 +123,9 @@ def test_end_never_precedes_start():
 def test_odd_time_and_metadata_do_not_crash():
     before = running_part(time={"start": "yesterday"}, metadata="not an object")
     state = json.loads(abandoned_part(before, "t", NOW, 5, "r"))["state"]
-    assert state["status"] == "error" and state["time"]["start"] == "yesterday" and state["time"]["end"] == NOW
+    assert (
+        state["status"] == "error" and state["time"]["start"] == "yesterday" and state["time"]["end"] == NOW
+    )
     assert state["metadata"]["interrupted"] is True and MARKER in state["metadata"]
 
 
@@ -120,6 +144,7 @@ def test_is_our_write():
 
 
 # -- the message -------------------------------------------------------------------------------------------
+
 
 def test_finished_message():
     before = assistant()
@@ -143,12 +168,15 @@ def test_completed_never_precedes_created():
     assert after["time"]["completed"] == NOW + 5000
 
 
-@pytest.mark.parametrize("data", [
-    f.compact(f.assistant_message_data(START, "msg_u", completed=True)),
-    f.compact(f.user_message_data(START)),
-    "[]",
-    f.compact({"role": "system"}),
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        f.compact(f.assistant_message_data(START, "msg_u", completed=True)),
+        f.compact(f.user_message_data(START)),
+        "[]",
+        f.compact({"role": "system"}),
+    ],
+)
 def test_nothing_to_do(data):
     assert finished_message(data, "t", NOW) is None
 

@@ -59,10 +59,12 @@ def test_undo_skips_a_row_opencode_changed_since(db, journal, store, repaired):
     ours = f.read_text(db, "message", stuck.message_id)
     result = undo_action(journal, action, store)
     assert result.restored == []  # both or neither: never a part running again beside a completed message
-    assert result.not_restored == [f"part {stuck.part_id}: the part row changed since the daemon wrote it (or was "
-                                   "deleted, or moved to another session): nothing restored, neither row",
-                                   f"message {stuck.message_id}: the part row changed since the daemon wrote it (or "
-                                   "was deleted, or moved to another session): nothing restored, neither row"]
+    assert result.not_restored == [
+        f"part {stuck.part_id}: the part row changed since the daemon wrote it (or was "
+        "deleted, or moved to another session): nothing restored, neither row",
+        f"message {stuck.message_id}: the part row changed since the daemon wrote it (or "
+        "was deleted, or moved to another session): nothing restored, neither row",
+    ]
     assert f.read_data(db, "part", stuck.part_id) == newer  # left exactly as opencode wrote it
     assert f.read_text(db, "message", stuck.message_id) == ours != message
 
@@ -101,7 +103,10 @@ def test_undo_when_the_db_cannot_be_written_reports_it(db, journal, repaired, tm
     finally:
         bad_store.close()
     assert result.restored == []
-    assert [m.split(": ", 1)[0] for m in result.not_restored] == [f"part {stuck.part_id}", f"message {stuck.message_id}"]
+    assert [m.split(": ", 1)[0] for m in result.not_restored] == [
+        f"part {stuck.part_id}",
+        f"message {stuck.message_id}",
+    ]
     assert all("not an SQLite database" in m for m in result.not_restored)
     assert journal.action(action.id).outcome == "done"
     assert f.snapshot(db) == before
@@ -109,10 +114,18 @@ def test_undo_when_the_db_cannot_be_written_reports_it(db, journal, repaired, tm
 
 # -- reconcile ----------------------------------------------------------------------------------------
 
+
 def planned(journal: Journal, db: Path, stuck: f.Stuck, after: str | None) -> int:
-    action_id = journal.record(db=str(db), session_id=stuck.session_id, message_id=stuck.message_id,
-                             part_id=stuck.part_id, tool="question", route="db-repair", reason="orphan",
-                             part_before=f.read_text(db, "part", stuck.part_id))
+    action_id = journal.record(
+        db=str(db),
+        session_id=stuck.session_id,
+        message_id=stuck.message_id,
+        part_id=stuck.part_id,
+        tool="question",
+        route="db-repair",
+        reason="orphan",
+        part_before=f.read_text(db, "part", stuck.part_id),
+    )
     if after is not None:
         journal.update_rows(action_id, part_after=after)
     return action_id
@@ -146,7 +159,9 @@ def test_reconcile_crash_before_after_image(db, journal, store):
 def test_reconcile_row_changed_since(db, journal, store):
     stuck = f.stuck_question(db)
     action_id = planned(journal, db, stuck, '{"ours":true}')
-    overwrite(db, "part", stuck.part_id, f.read_text(db, "part", stuck.part_id).replace('"running"', '"completed"'))
+    overwrite(
+        db, "part", stuck.part_id, f.read_text(db, "part", stuck.part_id).replace('"running"', '"completed"')
+    )
     assert reconcile(journal, {db: store})[0][1] == "skipped"
     assert journal.action(action_id).outcome == "skipped"
     assert journal.planned() == []

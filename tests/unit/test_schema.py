@@ -33,7 +33,9 @@ def test_fallback_layout_is_writable_without_event_log(tmp_path):
 
 def test_event_log_needs_both_tables(tmp_path):
     conn = conn_for(tmp_path, sql=dbfactory.FALLBACK_DDL)
-    conn.execute("CREATE TABLE event (id text PRIMARY KEY, aggregate_id text, seq integer, type text, data text)")
+    conn.execute(
+        "CREATE TABLE event (id text PRIMARY KEY, aggregate_id text, seq integer, type text, data text)"
+    )
     assert not check_schema(conn).has_event_log
     conn.execute("CREATE TABLE event_sequence (aggregate_id text PRIMARY KEY, seq integer NOT NULL)")
     assert check_schema(conn).has_event_log
@@ -73,8 +75,16 @@ def test_minimal_v1_columns_are_enough(tmp_path):
     assert check_schema(minimal_db(tmp_path)).writable
 
 
-@pytest.mark.parametrize("table, column", [("part", "data"), ("message", "time_created"), ("session", "directory"),
-                                           ("part", "message_id"), ("session", "parent_id")])
+@pytest.mark.parametrize(
+    "table, column",
+    [
+        ("part", "data"),
+        ("message", "time_created"),
+        ("session", "directory"),
+        ("part", "message_id"),
+        ("session", "parent_id"),
+    ],
+)
 def test_missing_column(tmp_path, table, column):
     verdict = check_schema(minimal_db(tmp_path, (table, column)))
     assert not verdict.writable
@@ -99,6 +109,8 @@ def test_v2_layout_is_read_only(tmp_path, marker):
 
 def test_v2_only_layout(tmp_path):
     conn = sqlite3.connect(tmp_path / "v2.db")
-    conn.executescript("CREATE TABLE session_v2 (id text PRIMARY KEY); CREATE TABLE part_v2 (id text PRIMARY KEY);")
+    conn.executescript(
+        "CREATE TABLE session_v2 (id text PRIMARY KEY); CREATE TABLE part_v2 (id text PRIMARY KEY);"
+    )
     verdict = check_schema(conn)
     assert not verdict.writable and "part_v2, session_v2" in verdict.reason

@@ -12,11 +12,22 @@ _ROOT = str(Path(__file__).resolve().parents[2])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+import contextlib
+
 from tests.support.fake_api import FakeAPI  # noqa: E402
-from watchdogd.opencode.discovery_net import (connect_host, loopback_listeners,  # noqa: E402
-                                              parse_listeners, _decode_address)
-from watchdogd.opencode.server import (Credentials, ServerClient, ServerError, describe_error,  # noqa: E402
-                                       insecure_reason)
+from watchdogd.opencode.discovery_net import (
+    _decode_address,
+    connect_host,
+    loopback_listeners,  # noqa: E402
+    parse_listeners,
+)
+from watchdogd.opencode.server import (
+    Credentials,
+    ServerClient,
+    ServerError,
+    describe_error,  # noqa: E402
+    insecure_reason,
+)
 
 VERSIONS = ("1.15.3", "1.18.33")
 DIR = "/home/user/proj"
@@ -49,6 +60,7 @@ def test_busy_is_refused_with_400_on_115_and_409_on_118(api):
     assert [r for r in api.calls("POST", "unrevert")][0][1] == "/session/ses_a/unrevert"
     # the refusal itself, as the version sends it
     import httpx
+
     raw = httpx.post(f"{api.url}/session/ses_a/unrevert", params={"directory": DIR})
     assert raw.status_code == status
 
@@ -135,7 +147,9 @@ def test_redirects_are_not_followed(api):
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(307, headers={"Location": "http://evil.invalid/"})
 
-    client = ServerClient("http://127.0.0.1:1", Credentials("opencode", "x"), transport=httpx.MockTransport(handler))
+    client = ServerClient(
+        "http://127.0.0.1:1", Credentials("opencode", "x"), transport=httpx.MockTransport(handler)
+    )
     with pytest.raises(ServerError) as err:
         client.health()
     assert err.value.kind == "http"
@@ -153,15 +167,18 @@ def test_patch_part_sends_the_ids_with_the_part(api):
     assert path == "/session/ses_a/message/msg_a/part/prt_a" and query == {"directory": DIR}
 
 
-@pytest.mark.parametrize("url,allowed,refused", [
-    ("http://127.0.0.1:4096", False, False),
-    ("http://localhost:4096", False, False),
-    ("http://[::1]:4096", False, False),
-    ("https://box.example:4096", False, False),
-    ("http://box.example:4096", False, True),
-    ("http://box.example:4096", True, False),
-    ("http://10.0.0.5:4096", False, True),
-])
+@pytest.mark.parametrize(
+    "url,allowed,refused",
+    [
+        ("http://127.0.0.1:4096", False, False),
+        ("http://localhost:4096", False, False),
+        ("http://[::1]:4096", False, False),
+        ("https://box.example:4096", False, False),
+        ("http://box.example:4096", False, True),
+        ("http://box.example:4096", True, False),
+        ("http://10.0.0.5:4096", False, True),
+    ],
+)
 def test_plain_http_to_a_remote_host_needs_the_opt_in(url, allowed, refused):
     assert (insecure_reason(url, allowed) is not None) is refused
 
@@ -177,7 +194,7 @@ TCP = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retr
 TCP6 = """  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 00000000000000000000000001000000:1004 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 115 1 0 100 0 0 10 0
    1: 0000000000000000FFFF00000100007F:1005 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 116 1 0 100 0 0 10 0
-"""
+"""  # noqa: E501 (verbatim /proc/net/tcp6)
 
 
 def test_parse_listeners_keeps_loopback_and_wildcard_listens_only():
@@ -192,9 +209,14 @@ def test_loopback_listeners_from_a_fake_proc(tmp_path):
     (tmp_path / "net" / "tcp6").write_text(TCP6)
     fd = tmp_path / "42" / "fd"
     fd.mkdir(parents=True)
-    for n, target in enumerate(["socket:[111]", "socket:[113]", "socket:[116]", "/tmp/opencode.db", "pipe:[7]"]):
+    for n, target in enumerate(
+        ["socket:[111]", "socket:[113]", "socket:[116]", "/tmp/opencode.db", "pipe:[7]"]
+    ):
         (fd / str(n)).symlink_to(target)
-    assert loopback_listeners([42, 43], tmp_path) == {42: [("127.0.0.1", 4096, 0), ("127.0.0.1", 4101, 0)], 43: []}
+    assert loopback_listeners([42, 43], tmp_path) == {
+        42: [("127.0.0.1", 4096, 0), ("127.0.0.1", 4101, 0)],
+        43: [],
+    }
 
 
 def test_loopback_listeners_finds_a_real_socket_of_this_process():
@@ -203,6 +225,7 @@ def test_loopback_listeners_finds_a_real_socket_of_this_process():
         sock.listen()
         port = sock.getsockname()[1]
         import os
+
         assert ("127.0.0.1", port, os.getuid()) in loopback_listeners([os.getpid()])[os.getpid()]
 
 
@@ -220,10 +243,8 @@ def test_an_answer_larger_than_the_cap_is_refused_not_buffered(monkeypatch):
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.end_headers()
-            try:
+            with contextlib.suppress(OSError):
                 self.wfile.write(b"[" + b'"x",' * 200_000 + b'"x"]')
-            except OSError:
-                pass
 
         def log_message(self, *args):
             pass

@@ -24,12 +24,15 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 def exec_start(text: str) -> str:
     [line] = [ln for ln in text.splitlines() if ln.startswith("ExecStart=")]
-    return line[len("ExecStart="):]
+    return line[len("ExecStart=") :]
 
 
 def directives(text: str) -> set[str]:
-    return {ln.split("=", 1)[0].strip() for ln in text.splitlines()
-            if "=" in ln and not ln.lstrip().startswith(("#", ";"))}
+    return {
+        ln.split("=", 1)[0].strip()
+        for ln in text.splitlines()
+        if "=" in ln and not ln.lstrip().startswith(("#", ";"))
+    }
 
 
 @pytest.fixture
@@ -44,10 +47,12 @@ def fake_systemctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     bindir.mkdir()
     log = tmp_path / "systemctl.log"
     script = bindir / "systemctl"
-    script.write_text('#!/bin/sh\necho "$*" >> "$FAKE_SYSTEMCTL_LOG"\n'
-                      'case "$*" in *"$FAKE_SYSTEMCTL_FAIL"*)\n'
-                      '  [ -n "$FAKE_SYSTEMCTL_FAIL" ] && { echo "Failed to connect to bus: No medium found" >&2;'
-                      ' echo "second line" >&2; exit 1; } ;;\nesac\nexit 0\n')
+    script.write_text(
+        '#!/bin/sh\necho "$*" >> "$FAKE_SYSTEMCTL_LOG"\n'
+        'case "$*" in *"$FAKE_SYSTEMCTL_FAIL"*)\n'
+        '  [ -n "$FAKE_SYSTEMCTL_FAIL" ] && { echo "Failed to connect to bus: No medium found" >&2;'
+        ' echo "second line" >&2; exit 1; } ;;\nesac\nexit 0\n'
+    )
     script.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
     monkeypatch.setenv("FAKE_SYSTEMCTL_LOG", str(log))
@@ -55,10 +60,12 @@ def fake_systemctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
     def calls() -> list[str]:
         return log.read_text().splitlines() if log.exists() else []
+
     return calls
 
 
 # --- install -----------------------------------------------------------------------------------
+
 
 def test_install_writes_the_template_with_an_absolute_executable(capsys, unit_dir):
     code, out, err = run(capsys, "service", "install", "--unit-dir", str(unit_dir))
@@ -72,8 +79,9 @@ def test_install_writes_the_template_with_an_absolute_executable(capsys, unit_di
     assert argv[-1] == "run"
     # Everything but ExecStart= is the shipped template, verbatim.
     template = service.template(UNIT)
-    assert [ln for ln in text.splitlines() if not ln.startswith("ExecStart=")] == \
-           [ln for ln in template.splitlines() if not ln.startswith("ExecStart=")]
+    assert [ln for ln in text.splitlines() if not ln.startswith("ExecStart=")] == [
+        ln for ln in template.splitlines() if not ln.startswith("ExecStart=")
+    ]
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     assert sorted(p.name for p in unit_dir.iterdir()) == [UNIT]  # no temp file left behind
 
@@ -131,6 +139,7 @@ def test_failed_write_leaves_the_old_unit_and_no_temp_file(capsys, unit_dir, mon
 
     def boom(src, dst):
         raise OSError(28, "No space left on device")
+
     monkeypatch.setattr(service.os, "replace", boom)
     code, out, err = run(capsys, "service", "install", "--unit-dir", str(unit_dir), "--force")
     assert code == 2
@@ -143,8 +152,19 @@ def test_config_state_dir_and_db_are_passed_on_absolute(capsys, unit_dir, tmp_pa
     config = tmp_path / "my config.toml"
     config.write_text("")
     monkeypatch.chdir(tmp_path)
-    code, out, err = run(capsys, "service", "install", "--unit-dir", str(unit_dir), "--config", "my config.toml",
-                         "--state-dir", "st", "--db", "a.db")
+    code, out, err = run(
+        capsys,
+        "service",
+        "install",
+        "--unit-dir",
+        str(unit_dir),
+        "--config",
+        "my config.toml",
+        "--state-dir",
+        "st",
+        "--db",
+        "a.db",
+    )
     assert code == 0, err
     line = exec_start((unit_dir / UNIT).read_text())
     assert f'--config "{config}"' in line
@@ -156,7 +176,11 @@ def test_config_state_dir_and_db_are_passed_on_absolute(capsys, unit_dir, tmp_pa
 def test_now_runs_daemon_reload_then_enable_now(capsys, unit_dir, fake_systemctl):
     code, out, err = run(capsys, "service", "install", "--unit-dir", str(unit_dir), "--now")
     assert code == 0, err
-    assert fake_systemctl() == ["--user show-environment", "--user daemon-reload", f"--user enable --now {UNIT}"]
+    assert fake_systemctl() == [
+        "--user show-environment",
+        "--user daemon-reload",
+        f"--user enable --now {UNIT}",
+    ]
     assert "enabled and started" in out
 
 
@@ -165,17 +189,24 @@ def test_now_after_force_restarts(capsys, unit_dir, fake_systemctl):
     (unit_dir / UNIT).write_text("old\n")
     code, out, err = run(capsys, "service", "install", "--unit-dir", str(unit_dir), "--now", "--force")
     assert code == 0, err
-    assert fake_systemctl() == ["--user show-environment", "--user daemon-reload", f"--user enable --now {UNIT}",
-                                f"--user restart {UNIT}"]
+    assert fake_systemctl() == [
+        "--user show-environment",
+        "--user daemon-reload",
+        f"--user enable --now {UNIT}",
+        f"--user restart {UNIT}",
+    ]
 
 
-def test_systemctl_failure_is_one_line_and_leaves_nothing_half_done(capsys, unit_dir, fake_systemctl, monkeypatch):
+def test_systemctl_failure_is_one_line_and_leaves_nothing_half_done(
+    capsys, unit_dir, fake_systemctl, monkeypatch
+):
     monkeypatch.setenv("FAKE_SYSTEMCTL_FAIL", "enable")
     code, out, err = run(capsys, "service", "install", "--unit-dir", str(unit_dir), "--now")
     assert code == 2
     assert err.strip().splitlines() == [
         "opencode-watchdogd: error: systemctl --user enable --now opencode-watchdogd.service failed "
-        f"(exit status 1): Failed to connect to bus: No medium found; {unit_dir / UNIT} removed again"]
+        f"(exit status 1): Failed to connect to bus: No medium found; {unit_dir / UNIT} removed again"
+    ]
     assert not (unit_dir / UNIT).exists()
     assert fake_systemctl()[-1] == "--user daemon-reload"  # the manager forgets the removed unit too
 
@@ -190,8 +221,9 @@ def test_a_failed_restart_puts_the_previous_unit_back(capsys, unit_dir, fake_sys
 
 
 @pytest.mark.parametrize("action", ["install", "uninstall"])
-def test_no_user_manager_is_one_line_saying_what_to_do_and_changes_nothing(capsys, unit_dir, fake_systemctl,
-                                                                           monkeypatch, action):
+def test_no_user_manager_is_one_line_saying_what_to_do_and_changes_nothing(
+    capsys, unit_dir, fake_systemctl, monkeypatch, action
+):
     monkeypatch.setenv("FAKE_SYSTEMCTL_FAIL", "show-environment")
     if action == "uninstall":
         assert run(capsys, "service", "install", "--unit-dir", str(unit_dir))[0] == 0
@@ -200,8 +232,10 @@ def test_no_user_manager_is_one_line_saying_what_to_do_and_changes_nothing(capsy
     assert code == 2 and out == ""
     [line] = err.strip().splitlines()
     verb, done = ("start", "written") if action == "install" else ("stop", "removed")
-    assert line.startswith(f"opencode-watchdogd: error: no systemd user service manager to {verb} it with "
-                           f"(Failed to connect to bus: No medium found); nothing {done}. ")
+    assert line.startswith(
+        f"opencode-watchdogd: error: no systemd user service manager to {verb} it with "
+        f"(Failed to connect to bus: No medium found); nothing {done}. "
+    )
     assert ("`opencode-watchdogd run`" in line) if action == "install" else ("without --now" in line)
     assert (sorted(p.name for p in unit_dir.iterdir()) if unit_dir.exists() else []) == before
     assert fake_systemctl()[-1] == "--user show-environment"  # nothing after the probe
@@ -219,12 +253,16 @@ def test_missing_systemctl_is_one_line(capsys, unit_dir, monkeypatch, tmp_path):
 
 # --- ExecStart rendering -----------------------------------------------------------------------
 
-@pytest.mark.parametrize(("word", "expected"), [
-    ("/usr/bin/opencode-watchdogd", "/usr/bin/opencode-watchdogd"),
-    ("/home/a b/bin/x", '"/home/a b/bin/x"'),
-    ("/opt/100%/x", "/opt/100%%/x"),
-    ('/q"u\\o/x', '"/q\\"u\\\\o/x"'),
-])
+
+@pytest.mark.parametrize(
+    ("word", "expected"),
+    [
+        ("/usr/bin/opencode-watchdogd", "/usr/bin/opencode-watchdogd"),
+        ("/home/a b/bin/x", '"/home/a b/bin/x"'),
+        ("/opt/100%/x", "/opt/100%%/x"),
+        ('/q"u\\o/x', '"/q\\"u\\\\o/x"'),
+    ],
+)
 def test_exec_word_quotes_for_systemd(word, expected):
     assert service.exec_word(word) == expected
 
@@ -255,6 +293,7 @@ def test_running_console_script_wins(monkeypatch, tmp_path):
 
 
 # --- show / uninstall --------------------------------------------------------------------------
+
 
 def test_show_prints_what_install_writes(capsys, unit_dir):
     code, shown, _ = run(capsys, "service", "show")
@@ -302,10 +341,15 @@ def test_uninstall_now_disables_first(capsys, unit_dir, fake_systemctl):
     run(capsys, "service", "install", "--unit-dir", str(unit_dir))
     code, out, err = run(capsys, "service", "uninstall", "--unit-dir", str(unit_dir), "--now")
     assert code == 0, err
-    assert fake_systemctl() == ["--user show-environment", f"--user disable --now {UNIT}", "--user daemon-reload"]
+    assert fake_systemctl() == [
+        "--user show-environment",
+        f"--user disable --now {UNIT}",
+        "--user daemon-reload",
+    ]
 
 
 # --- the shipped files -------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", [service.USER_UNIT, service.SYSTEM_TEMPLATE])
 def test_repository_copy_matches_the_packaged_unit(name):
@@ -317,12 +361,36 @@ def test_repository_copy_matches_the_packaged_unit(name):
 # implied by systemd >= 254), which hides /proc/PID/fd of the user's own opencode processes.
 # CapabilityBoundingSet= fails with 218/CAPABILITIES in a user unit on systemd 252.
 NOT_IN_USER_UNIT = {
-    "PrivateUsers", "ProtectSystem", "ProtectHome", "ReadWritePaths", "ReadOnlyPaths", "InaccessiblePaths",
-    "ExecPaths", "NoExecPaths", "TemporaryFileSystem", "BindPaths", "BindReadOnlyPaths", "PrivateTmp",
-    "PrivateDevices", "PrivateNetwork", "PrivateIPC", "PrivateMounts", "ProtectKernelTunables",
-    "ProtectKernelModules", "ProtectKernelLogs", "ProtectControlGroups", "ProtectClock", "ProtectHostname",
-    "ProtectProc", "ProcSubset", "MountAPIVFS", "RootDirectory", "DynamicUser", "CapabilityBoundingSet",
-    "User", "Group",
+    "PrivateUsers",
+    "ProtectSystem",
+    "ProtectHome",
+    "ReadWritePaths",
+    "ReadOnlyPaths",
+    "InaccessiblePaths",
+    "ExecPaths",
+    "NoExecPaths",
+    "TemporaryFileSystem",
+    "BindPaths",
+    "BindReadOnlyPaths",
+    "PrivateTmp",
+    "PrivateDevices",
+    "PrivateNetwork",
+    "PrivateIPC",
+    "PrivateMounts",
+    "ProtectKernelTunables",
+    "ProtectKernelModules",
+    "ProtectKernelLogs",
+    "ProtectControlGroups",
+    "ProtectClock",
+    "ProtectHostname",
+    "ProtectProc",
+    "ProcSubset",
+    "MountAPIVFS",
+    "RootDirectory",
+    "DynamicUser",
+    "CapabilityBoundingSet",
+    "User",
+    "Group",
 }
 
 
@@ -334,19 +402,27 @@ def test_units_keep_what_the_daemon_needs():
     for name in (service.USER_UNIT, service.SYSTEM_TEMPLATE):
         text = service.template(name)
         assert "PrivateUsers" not in directives(text)  # would hide /proc/PID/fd of opencode
-        assert "ProcSubset" not in directives(text)    # would hide /proc/net/tcp and /proc/stat
+        assert "ProcSubset" not in directives(text)  # would hide /proc/net/tcp and /proc/stat
         assert "PrivateNetwork" not in directives(text)  # opencode's API is on the host's loopback
-        for line in ("Type=notify", "NotifyAccess=main", "ExecReload=/bin/kill -HUP $MAINPID",
-                     "Restart=on-failure", "UMask=0077", "NoNewPrivileges=yes"):
+        for line in (
+            "Type=notify",
+            "NotifyAccess=main",
+            "ExecReload=/bin/kill -HUP $MAINPID",
+            "Restart=on-failure",
+            "UMask=0077",
+            "NoNewPrivileges=yes",
+        ):
             assert line in text.splitlines(), (name, line)
 
 
 def _ns():
     import argparse
+
     return argparse.Namespace(config=None, db=None, state_dir=None)
 
 
 # --- show --system: can the template's user run what it embeds? ------------------------------
+
 
 def fake_install(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
@@ -364,13 +440,16 @@ def test_show_system_warns_when_other_users_cannot_run_the_path(capsys, monkeypa
     code, out, err = run(capsys, "service", "show", "--system")
     assert code == 0 and f"ExecStart={script} run" in out
     [line] = err.strip().splitlines()
-    assert line.startswith(f"opencode-watchdogd: warning: the template runs as User=%i, who cannot run {script}: ")
+    assert line.startswith(
+        f"opencode-watchdogd: warning: the template runs as User=%i, who cannot run {script}: "
+    )
     assert "no x for others" in line and "pipx install --global" in line
 
 
 def test_show_system_is_quiet_when_everyone_can_run_it(capsys, monkeypatch):
     import shutil
     import tempfile
+
     shared = Path(tempfile.mkdtemp(prefix="cli-shared-", dir="/tmp"))
     try:
         shared.chmod(0o755)

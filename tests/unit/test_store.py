@@ -45,7 +45,11 @@ def test_candidate_fields(db, store):
     [cand], _ = store.scan()
     row = f.read_row(db, "part", stuck.part_id)
     assert cand.db == db
-    assert (cand.part_id, cand.message_id, cand.session_id) == (stuck.part_id, stuck.message_id, stuck.session_id)
+    assert (cand.part_id, cand.message_id, cand.session_id) == (
+        stuck.part_id,
+        stuck.message_id,
+        stuck.session_id,
+    )
     assert (cand.tool, cand.status, cand.call_id) == ("question", "running", stuck.call_id)
     assert cand.started_ms == stuck.start_ms and cand.created_ms == row["time_created"]
     assert cand.data == row["data"]  # exactly as stored: the compare-and-set key
@@ -117,16 +121,25 @@ def test_bad_json_is_reported_not_raised(db, store):
     stuck = f.stuck_question(db, age_s=60)
     sid, mid = stuck.session_id, stuck.message_id
     broken = f.add_tool_part(db, sid, mid, data='{"type":"tool","tool":"bash","state":{"status":"running"')
-    stateless = f.add_tool_part(db, sid, mid, data='{"type":"tool","tool":"bash","state":"x","s":{"status":"running"}}')
+    stateless = f.add_tool_part(
+        db, sid, mid, data='{"type":"tool","tool":"bash","state":"x","s":{"status":"running"}}'
+    )
     found, bad = store.scan()
     assert [c.part_id for c in found] == [stuck.part_id]
-    assert set(bad) == {BadRow(broken, "part data is not valid JSON"), BadRow(stateless, "tool part without a state object")}
+    assert set(bad) == {
+        BadRow(broken, "part data is not valid JSON"),
+        BadRow(stateless, "tool part without a state object"),
+    }
 
 
 def test_odd_fields_do_not_break_parsing(db, store):
     stuck = f.stuck_question(db, age_s=60)
-    odd = {"type": "tool", "tool": 5, "callID": 7, "state": {"status": "running", "time": {"start": "yesterday"},
-                                                           "metadata": {"sessionId": 3}}}
+    odd = {
+        "type": "tool",
+        "tool": 5,
+        "callID": 7,
+        "state": {"status": "running", "time": {"start": "yesterday"}, "metadata": {"sessionId": 3}},
+    }
     pid = f.add_tool_part(db, stuck.session_id, stuck.message_id, data=odd)
     found, bad = store.scan()
     [cand] = [c for c in found if c.part_id == pid]
@@ -232,13 +245,20 @@ def test_busy_timeout_is_at_least_five_seconds(db):
 
 # -- compare-and-set ------------------------------------------------------------------------------------
 
+
 def _changes(db, stuck):
     part = f.read_text(db, "part", stuck.part_id)
     message = f.read_text(db, "message", stuck.message_id)
     part_after = part.replace('"status":"running"', '"status":"error"')
     message_after = message.replace('"time":{', '"time":{"completed":1,')
-    return part, message, [RowChange("part", stuck.part_id, part, part_after),
-                           RowChange("message", stuck.message_id, message, message_after)]
+    return (
+        part,
+        message,
+        [
+            RowChange("part", stuck.part_id, part, part_after),
+            RowChange("message", stuck.message_id, message, message_after),
+        ],
+    )
 
 
 def test_compare_and_set_writes_both_rows(db, store):
@@ -299,7 +319,11 @@ def test_non_sqlite_file(tmp_path):
     path.write_bytes(b"this is not a database, just some text long enough to have a header" * 20)
     store = OpencodeStore(path)
     try:
-        for call in (store.schema, store.scan, lambda: store.compare_and_set([RowChange("part", "p", "a", "b")])):
+        for call in (
+            store.schema,
+            store.scan,
+            lambda: store.compare_and_set([RowChange("part", "p", "a", "b")]),
+        ):
             with pytest.raises(StoreError, match="not an SQLite database"):
                 call()
     finally:

@@ -11,7 +11,7 @@ from tests import dbfactory as f
 from tests import passes
 from tests.unit.helpers import make_settings, survey
 from watchdogd.journal import Journal
-from watchdogd.models import Decision, Holder, Ownership, OwnerKind
+from watchdogd.models import Decision, Holder, OwnerKind, Ownership
 
 
 def look(db, journal, settings, now, holders=None, live=None):
@@ -50,7 +50,9 @@ def test_the_grace_counts_from_the_last_owner_sighting_of_any_command(tmp_path, 
     settings = make_settings(tmp_path, orphan_grace="30s")
     t0 = datetime.now(UTC)
     [held] = look(db, journal, settings, t0, [old_holder()]).assessments
-    assert held.ownership.kind is OwnerKind.HELD and held.sighting.owner_seen.timestamp() == pytest.approx(t0.timestamp())
+    assert held.ownership.kind is OwnerKind.HELD and held.sighting.owner_seen.timestamp() == pytest.approx(
+        t0.timestamp()
+    )
     assert held.verdict.decision is Decision.KEEP and "policy.tools.question = 2h" in held.verdict.reason
     # Another command (a new journal connection on the same state dir) sees the owner gone 10 s later.
     other = Journal(settings.state_dir)
@@ -111,8 +113,13 @@ def by_tool(report):
 
 def test_task_with_a_waiting_child_is_never_reaped(tmp_path, db, journal):
     parent, child = _task_with_child(db, child_age_s=600)  # the child's question is 10 min old
-    report = look(db, journal, make_settings(tmp_path, orphan_grace="30s", tools={"task": "1h"}), datetime.now(UTC),
-                  [old_holder()])
+    report = look(
+        db,
+        journal,
+        make_settings(tmp_path, orphan_grace="30s", tools={"task": "1h"}),
+        datetime.now(UTC),
+        [old_holder()],
+    )
     items = by_tool(report)
     assert items["task"].candidate.child_session_id == child
     assert items["question"].verdict.decision is Decision.KEEP
@@ -122,16 +129,25 @@ def test_task_with_a_waiting_child_is_never_reaped(tmp_path, db, journal):
 
 def test_task_with_a_stuck_child_frees_the_child_first(tmp_path, db, journal):
     _task_with_child(db, child_age_s=3 * 3600)
-    report = look(db, journal, make_settings(tmp_path, tools={"task": "1h", "question": "2h"}), datetime.now(UTC),
-                  [old_holder()])
+    report = look(
+        db,
+        journal,
+        make_settings(tmp_path, tools={"task": "1h", "question": "2h"}),
+        datetime.now(UTC),
+        [old_holder()],
+    )
     items = by_tool(report)
     assert items["question"].verdict.expired
-    assert items["task"].verdict.decision is Decision.KEEP and "free the child" in items["task"].verdict.reason
+    assert (
+        items["task"].verdict.decision is Decision.KEEP and "free the child" in items["task"].verdict.reason
+    )
 
 
 def test_task_without_child_activity_uses_its_threshold(tmp_path, db, journal):
     _task_with_child(db, child_age_s=None)
-    report = look(db, journal, make_settings(tmp_path, tools={"task": "1h"}), datetime.now(UTC), [old_holder()])
+    report = look(
+        db, journal, make_settings(tmp_path, tools={"task": "1h"}), datetime.now(UTC), [old_holder()]
+    )
     assert by_tool(report)["task"].verdict.expired
 
 
@@ -155,13 +171,21 @@ def test_live_evidence_refines_ownership(tmp_path, db, journal):
     live = FakeLive(OwnerKind.LIVE_IDLE, None)
     [item] = look(db, journal, make_settings(tmp_path), datetime.now(UTC), [old_holder()], live).assessments
     assert live.seen == [(stuck.part_id, OwnerKind.HELD)]
-    assert item.ownership.kind is OwnerKind.LIVE_IDLE and item.verdict.expired  # idle on its server: an orphan
+    assert (
+        item.ownership.kind is OwnerKind.LIVE_IDLE and item.verdict.expired
+    )  # idle on its server: an orphan
 
 
 def test_live_busy_child_keeps_the_parent(tmp_path, db, journal):
     _task_with_child(db, child_age_s=None)
-    report = look(db, journal, make_settings(tmp_path, tools={"task": "1h"}), datetime.now(UTC), [old_holder()],
-                  FakeLive(OwnerKind.LIVE, True))
+    report = look(
+        db,
+        journal,
+        make_settings(tmp_path, tools={"task": "1h"}),
+        datetime.now(UTC),
+        [old_holder()],
+        FakeLive(OwnerKind.LIVE, True),
+    )
     assert by_tool(report)["task"].verdict.decision is Decision.NEVER
 
 
@@ -179,7 +203,9 @@ def test_broken_db(tmp_path, journal):
 
 def test_bad_rows_are_carried(tmp_path, db, journal):
     stuck = f.stuck_question(db, age_s=60)
-    bad = f.add_tool_part(db, stuck.session_id, stuck.message_id, data='{"type":"tool","state":{"status":"running"')
+    bad = f.add_tool_part(
+        db, stuck.session_id, stuck.message_id, data='{"type":"tool","state":{"status":"running"'
+    )
     report, store = survey(db, journal, make_settings(tmp_path))
     store.close()
     assert [b.part_id for b in report.bad_rows] == [bad] and len(report.assessments) == 1 and report.ok

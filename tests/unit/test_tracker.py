@@ -7,8 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.dbfactory import (ID_WRAP_MS, add_message, add_session, add_text_part, add_tool_part, compact, make_db,
-                             make_id, now_ms, tool_state)
+from tests.dbfactory import (
+    ID_WRAP_MS,
+    add_message,
+    add_session,
+    add_text_part,
+    add_tool_part,
+    compact,
+    make_db,
+    make_id,
+    now_ms,
+    tool_state,
+)
 from watchdogd.opencode.store import OpencodeStore
 from watchdogd.opencode.tracker import FULL, INCREMENTAL, UNCHANGED, CandidateTracker, checkpoint_targets
 
@@ -40,12 +50,17 @@ class Env:
         return add_tool_part(self.path, self.session, self.message, tool, "running", **kw)
 
     def set_status(self, pid: str, status: str) -> None:
-        data = {"type": "tool", "tool": "question", "callID": "call_x",
-                "state": tool_state("question", status, now_ms(), raw=False)}
+        data = {
+            "type": "tool",
+            "tool": "question",
+            "callID": "call_x",
+            "state": tool_state("question", status, now_ms(), raw=False),
+        }
         self.writer.execute(
             "INSERT INTO part (id, message_id, session_id, time_created, time_updated, data) VALUES (?,?,?,?,?,?) "
             "ON CONFLICT(id) DO UPDATE SET data = excluded.data, time_updated = excluded.time_updated",
-            (pid, self.message, self.session, now_ms(), now_ms(), compact(data)))
+            (pid, self.message, self.session, now_ms(), now_ms(), compact(data)),
+        )
 
     def oracle(self):
         other = OpencodeStore(self.path)
@@ -58,7 +73,10 @@ class Env:
         self.statements.clear()
         cands, bad, mode = self.tracker.refresh(**kw)
         assert not self.store.reader.in_transaction
-        assert (cands, sorted(bad, key=lambda b: b.part_id)) == (self.oracle()[0], sorted(self.oracle()[1], key=lambda b: b.part_id))
+        assert (cands, sorted(bad, key=lambda b: b.part_id)) == (
+            self.oracle()[0],
+            sorted(self.oracle()[1], key=lambda b: b.part_id),
+        )
         return cands, bad, mode
 
     def close(self) -> None:
@@ -173,8 +191,10 @@ def test_renumbered_table_forces_a_full_rescan(env: Env):
     env.writer.execute("DELETE FROM part WHERE rowid <= 5")
     pid = env.running()
     # What a dump/restore or an old VACUUM does: every row gets a new, dense rowid.
-    env.writer.executescript("BEGIN; CREATE TEMP TABLE t AS SELECT * FROM part ORDER BY rowid; DELETE FROM part;"
-                             " INSERT INTO part SELECT * FROM t ORDER BY rowid; DROP TABLE t; COMMIT;")
+    env.writer.executescript(
+        "BEGIN; CREATE TEMP TABLE t AS SELECT * FROM part ORDER BY rowid; DELETE FROM part;"
+        " INSERT INTO part SELECT * FROM t ORDER BY rowid; DROP TABLE t; COMMIT;"
+    )
     cands, _, mode = env.refresh()
     assert mode == FULL and env.tracker.last.reason == "rowids-moved" and ids(cands) == [pid]
 
@@ -208,8 +228,12 @@ def test_order_is_time_created_even_when_ids_wrap(env: Env):
 
 def test_bad_rows_are_tracked_like_candidates(env: Env):
     add_text_part(env.path, env.session, env.message)
-    bad = add_tool_part(env.path, env.session, env.message,
-                        data='{"type":"tool","tool":"bash","state":null,"x":{"status":"running"}}')
+    bad = add_tool_part(
+        env.path,
+        env.session,
+        env.message,
+        data='{"type":"tool","tool":"bash","state":null,"x":{"status":"running"}}',
+    )
     _, found, _ = env.refresh()
     assert [b.part_id for b in found] == [bad]
     env.writer.execute("DELETE FROM part WHERE id = ?", (bad,))
@@ -279,6 +303,7 @@ def test_replaced_file_after_reset(env: Env, tmp_path: Path):
 
 def test_an_error_keeps_the_last_good_state(env: Env, monkeypatch: pytest.MonkeyPatch):
     from watchdogd.opencode.store import StoreError
+
     pid = env.running()
     env.refresh()
     env.running()

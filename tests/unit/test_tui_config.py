@@ -8,7 +8,10 @@ from pathlib import Path
 from watchdogd.cli import main
 from watchdogd.opencode.tui_config import reachability_hint
 
-FUNCTION = 'opencode() { case "${1:-}" in ""|-*) command opencode --port 0 "$@" ;; *) command opencode "$@" ;; esac; }\n'
+FUNCTION = (
+    'opencode() { case "${1:-}" in ""|-*) command opencode --port 0 "$@" ;; '
+    '*) command opencode "$@" ;; esac; }\n'
+)
 
 
 def dirs(tmp_path: Path) -> tuple[Path, Path]:

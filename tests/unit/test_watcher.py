@@ -12,7 +12,16 @@ import pytest
 
 from tests import dbfactory
 from watchdogd.inotify import IN_CREATE, IN_DELETE_SELF, IN_ISDIR, IN_MODIFY, IN_MOVED_TO, Inotify, RawEvent
-from watchdogd.watcher import CHANGE, CLOSE, LIFECYCLE, DBWatcher, classify, nearest_existing, new_db, on_the_way
+from watchdogd.watcher import (
+    CHANGE,
+    CLOSE,
+    LIFECYCLE,
+    DBWatcher,
+    classify,
+    nearest_existing,
+    new_db,
+    on_the_way,
+)
 
 WAIT = 20.0  # generous: a loaded 2-core machine
 
@@ -134,19 +143,22 @@ def test_commit_and_close_of_a_real_writer_are_classified(folder):
         watcher.stop()
 
 
-@pytest.mark.parametrize(("name", "mask", "kind"), [
-    ("opencode.db", 0x2, CHANGE),          # IN_MODIFY
-    ("opencode.db", 0x8, CLOSE),           # IN_CLOSE_WRITE
-    ("opencode.db", 0x100, LIFECYCLE),     # IN_CREATE
-    ("opencode.db", 0x80, LIFECYCLE),      # IN_MOVED_TO (a restored copy renamed into place)
-    ("opencode.db-wal", 0x2, CHANGE),
-    ("opencode.db-wal", 0x100, CHANGE),
-    ("opencode.db-wal", 0x8, CLOSE),
-    ("opencode.db-wal", 0x200, None),      # -wal removed after the last close: the close says it
-    ("opencode.db-shm", 0x2, None),
-    ("other.db", 0x2, None),
-    ("", 0x400, LIFECYCLE),                # IN_DELETE_SELF: the folder itself went away
-])
+@pytest.mark.parametrize(
+    ("name", "mask", "kind"),
+    [
+        ("opencode.db", 0x2, CHANGE),  # IN_MODIFY
+        ("opencode.db", 0x8, CLOSE),  # IN_CLOSE_WRITE
+        ("opencode.db", 0x100, LIFECYCLE),  # IN_CREATE
+        ("opencode.db", 0x80, LIFECYCLE),  # IN_MOVED_TO (a restored copy renamed into place)
+        ("opencode.db-wal", 0x2, CHANGE),
+        ("opencode.db-wal", 0x100, CHANGE),
+        ("opencode.db-wal", 0x8, CLOSE),
+        ("opencode.db-wal", 0x200, None),  # -wal removed after the last close: the close says it
+        ("opencode.db-shm", 0x2, None),
+        ("other.db", 0x2, None),
+        ("", 0x400, LIFECYCLE),  # IN_DELETE_SELF: the folder itself went away
+    ],
+)
 def test_classify(tmp_path, name, mask, kind):
     db = tmp_path / "opencode.db"
     assert classify(RawEvent(tmp_path, name, mask), db) == kind
@@ -159,6 +171,7 @@ def test_queue_overflow_concerns_every_db(tmp_path):
 
 def test_without_inotify_the_watcher_reports_every_folder_missing(tmp_path, monkeypatch, capsys):
     """inotify_init1 can fail (fs.inotify.max_user_instances reached): the daemon keeps running on its poll."""
+
     def refuse(_on_batch):
         raise OSError(24, "Too many open files")
 
@@ -255,7 +268,9 @@ def test_a_failing_handler_neither_ends_the_reader_nor_leaves_it_paused(folder, 
     assert "file event handler failed" in capsys.readouterr().out
 
 
-# -- where the watches go for DBs whose directory may not exist yet (ported from the watchdog-based watcher) --
+# -- where the watches go for DBs whose directory may not exist yet (ported from the watchdog-based watcher)
+# --
+
 
 def test_nearest_existing_walks_up_to_a_directory(tmp_path):
     assert nearest_existing(tmp_path / "a" / "b" / "c") == tmp_path

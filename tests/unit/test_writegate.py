@@ -15,9 +15,13 @@ from watchdogd.opencode.writegate import FUSE_MAGIC, WriteRules, write_refusal
 @pytest.fixture
 def on_fs(monkeypatch):
     """Make statfs report `magic` for the test's DB directory only."""
+
     def use(db: Path, magic: int) -> None:
         real = writegate.fs_magic
-        monkeypatch.setattr(writegate, "fs_magic", lambda path: magic if path.startswith(str(db.parent)) else real(path))
+        monkeypatch.setattr(
+            writegate, "fs_magic", lambda path: magic if path.startswith(str(db.parent)) else real(path)
+        )
+
     return use
 
 

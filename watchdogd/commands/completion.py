@@ -18,12 +18,15 @@ INSTALL = {
 
 def add_parser(subparsers, opts: Options) -> None:
     parser = add_verb(
-        subparsers, "completion", "print a shell completion script for bash, zsh or fish",
+        subparsers,
+        "completion",
+        "print a shell completion script for bash, zsh or fish",
         reads="nothing (the script is generated from this command's own options)",
         writes="the script on stdout; install it where your shell looks: "
-               + "; ".join(f"{shell}: {where}" for shell, where in INSTALL.items()),
+        + "; ".join(f"{shell}: {where}" for shell, where in INSTALL.items()),
         example=f"{PROG} completion bash > {INSTALL['bash']}",
-        exits="0")
+        exits="0",
+    )
     parser.add_argument("shell", choices=sorted(INSTALL), help="the shell to complete for")
 
 

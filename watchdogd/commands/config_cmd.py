@@ -11,18 +11,33 @@ from watchdogd.config import Settings, redacted, sources_in_effect
 
 
 def add_parser(subparsers, opts: Options) -> None:
-    parser = subparsers.add_parser("config", help="validate or show the effective configuration",
-                                   description="Validate or show the effective configuration.")
+    parser = subparsers.add_parser(
+        "config",
+        help="validate or show the effective configuration",
+        description="Validate or show the effective configuration.",
+    )
     verbs = parser.add_subparsers(dest="config_verb", required=True, metavar="{check,show}")
     sources = "the config file, OPENCODE_WATCHDOGD_* environment variables, the flags given"
-    add_verb(verbs, "check", "validate the configuration and name every source in effect",
-             reads=sources, writes="nothing", example=f"{PROG} config check --config ~/my.toml",
-             exits="0 valid (invalid: one line naming the source, key and problem)",
-             parents=(opts.config, opts.overrides))
-    show = add_verb(verbs, "show", "print the effective values as a config file (secrets redacted)",
-                    reads=sources, writes="nothing",
-                    example=f"{PROG} config show > ~/.config/opencode-watchdogd/config.toml",
-                    exits="0", parents=(opts.config, opts.overrides))
+    add_verb(
+        verbs,
+        "check",
+        "validate the configuration and name every source in effect",
+        reads=sources,
+        writes="nothing",
+        example=f"{PROG} config check --config ~/my.toml",
+        exits="0 valid (invalid: one line naming the source, key and problem)",
+        parents=(opts.config, opts.overrides),
+    )
+    show = add_verb(
+        verbs,
+        "show",
+        "print the effective values as a config file (secrets redacted)",
+        reads=sources,
+        writes="nothing",
+        example=f"{PROG} config show > ~/.config/opencode-watchdogd/config.toml",
+        exits="0",
+        parents=(opts.config, opts.overrides),
+    )
     show.add_argument("--json", action="store_true", help="JSON instead of TOML")
 
 

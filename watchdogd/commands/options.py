@@ -40,20 +40,37 @@ def _parent() -> argparse.ArgumentParser:
 
 def build_options() -> Options:
     config = _parent()
-    config.add_argument("-c", "--config", type=Path, metavar="FILE",
-                        help="config file (default: $OPENCODE_WATCHDOGD_CONFIG, else "
-                             "$XDG_CONFIG_HOME/opencode-watchdogd/config.toml)")
+    config.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="config file (default: $OPENCODE_WATCHDOGD_CONFIG, else "
+        "$XDG_CONFIG_HOME/opencode-watchdogd/config.toml)",
+    )
     db = _parent()
-    db.add_argument("--db", type=Path, action="append", metavar="FILE",
-                    help="an opencode DB to use (repeatable; replaces discovery)")
+    db.add_argument(
+        "--db",
+        type=Path,
+        action="append",
+        metavar="FILE",
+        help="an opencode DB to use (repeatable; replaces discovery)",
+    )
     state = _parent()
-    state.add_argument("--state-dir", type=state_dir_flag, metavar="DIR",
-                       help="journal, backups and status file (default: $XDG_STATE_HOME/opencode-watchdogd)")
+    state.add_argument(
+        "--state-dir",
+        type=state_dir_flag,
+        metavar="DIR",
+        help="journal, backups and status file (default: $XDG_STATE_HOME/opencode-watchdogd)",
+    )
     log = _parent()
     log.add_argument("-v", "--verbose", action="count", default=0, help="more log output (repeat for debug)")
     log.add_argument("-q", "--quiet", action="count", default=0, help="less log output")
-    log.add_argument("--log-format", choices=["auto", "console", "json"],
-                     help="log lines on stderr: readable text (auto, console) or JSON lines (default: auto)")
+    log.add_argument(
+        "--log-format",
+        choices=["auto", "console", "json"],
+        help="log lines on stderr: readable text (auto, console) or JSON lines (default: auto)",
+    )
     overrides = _parent()
     overrides.add_argument("--state-dir", type=state_dir_flag, metavar="DIR", help="override state_dir")
     overrides.add_argument("--log-format", choices=["auto", "console", "json"], help="override log_format")
@@ -64,11 +81,30 @@ def build_options() -> Options:
     return Options(config, db, state, log, overrides)
 
 
-def add_verb(subparsers, name: str, summary: str, *, reads: str, writes: str, example: str, exits: str,
-             parents: tuple[argparse.ArgumentParser, ...] = ()) -> argparse.ArgumentParser:
+def add_verb(
+    subparsers,
+    name: str,
+    summary: str,
+    *,
+    reads: str,
+    writes: str,
+    example: str,
+    exits: str,
+    parents: tuple[argparse.ArgumentParser, ...] = (),
+) -> argparse.ArgumentParser:
     """A verb whose --help gives a one-line description, what it reads and writes, an example and exit codes."""
     fields = [("reads:", reads), ("writes:", writes), ("example:", example), ("exit:", f"{exits}; {ERRORS}")]
-    epilog = "\n".join(textwrap.fill(text, 100, initial_indent=f"{label:9}", subsequent_indent=" " * 9,
-                                      break_on_hyphens=False) for label, text in fields)
-    return subparsers.add_parser(name, parents=list(parents), help=summary, description=summary[0].upper() + summary[1:]
-                                 + ".", epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    epilog = "\n".join(
+        textwrap.fill(
+            text, 100, initial_indent=f"{label:9}", subsequent_indent=" " * 9, break_on_hyphens=False
+        )
+        for label, text in fields
+    )
+    return subparsers.add_parser(
+        name,
+        parents=list(parents),
+        help=summary,
+        description=summary[0].upper() + summary[1:] + ".",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )

@@ -9,13 +9,17 @@ from watchdogd.config import Settings
 
 
 def add_parser(subparsers, opts: Options) -> None:
-    add_verb(subparsers, "run", "run the daemon in the foreground until stopped (systemd: Type=notify)",
-             reads="the opencode DBs (discovered or --db), /proc, local opencode servers' HTTP API",
-             writes="repairs in the DBs (journaled first), journal, backups and status.json in the state dir; "
-                    "log lines on stderr",
-             example=f"{PROG} run --config ~/my.toml -v",
-             exits="0 after a clean stop (SIGTERM, SIGINT)",
-             parents=(opts.config, opts.db, opts.state, opts.log))
+    add_verb(
+        subparsers,
+        "run",
+        "run the daemon in the foreground until stopped (systemd: Type=notify)",
+        reads="the opencode DBs (discovered or --db), /proc, local opencode servers' HTTP API",
+        writes="repairs in the DBs (journaled first), journal, backups and status.json in the state dir; "
+        "log lines on stderr",
+        example=f"{PROG} run --config ~/my.toml -v",
+        exits="0 after a clean stop (SIGTERM, SIGINT)",
+        parents=(opts.config, opts.db, opts.state, opts.log),
+    )
 
 
 def run(args, settings: Settings) -> int:

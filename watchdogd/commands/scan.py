@@ -19,12 +19,15 @@ from watchdogd.pipeline import PassOptions, one_shot
 
 def add_parser(subparsers, opts: Options) -> None:
     parser = add_verb(
-        subparsers, "scan", "list running/pending tool parts: owner, verdict, reason, deadline, route",
+        subparsers,
+        "scan",
+        "list running/pending tool parts: owner, verdict, reason, deadline, route",
         reads="the opencode DBs (discovered or --db), /proc, local opencode servers' HTTP API",
         writes="only the journal in the state dir (when an orphan was first seen); never an opencode DB",
         example=f"{PROG} scan --db ~/.local/share/opencode/opencode.db --json",
         exits="0 nothing expired, 1 something expired (`reap` would act)",
-        parents=(opts.config, opts.db, opts.state, opts.log))
+        parents=(opts.config, opts.db, opts.state, opts.log),
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON array, one object per candidate")
 
 
@@ -51,8 +54,10 @@ def candidate_record(item: Assessment, report: DBReport, plan: Plan | None) -> d
         "child_session_id": cand.child_session_id,
         "directory": cand.directory,
         "title": cand.title,
-        "queued_prompts": [{"message_id": mid, "time": datetime.fromtimestamp(ms / 1000, UTC).isoformat()}
-                           for mid, ms in item.queued],
+        "queued_prompts": [
+            {"message_id": mid, "time": datetime.fromtimestamp(ms / 1000, UTC).isoformat()}
+            for mid, ms in item.queued
+        ],
     }
 
 
@@ -102,9 +107,20 @@ def run(args, settings: Settings) -> int:
 
 
 def render(records: list[dict]) -> str:
-    rows = [[r["session_id"], r["part_id"], r["tool"], r["status"],
-             format_duration(r["age_s"]), r["owner"], r["verdict"],
-             when_iso(r["expires_at"]), r["route"] or "-"] for r in records]
+    rows = [
+        [
+            r["session_id"],
+            r["part_id"],
+            r["tool"],
+            r["status"],
+            format_duration(r["age_s"]),
+            r["owner"],
+            r["verdict"],
+            when_iso(r["expires_at"]),
+            r["route"] or "-",
+        ]
+        for r in records
+    ]
     out = table(["SESSION", "PART", "TOOL", "STATUS", "AGE", "OWNER", "VERDICT", "EXPIRES", "ROUTE"], rows)
     reasons = []
     for r in records:
@@ -121,7 +137,9 @@ def notes(record: dict) -> list[str]:
     queued = record.get("queued_prompts") or []
     if queued:
         listed = ", ".join(f"{safe(q['message_id'])} ({when_iso(q['time'])})" for q in queued)
-        out.append(f"{len(queued)} prompt(s) sent while stuck; opencode drops them once freed, re-send them: {listed}")
+        out.append(
+            f"{len(queued)} prompt(s) sent while stuck; opencode drops them once freed, re-send them: {listed}"
+        )
     return out
 
 

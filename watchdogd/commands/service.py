@@ -6,6 +6,7 @@ repository). `install` writes the per-user unit with ExecStart= pointing at this
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -33,39 +34,70 @@ class ServiceError(Exception):
 
 
 def add_parser(subparsers, opts: Options) -> None:
-    parser = subparsers.add_parser("service", help="install, remove or print the systemd units",
-                                   description="Install the per-user systemd unit, or print the units.")
+    parser = subparsers.add_parser(
+        "service",
+        help="install, remove or print the systemd units",
+        description="Install the per-user systemd unit, or print the units.",
+    )
     actions = parser.add_subparsers(dest="service_action", required=True, metavar="ACTION")
     passed = (opts.config, opts.db, opts.state)  # passed on to the service's ExecStart=
     install = add_verb(
-        actions, "install", "write the user unit, with ExecStart= pointing at this installation",
+        actions,
+        "install",
+        "write the user unit, with ExecStart= pointing at this installation",
         reads="the unit shipped in the package; --config, --db and --state-dir given here go into ExecStart=",
         writes=f"$XDG_CONFIG_HOME/systemd/user/{USER_UNIT}; with --now runs `systemctl --user daemon-reload` "
-               "and `enable --now`",
-        example=f"{PROG} service install --now", exits="0 written (and started with --now)", parents=passed)
-    install.add_argument("--now", action="store_true",
-                         help="also run `systemctl --user daemon-reload` and `enable --now`")
-    install.add_argument("--unit-dir", type=Path, metavar="DIR",
-                         help="where to write the unit (default: $XDG_CONFIG_HOME/systemd/user)").complete = DIR
+        "and `enable --now`",
+        example=f"{PROG} service install --now",
+        exits="0 written (and started with --now)",
+        parents=passed,
+    )
+    install.add_argument(
+        "--now", action="store_true", help="also run `systemctl --user daemon-reload` and `enable --now`"
+    )
+    install.add_argument(
+        "--unit-dir",
+        type=Path,
+        metavar="DIR",
+        help="where to write the unit (default: $XDG_CONFIG_HOME/systemd/user)",
+    ).complete = DIR
     install.add_argument("--force", action="store_true", help="replace an existing unit that differs")
 
     uninstall = add_verb(
-        actions, "uninstall", "remove the user unit (only one that matches the shipped unit, unless --force)",
+        actions,
+        "uninstall",
+        "remove the user unit (only one that matches the shipped unit, unless --force)",
         reads=f"the installed {USER_UNIT}",
         writes="removes it; with --now first runs `systemctl --user disable --now`, then `daemon-reload`",
-        example=f"{PROG} service uninstall --now", exits="0 removed or not installed")
-    uninstall.add_argument("--now", action="store_true",
-                           help="first run `systemctl --user disable --now`, then `daemon-reload`")
-    uninstall.add_argument("--unit-dir", type=Path, metavar="DIR",
-                           help="where the unit is (default: $XDG_CONFIG_HOME/systemd/user)").complete = DIR
+        example=f"{PROG} service uninstall --now",
+        exits="0 removed or not installed",
+    )
+    uninstall.add_argument(
+        "--now", action="store_true", help="first run `systemctl --user disable --now`, then `daemon-reload`"
+    )
+    uninstall.add_argument(
+        "--unit-dir",
+        type=Path,
+        metavar="DIR",
+        help="where the unit is (default: $XDG_CONFIG_HOME/systemd/user)",
+    ).complete = DIR
     uninstall.add_argument("--force", action="store_true", help="remove the unit even if it was edited")
 
-    show = add_verb(actions, "show", "print the unit `install` would write, or the system template",
-                    reads="the units shipped in the package", writes="the unit on stdout",
-                    example=f"{PROG} service show --system | sudo tee /etc/systemd/system/{SYSTEM_TEMPLATE}",
-                    exits="0", parents=passed)
-    show.add_argument("--system", action="store_true",
-                      help=f"print the system template {SYSTEM_TEMPLATE} (headless servers, User=%%i)")
+    show = add_verb(
+        actions,
+        "show",
+        "print the unit `install` would write, or the system template",
+        reads="the units shipped in the package",
+        writes="the unit on stdout",
+        example=f"{PROG} service show --system | sudo tee /etc/systemd/system/{SYSTEM_TEMPLATE}",
+        exits="0",
+        parents=passed,
+    )
+    show.add_argument(
+        "--system",
+        action="store_true",
+        help=f"print the system template {SYSTEM_TEMPLATE} (headless servers, User=%%i)",
+    )
 
 
 def run(args, settings) -> int:
@@ -78,6 +110,7 @@ def run(args, settings) -> int:
 
 
 # --- rendering ---------------------------------------------------------------------------------
+
 
 def template(name: str) -> str:
     """A unit file as shipped in the package."""
@@ -115,8 +148,10 @@ _PLAIN = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
 def exec_word(word: str) -> str:
     """One word of an ExecStart= line: `%` escaped, quoted when needed; `$` and controls refused."""
     if "$" in word or any(ord(c) < 32 or ord(c) == 127 for c in word):
-        raise ServiceError(f"cannot put {word!r} into a systemd unit ('$' and control characters "
-                           "are not representable there); install to a plainer path")
+        raise ServiceError(
+            f"cannot put {word!r} into a systemd unit ('$' and control characters "
+            "are not representable there); install to a plainer path"
+        )
     word = word.replace("%", "%%")
     if _PLAIN.fullmatch(word):
         return word
@@ -140,7 +175,9 @@ def render(text: str, command: list[str]) -> str:
     lines = text.splitlines(keepends=True)
     found = [i for i, line in enumerate(lines) if line.startswith("ExecStart=")]
     if len(found) != 1:
-        raise ServiceError(f"shipped unit has {len(found)} ExecStart= lines, expected 1 (broken installation?)")
+        raise ServiceError(
+            f"shipped unit has {len(found)} ExecStart= lines, expected 1 (broken installation?)"
+        )
     lines[found[0]] = "ExecStart=" + " ".join(exec_word(w) for w in [*command, "run"]) + "\n"
     return "".join(lines)
 
@@ -150,6 +187,7 @@ def user_unit(args) -> str:
 
 
 # --- files -------------------------------------------------------------------------------------
+
 
 def default_unit_dir() -> Path:
     xdg = os.environ.get("XDG_CONFIG_HOME")
@@ -181,10 +219,8 @@ def write_atomic(path: Path, text: str) -> None:
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except OSError as exc:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise ServiceError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
@@ -200,6 +236,7 @@ def write_atomic(path: Path, text: str) -> None:
 
 # --- systemctl ---------------------------------------------------------------------------------
 
+
 def systemctl(*argv: str) -> None:
     """Run `systemctl --user ARGV`; raise ServiceError with one line on failure."""
     shown = "systemctl --user " + " ".join(argv)
@@ -207,8 +244,9 @@ def systemctl(*argv: str) -> None:
     if exe is None:
         raise ServiceError(f"{shown}: systemctl not found (is this a systemd system?)")
     try:
-        proc = subprocess.run([exe, "--user", *argv], capture_output=True, text=True, errors="replace",
-                              stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            [exe, "--user", *argv], capture_output=True, text=True, errors="replace", stdin=subprocess.DEVNULL
+        )
     except OSError as exc:
         raise ServiceError(f"{shown}: cannot run systemctl: {exc.strerror or exc}") from None
     if proc.returncode != 0:
@@ -219,18 +257,23 @@ def systemctl(*argv: str) -> None:
 
 # --- actions -----------------------------------------------------------------------------------
 
+
 def _unit_path(args) -> Path:
     unit_dir = args.unit_dir.expanduser() if args.unit_dir else default_unit_dir()
     return Path(os.path.abspath(unit_dir)) / USER_UNIT
 
 
 NO_MANAGER = "no systemd user service manager to {verb} it with ({why}); nothing {done}. {instead}"
-INSTEAD_OF_START = (f"Instead: run `{SCRIPT} run` in the foreground (tmux, cron @reboot); or install without "
-                    f"--now and run `systemctl --user enable --now {USER_UNIT}` from a login session "
-                    f"(`loginctl enable-linger` keeps it running after logout); on a headless server see "
-                    f"`{SCRIPT} service show --system`")
-INSTEAD_OF_STOP = (f"Without a user manager the unit is not running: remove the file with `{SCRIPT} service "
-                   "uninstall` (without --now)")
+INSTEAD_OF_START = (
+    f"Instead: run `{SCRIPT} run` in the foreground (tmux, cron @reboot); or install without "
+    f"--now and run `systemctl --user enable --now {USER_UNIT}` from a login session "
+    f"(`loginctl enable-linger` keeps it running after logout); on a headless server see "
+    f"`{SCRIPT} service show --system`"
+)
+INSTEAD_OF_STOP = (
+    f"Without a user manager the unit is not running: remove the file with `{SCRIPT} service "
+    "uninstall` (without --now)"
+)
 
 
 def user_manager_problem() -> str | None:
@@ -239,8 +282,14 @@ def user_manager_problem() -> str | None:
     if exe is None:
         return "systemctl not found"
     try:
-        proc = subprocess.run([exe, "--user", "show-environment"], capture_output=True, text=True, errors="replace",
-                              stdin=subprocess.DEVNULL, check=False)
+        proc = subprocess.run(
+            [exe, "--user", "show-environment"],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
     except OSError as exc:
         return f"cannot run systemctl: {exc.strerror or exc}"
     if proc.returncode == 0:
@@ -258,9 +307,11 @@ def _install(args) -> int:
     if existing == text:
         state = "unchanged"
     elif existing is not None and not args.force:
-        raise ServiceError(f"{path} exists and differs from the unit this version writes (edited, or "
-                           f"from another installation); compare with `{SCRIPT} service show`, "
-                           "or use --force to replace it")
+        raise ServiceError(
+            f"{path} exists and differs from the unit this version writes (edited, or "
+            f"from another installation); compare with `{SCRIPT} service show`, "
+            "or use --force to replace it"
+        )
     else:
         write_atomic(path, text)
         state = "replaced" if existing is not None else "written"
@@ -269,14 +320,18 @@ def _install(args) -> int:
     if hint:
         print(hint)
     if os.geteuid() == 0:
-        print(f"note: this is a per-user unit for root; for a headless server see `{SCRIPT} service show "
-              "--system`")
+        print(
+            f"note: this is a per-user unit for root; for a headless server see `{SCRIPT} service show "
+            "--system`"
+        )
     steps = [("daemon-reload",), ("enable", "--now", USER_UNIT)]
     if state == "replaced":
         steps.append(("restart", USER_UNIT))
     if not args.now:
-        print("to start it now and at every login:\n  "
-              + " && ".join("systemctl --user " + " ".join(step) for step in steps))
+        print(
+            "to start it now and at every login:\n  "
+            + " && ".join("systemctl --user " + " ".join(step) for step in steps)
+        )
         print("to keep it running while you are logged out: loginctl enable-linger")
         return 0
     try:
@@ -299,10 +354,8 @@ def _roll_back(path: Path, previous: str | None, state: str) -> str:
             write_atomic(path, previous)
     except (OSError, ServiceError) as exc:
         return f"and {path} could not be put back ({getattr(exc, 'strerror', None) or exc})"
-    try:
+    with contextlib.suppress(ServiceError):
         systemctl("daemon-reload")
-    except ServiceError:
-        pass
     return f"{path} {'removed again' if previous is None else 'restored'}"
 
 
@@ -317,12 +370,16 @@ def _uninstall(args) -> int:
         print(f"not installed: {path}")
         return 0
     if _without_exec(existing) != _without_exec(template(USER_UNIT)) and not args.force:
-        raise ServiceError(f"{path} differs from the unit this version writes (edited by hand, or from "
-                           "another version); use --force to remove it anyway")
+        raise ServiceError(
+            f"{path} differs from the unit this version writes (edited by hand, or from "
+            "another version); use --force to remove it anyway"
+        )
     if args.now:
         why = user_manager_problem()
         if why:
-            raise ServiceError(NO_MANAGER.format(verb="stop", why=why, done="removed", instead=INSTEAD_OF_STOP))
+            raise ServiceError(
+                NO_MANAGER.format(verb="stop", why=why, done="removed", instead=INSTEAD_OF_STOP)
+            )
         systemctl("disable", "--now", USER_UNIT)
     try:
         path.unlink()
@@ -334,8 +391,10 @@ def _uninstall(args) -> int:
     if args.now:
         systemctl("daemon-reload")
     else:
-        print(f"to stop it and forget it:\n  systemctl --user disable --now {USER_UNIT} && "
-              "systemctl --user daemon-reload")
+        print(
+            f"to stop it and forget it:\n  systemctl --user disable --now {USER_UNIT} && "
+            "systemctl --user daemon-reload"
+        )
     return 0
 
 
@@ -345,9 +404,12 @@ def _show(args) -> int:
     sys.stdout.write(render(template(name), command + passed_options(args)))
     blocked = args.system and _blocked_for_others(command[0])
     if blocked:
-        print(f"{SCRIPT}: warning: the template runs as User=%i, who cannot run {safe(command[0], 300)}: "
-              f"{safe(blocked, 300)}; install {SCRIPT} where every user can run it (e.g. `sudo pipx install "
-              "--global .`, or a virtualenv under /opt) and print the template from there", file=sys.stderr)
+        print(
+            f"{SCRIPT}: warning: the template runs as User=%i, who cannot run {safe(command[0], 300)}: "
+            f"{safe(blocked, 300)}; install {SCRIPT} where every user can run it (e.g. `sudo pipx install "
+            "--global .`, or a virtualenv under /opt) and print the template from there",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -18,19 +18,25 @@ from watchdogd.stopping import CANNOT_RESTART, STOP_PROCESS
 
 def add_parser(subparsers, opts: Options) -> None:
     parser = add_verb(
-        subparsers, "undo", "restore the rows of the last run that wrote, or of one action from `history`",
+        subparsers,
+        "undo",
+        "restore the rows of the last run that wrote, or of one action from `history`",
         reads="the journal in the state dir (which DB and rows each action wrote)",
         writes="the before-images back into the opencode DBs, only where a row still holds exactly what the "
-               "daemon wrote; an undo action in the journal",
+        "daemon wrote; an undo action in the journal",
         example=f"{PROG} undo --last   (or: {PROG} undo 12)",
         exits="0 all restored or nothing to undo, 1 some row not restored (listed; e.g. the session moved on: "
-              "--force)",
-        parents=(opts.config, opts.state, opts.log))
+        "--force)",
+        parents=(opts.config, opts.state, opts.log),
+    )
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("action_id", nargs="?", type=int, metavar="ID", help="an action id from `history`")
     which.add_argument("--last", action="store_true", help="every write of the last run that wrote (all DBs)")
-    parser.add_argument("--force", action="store_true",
-                        help="restore even when the session has newer messages than the repaired one")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="restore even when the session has newer messages than the repaired one",
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON array, one object per action")
 
 
@@ -46,11 +52,16 @@ def run(args, settings: Settings) -> int:
         else:
             action = journal.action(args.action_id)
             if action is None:
-                print(f"opencode-watchdogd: error: no action {args.action_id} in the journal", file=sys.stderr)
+                print(
+                    f"opencode-watchdogd: error: no action {args.action_id} in the journal", file=sys.stderr
+                )
                 return 2
             if action.outcome != "done" or action.route == "undo":
-                print(f"opencode-watchdogd: error: action {action.id} is {action.outcome} ({action.route}); only done writes can be undone",
-                      file=sys.stderr)
+                print(
+                    f"opencode-watchdogd: error: action {action.id} is {action.outcome} ({action.route}); "
+                    "only done writes can be undone",
+                    file=sys.stderr,
+                )
                 return 2
             # Undoing a stop also restores the rows repaired once the process was gone.
             actions = [action, *journal.followups(action)] if action.route == STOP_PROCESS else [action]
@@ -61,7 +72,9 @@ def run(args, settings: Settings) -> int:
             if action.route == STOP_PROCESS:
                 print(f"#{action.id} {safe(action.detail.split(';')[0], 200)}: {CANNOT_RESTART}")
                 continue
-            store = stores.setdefault(action.db, OpencodeStore(Path(action.db), rules=WriteRules.from_settings(settings)))
+            store = stores.setdefault(
+                action.db, OpencodeStore(Path(action.db), rules=WriteRules.from_settings(settings))
+            )
             result = undo_action(journal, action, store, force=args.force)
             results.append(result)
             for row in [] if args.json else result.restored:
@@ -78,9 +91,15 @@ def run(args, settings: Settings) -> int:
 
 
 def as_json(result) -> dict:
-    return {"action": result.action.id, "db": result.action.db, "session_id": result.action.session_id,
-            "part_id": result.action.part_id, "restored": result.restored, "not_restored": result.not_restored,
-            "undo_action": result.undo_id}
+    return {
+        "action": result.action.id,
+        "db": result.action.db,
+        "session_id": result.action.session_id,
+        "part_id": result.action.part_id,
+        "restored": result.restored,
+        "not_restored": result.not_restored,
+        "undo_action": result.undo_id,
+    }
 
 
 def summary(results) -> str:

@@ -27,7 +27,8 @@ def desktop_for(settings: Settings) -> DesktopNotifier | None:
     if address is None:
         if wanted is True:
             structlog.get_logger("watchdogd.desktop").warning(
-                "notify.desktop = true but no session bus (DBUS_SESSION_BUS_ADDRESS unset): no desktop notifications")
+                "notify.desktop = true but no session bus (DBUS_SESSION_BUS_ADDRESS unset): no desktop notifications"
+            )
         return None
     return DesktopNotifier(address)
 

@@ -31,8 +31,11 @@ TIMEOUT_S = 2.0  # each of: connect + authenticate, Hello, Notify
 COALESCE_S = 30.0
 QUEUE_MAX = 256
 KEPT_EVENTS = 1000  # events kept for a coalesced notification (only the count and the first few are shown)
-NOTIFICATIONS = DBusAddress("/org/freedesktop/Notifications", bus_name="org.freedesktop.Notifications",
-                            interface="org.freedesktop.Notifications")
+NOTIFICATIONS = DBusAddress(
+    "/org/freedesktop/Notifications",
+    bus_name="org.freedesktop.Notifications",
+    interface="org.freedesktop.Notifications",
+)
 
 
 def session_bus_address(environ=os.environ) -> str | None:
@@ -68,8 +71,12 @@ def open_connection(address: str, timeout: float = TIMEOUT_S) -> DBusConnection:
 
 def notify_message(rendered: Rendered, replaces_id: int = 0):
     hints = {"urgency": ("y", rendered.urgency), "desktop-entry": ("s", APP_NAME)}
-    return new_method_call(NOTIFICATIONS, "Notify", "susssasa{sv}i",
-                           (APP_NAME, replaces_id, "", rendered.summary, rendered.body, [], hints, -1))
+    return new_method_call(
+        NOTIFICATIONS,
+        "Notify",
+        "susssasa{sv}i",
+        (APP_NAME, replaces_id, "", rendered.summary, rendered.body, [], hints, -1),
+    )
 
 
 @dataclass
@@ -102,12 +109,16 @@ class DesktopNotifier:
             except queue.Full:
                 if not self._dropped:
                     self._dropped = True
-                    self.log.warning("desktop notifications are not being delivered fast enough; dropping some")
+                    self.log.warning(
+                        "desktop notifications are not being delivered fast enough; dropping some"
+                    )
 
     def close(self, timeout: float = 0.2) -> None:
         with contextlib.suppress(queue.Full):
             self._queue.put(None, timeout=timeout)
-        self._thread.join(timeout)  # a sender stuck on a hung bus is a daemon thread: it dies with the process
+        self._thread.join(
+            timeout
+        )  # a sender stuck on a hung bus is a daemon thread: it dies with the process
 
     # -- the sender thread ---------------------------------------------------------------------
     def _run(self) -> None:
@@ -149,8 +160,11 @@ class DesktopNotifier:
             self._disconnect()
             if not self._failing:
                 self._failing = True
-                self.log.warning("desktop notification not delivered; further failures are not logged",
-                                 bus=self.address, error=f"{type(exc).__name__}: {exc}")
+                self.log.warning(
+                    "desktop notification not delivered; further failures are not logged",
+                    bus=self.address,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
             return None
         if self._failing:
             self._failing = False

@@ -63,8 +63,11 @@ class _SnapshotCollector(Collector):
             candidates = dict(snap.candidates)
             databases, servers, versions = dict(snap.databases), snap.live_servers, sorted(snap.versions)
             deadline, success = snap.next_deadline, snap.last_success
-        family = GaugeMetricFamily(f"{PREFIX}_candidates", "Running/pending tool parts by verdict and tool",
-                                   labels=["verdict", "tool"])
+        family = GaugeMetricFamily(
+            f"{PREFIX}_candidates",
+            "Running/pending tool parts by verdict and tool",
+            labels=["verdict", "tool"],
+        )
         for (verdict, tool), count in sorted(candidates.items()):
             family.add_metric([verdict, tool], count)
         yield family
@@ -72,18 +75,31 @@ class _SnapshotCollector(Collector):
         for state in DB_STATES:
             family.add_metric([state], databases.get(state, 0))
         yield family
-        yield GaugeMetricFamily(f"{PREFIX}_live_servers", "opencode servers the last judging pass reached",
-                                value=servers)
+        yield GaugeMetricFamily(
+            f"{PREFIX}_live_servers", "opencode servers the last judging pass reached", value=servers
+        )
         if deadline is not None:
-            yield GaugeMetricFamily(f"{PREFIX}_next_deadline_timestamp_seconds",
-                                    "When the next kept candidate expires (absent: none)", value=deadline)
+            yield GaugeMetricFamily(
+                f"{PREFIX}_next_deadline_timestamp_seconds",
+                "When the next kept candidate expires (absent: none)",
+                value=deadline,
+            )
         if success is not None:
-            yield GaugeMetricFamily(f"{PREFIX}_last_successful_pass_timestamp_seconds",
-                                    "When the last pass that ran to the end finished", value=success)
-        yield GaugeMetricFamily(f"{PREFIX}_journal_size_bytes", "Size of the action journal (with its WAL)",
-                                value=_size(self.journal))
-        yield InfoMetricFamily(f"{PREFIX}_build", "Version of the daemon and of the opencode servers seen",
-                               value={"version": __version__, "opencode_versions": ",".join(versions)})
+            yield GaugeMetricFamily(
+                f"{PREFIX}_last_successful_pass_timestamp_seconds",
+                "When the last pass that ran to the end finished",
+                value=success,
+            )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_journal_size_bytes",
+            "Size of the action journal (with its WAL)",
+            value=_size(self.journal),
+        )
+        yield InfoMetricFamily(
+            f"{PREFIX}_build",
+            "Version of the daemon and of the opencode servers seen",
+            value={"version": __version__, "opencode_versions": ",".join(versions)},
+        )
 
 
 def _size(journal: Path) -> int:
@@ -108,15 +124,25 @@ class Metrics:
         self._server = None
         self._textfile_failing = False
         self.passes = Counter(f"{PREFIX}_passes", "Passes by result", ["result"], registry=self.registry)
-        self.actions = Counter(f"{PREFIX}_actions", "Actions by route and outcome (a part reported but not "
-                               "freed counts once)", ["route", "outcome"], registry=self.registry)
-        self.duration = Histogram(f"{PREFIX}_pass_duration_seconds", "Duration of one pass",
-                                  buckets=PASS_BUCKETS, registry=self.registry)
+        self.actions = Counter(
+            f"{PREFIX}_actions",
+            "Actions by route and outcome (a part reported but not freed counts once)",
+            ["route", "outcome"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            f"{PREFIX}_pass_duration_seconds",
+            "Duration of one pass",
+            buckets=PASS_BUCKETS,
+            registry=self.registry,
+        )
         for result in ("ok", "failed"):
             self.passes.labels(result)
         for route in ROUTES:
             for outcome in OUTCOMES:
-                self.actions.labels(route.value, outcome.value)  # present at 0, so increase() sees the first one
+                self.actions.labels(
+                    route.value, outcome.value
+                )  # present at 0, so increase() sees the first one
         self._collector = _SnapshotCollector(self._snapshot, self._lock, state_dir / "journal.db")
         self.registry.register(self._collector)
 
@@ -127,7 +153,9 @@ class Metrics:
         try:
             self._server, _thread = start_http_server(address.port, address.host, registry=self.registry)
         except OSError as exc:
-            raise MetricsError(f"metrics.listen {self.config.listen}: cannot listen: {exc.strerror or exc}") from None
+            raise MetricsError(
+                f"metrics.listen {self.config.listen}: cannot listen: {exc.strerror or exc}"
+            ) from None
         self.log.info("serving metrics", listen=self.config.listen)
 
     def reconfigure(self, config: MetricsConfig, state_dir: Path) -> None:
@@ -199,8 +227,11 @@ class Metrics:
             with contextlib.suppress(OSError):
                 temp.unlink(missing_ok=True)
             if not self._textfile_failing:
-                self.log.warning("cannot write the metrics textfile; further failures are not logged",
-                                 path=str(target), error=exc.strerror or str(exc))
+                self.log.warning(
+                    "cannot write the metrics textfile; further failures are not logged",
+                    path=str(target),
+                    error=exc.strerror or str(exc),
+                )
             self._textfile_failing = True
             return
         if self._textfile_failing:

@@ -72,21 +72,29 @@ def _advice(outcome: ActionResult) -> str:
     owner = outcome.item.ownership
     pids = ", ".join(map(str, owner.pids)) or "?"
     if outcome.outcome is Outcome.FAILED:
-        return (f"freeing it failed ({safe(outcome.detail, 160)}); it is tried again at the next pass. "
-                "See `opencode-watchdogd history`.")
+        return (
+            f"freeing it failed ({safe(outcome.detail, 160)}); it is tried again at the next pass. "
+            "See `opencode-watchdogd history`."
+        )
     if owner.kind is OwnerKind.UNREACHABLE and owner.process is not None and len(owner.pids) == 1:
         # An opencode TUI or `opencode run` without an API: the verified keys for it (docs/tui.md).
         what = safe(owner.detail, 160)
         return f"{what}: {advice(owner.process, outcome.item.candidate.tool, owner.pids[0])}."
     if owner.kind is OwnerKind.UNREACHABLE:
         why = safe(owner.detail, 160) or f"pid {pids}: no reachable API"
-        return (f"the opencode that may run it cannot be asked ({why}). Answer or cancel it in that opencode "
-                "(a TUI without --port has no API), or quit it: the watchdog then repairs the rows.")
+        return (
+            f"the opencode that may run it cannot be asked ({why}). Answer or cancel it in that opencode "
+            "(a TUI without --port has no API), or quit it: the watchdog then repairs the rows."
+        )
     if owner.kind is OwnerKind.HELD:
-        return (f"an opencode process (pid {pids}) may still run it and cannot be asked. Answer or cancel it "
-                "there, or quit that process: the watchdog then repairs the rows.")
-    return (f"the watchdog may not write this DB ({safe(outcome.plan.why or outcome.plan.label, 160)}). "
-            "Run `opencode-watchdogd scan` for details.")
+        return (
+            f"an opencode process (pid {pids}) may still run it and cannot be asked. Answer or cancel it "
+            "there, or quit that process: the watchdog then repairs the rows."
+        )
+    return (
+        f"the watchdog may not write this DB ({safe(outcome.plan.why or outcome.plan.label, 160)}). "
+        "Run `opencode-watchdogd scan` for details."
+    )
 
 
 def _kind(outcome: ActionResult, orphans: bool) -> NoticeKind | None:
@@ -98,7 +106,9 @@ def _kind(outcome: ActionResult, orphans: bool) -> NoticeKind | None:
         return NoticeKind.STUCK
     if outcome.outcome is Outcome.REPORTED:
         owner = outcome.item.ownership
-        if owner.kind in NEEDS_USER_OWNERS or owner.orphan:  # not "busy with a newer run": that one heals itself
+        if (
+            owner.kind in NEEDS_USER_OWNERS or owner.orphan
+        ):  # not "busy with a newer run": that one heals itself
             return NoticeKind.STUCK
     return None
 
@@ -119,8 +129,18 @@ def events(result: PassResult, orphans: bool, told: set[tuple[str, str]]) -> lis
         if kind is NoticeKind.STUCK:
             told.add(key)
         advice = _advice(outcome) if kind is NoticeKind.STUCK else ""
-        out.append(Event(kind, cand.session_id, cand.part_id, safe(cand.title or cand.session_id, 80),
-                         safe(cand.directory or "?", 120), safe(cand.tool, 60), _age(outcome), advice))
+        out.append(
+            Event(
+                kind,
+                cand.session_id,
+                cand.part_id,
+                safe(cand.title or cand.session_id, 80),
+                safe(cand.directory or "?", 120),
+                safe(cand.tool, 60),
+                _age(outcome),
+                advice,
+            )
+        )
     return out
 
 
@@ -134,10 +154,14 @@ def render(kind: NoticeKind, batch: list[Event]) -> Rendered:
     if len(batch) == 1:
         summary, line = {
             NoticeKind.FREED: ("opencode session freed", f"Freed session {_where(first)}: {first.age}"),
-            NoticeKind.STUCK: ("opencode session stuck", f"Session {_where(first)} is stuck ({first.age}): "
-                                                         f"{first.advice}"),
-            NoticeKind.ORPHANS: ("opencode rows repaired", f"Repaired {first.tool} in {_where(first)}: left "
-                                                           "running by an opencode that exited"),
+            NoticeKind.STUCK: (
+                "opencode session stuck",
+                f"Session {_where(first)} is stuck ({first.age}): {first.advice}",
+            ),
+            NoticeKind.ORPHANS: (
+                "opencode rows repaired",
+                f"Repaired {first.tool} in {_where(first)}: left running by an opencode that exited",
+            ),
         }[kind]
         return Rendered(summary, html.escape(line, quote=False), 2 if kind is NoticeKind.STUCK else 1)
     places: dict[str, set[str]] = {}  # "“title” in directory" -> its sessions (titles repeat: "New session")
@@ -145,9 +169,11 @@ def render(kind: NoticeKind, batch: list[Event]) -> Rendered:
         places.setdefault(_where(e), set()).add(e.session_id)
     sessions = [f"{where} ({len(ids)} sessions)" if len(ids) > 1 else where for where, ids in places.items()]
     total = sum(len(ids) for ids in places.values())
-    summary = {NoticeKind.FREED: f"opencode: {len(batch)} stuck tool calls freed",
-               NoticeKind.STUCK: f"opencode: {len(batch)} stuck tool calls need you",
-               NoticeKind.ORPHANS: f"opencode: {len(batch)} abandoned tool calls repaired"}[kind]
+    summary = {
+        NoticeKind.FREED: f"opencode: {len(batch)} stuck tool calls freed",
+        NoticeKind.STUCK: f"opencode: {len(batch)} stuck tool calls need you",
+        NoticeKind.ORPHANS: f"opencode: {len(batch)} abandoned tool calls repaired",
+    }[kind]
     lines = [f"in {total} session{'s' if total != 1 else ''}:", *sessions[:LISTED]]
     if len(sessions) > LISTED:
         lines.append(f"and {len(sessions) - LISTED} more")

@@ -35,7 +35,9 @@ def _unique(paths) -> list[Path]:
         if name in ("", ".", ".."):
             resolved = os.path.realpath(path)
         else:
-            resolved = os.path.join(folders.get(head) or folders.setdefault(head, os.path.realpath(head)), name)
+            resolved = os.path.join(
+                folders.get(head) or folders.setdefault(head, os.path.realpath(head)), name
+            )
             if os.path.islink(resolved):
                 resolved = os.path.realpath(resolved)
         out.setdefault(Path(resolved))

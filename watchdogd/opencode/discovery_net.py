@@ -89,7 +89,10 @@ def loopback_listeners(pids: list[int], proc: Path = Path("/proc")) -> dict[int,
             table.update(parse_listeners((proc / "net" / name).read_text()))
         except OSError:
             continue
-    return {pid: sorted({table[i] for i in socket_inodes(pid, proc) if i in table}, key=lambda hp: hp[1]) for pid in pids}
+    return {
+        pid: sorted({table[i] for i in socket_inodes(pid, proc) if i in table}, key=lambda hp: hp[1])
+        for pid in pids
+    }
 
 
 def fds_readable(pid: int, proc: Path = Path("/proc")) -> bool | None:
@@ -101,4 +104,3 @@ def fds_readable(pid: int, proc: Path = Path("/proc")) -> bool | None:
     except OSError:
         return None
     return True
-

@@ -82,8 +82,12 @@ def _warn_if_shared(server: ServerConfig) -> None:
     except OSError:
         return  # reported when it is read
     if mode & 0o077:
-        _warn_once("password_file is readable by group or others", path=str(path), mode=f"{mode:04o}",
-                   fix=f"chmod 600 {path}")
+        _warn_once(
+            "password_file is readable by group or others",
+            path=str(path),
+            mode=f"{mode:04o}",
+            fix=f"chmod 600 {path}",
+        )
 
 
 @dataclass
@@ -128,7 +132,9 @@ class Endpoints:
         if reason is None:
             _warn_if_shared(server)
             try:
-                return Endpoint(server.url, ServerClient(server.url, configured_credentials(server), self.timeout))
+                return Endpoint(
+                    server.url, ServerClient(server.url, configured_credentials(server), self.timeout)
+                )
             except OSError as exc:
                 reason = f"cannot read password_file {server.password_file}: {exc.strerror or exc}"
         _warn_once("configured server not used", url=server.url, why=reason)
@@ -143,7 +149,9 @@ class Endpoints:
                 endpoint.client.health()
             except ServerError as exc:
                 endpoint.failed(exc)
-                _warn_once("opencode server not usable", url=endpoint.url, pid=endpoint.pid, why=endpoint.error)
+                _warn_once(
+                    "opencode server not usable", url=endpoint.url, pid=endpoint.pid, why=endpoint.error
+                )
         return endpoint.error is None
 
     def for_holder(self, holder: Holder, owner_uid: int | None) -> Endpoint:
@@ -151,14 +159,20 @@ class Endpoints:
         key = (holder.pid, owner_uid)
         if key not in self._by_pid:
             ports = self._listeners([holder.pid]).get(holder.pid, []) if holder.visible else []
-            self._by_pid[key] = self._match_configured(holder.pid, ports) or self._discover(holder, ports, owner_uid)
+            self._by_pid[key] = self._match_configured(holder.pid, ports) or self._discover(
+                holder, ports, owner_uid
+            )
         return self._by_pid[key]
 
     def _match_configured(self, pid: int, ports: list[Listener]) -> Endpoint | None:
         """A configured loopback URL on a port this holder listens on: that server, with its own credentials."""
         for endpoint in self._configured:
             host = urlsplit(endpoint.url).hostname or ""
-            if endpoint.pid is None and is_loopback_host(host) and _port(endpoint.url) in {p.port for p in ports}:
+            if (
+                endpoint.pid is None
+                and is_loopback_host(host)
+                and _port(endpoint.url) in {p.port for p in ports}
+            ):
                 endpoint.pid = pid
                 return endpoint
         return None
@@ -166,16 +180,26 @@ class Endpoints:
     def _discover(self, holder: Holder, ports: list[Listener], owner_uid: int | None) -> Endpoint:
         pid, label = holder.pid, f"pid {holder.pid}"
         if not self.settings.live.discover:
-            return Endpoint(label, pid=pid, error="live.discover = false and no [[servers]] url matches its port")
+            return Endpoint(
+                label, pid=pid, error="live.discover = false and no [[servers]] url matches its port"
+            )
         if not holder.visible:
             return Endpoint(label, pid=pid, error=holder.cmdline.strip("[]") + ", so its API cannot be found")
         if not ports and fds_readable(pid) is False:
-            return Endpoint(label, pid=pid, error=f"pid {pid} holds the DB but its open files cannot be read "
-                                                  "(hardened, or another user's process), so its API port cannot be found")
+            return Endpoint(
+                label,
+                pid=pid,
+                error=f"pid {pid} holds the DB but its open files cannot be read "
+                "(hardened, or another user's process), so its API port cannot be found",
+            )
         if not ports:
-            return Endpoint(label, pid=pid, listening=False,
-                            error=f"pid {pid} holds the DB and is not listening on loopback "
-                                  "TCP: no API to ask (a TUI without --port, or not an opencode server)")
+            return Endpoint(
+                label,
+                pid=pid,
+                listening=False,
+                error=f"pid {pid} holds the DB and is not listening on loopback "
+                "TCP: no API to ask (a TUI without --port, or not an opencode server)",
+            )
         seen: list[str] = []
         first: Endpoint | None = None
         for listener in ports[:MAX_PORTS_PROBED]:
@@ -185,8 +209,11 @@ class Endpoints:
             endpoint = Endpoint(url, ServerClient(url, credentials, self.timeout), pid=pid)
             if self.ready(endpoint):
                 return endpoint
-            seen.append(self._observed(listener, endpoint, credentials is None and listener.uid != owner_uid,
-                                       owner_uid))
+            seen.append(
+                self._observed(
+                    listener, endpoint, credentials is None and listener.uid != owner_uid, owner_uid
+                )
+            )
             first = first or endpoint
             if endpoint.error_kind == "timeout":
                 break  # a hung process: do not wait out the timeout on each of its ports
@@ -200,8 +227,10 @@ class Endpoints:
         if kind == "timeout":
             return f"{where}, which did not answer /global/health within {format_duration(self.timeout)}"
         if kind == "auth" and withheld:
-            return (f"{where}, which asked for a password; its socket belongs to uid {listener.uid}, not to the "
-                    f"DB owner's uid {owner_uid}, so no password is sent to it")
+            return (
+                f"{where}, which asked for a password; its socket belongs to uid {listener.uid}, not to the "
+                f"DB owner's uid {owner_uid}, so no password is sent to it"
+            )
         if kind == "auth":
             return f"{where}, which asked for a password: {endpoint.error}"
         return f"{where}, which did not answer /global/health like opencode ({endpoint.error})"

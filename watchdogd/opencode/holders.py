@@ -23,8 +23,10 @@ from watchdogd.opencode.rows import Holder
 
 FileId = tuple[int, int]  # (st_dev, st_ino)
 INIT_PID_NS = 0xEFFFFFFC  # the kernel's fixed inode number of the initial PID namespace (PROC_PID_INIT_INO)
-OUTSIDE = ("[this daemon runs in its own PID namespace (a container) and the DB is on a mount shared with the "
-           "outside ({why}): a process outside may hold it unseen; set watch.trust_pid_namespace = true if none can]")
+OUTSIDE = (
+    "[this daemon runs in its own PID namespace (a container) and the DB is on a mount shared with the "
+    "outside ({why}): a process outside may hold it unseen; set watch.trust_pid_namespace = true if none can]"
+)
 
 
 def shared_mount(path: Path, proc: Path = Path("/proc")) -> str | None:
@@ -163,14 +165,29 @@ def _read_locks(proc: Path) -> str | None:
 def _unseen_holder(pid: int, proc: Path, boot: float, ticks: int) -> Holder:
     """A process that locks the DB but whose fds the walk could not read (or could not see at all)."""
     if pid <= 0:
-        return Holder(pid, 0.0, "[holds a lock on the DB (/proc/locks) but is not visible here: another PID "
-                                "namespace, or an open file description lock]", visible=False)
+        return Holder(
+            pid,
+            0.0,
+            "[holds a lock on the DB (/proc/locks) but is not visible here: another PID "
+            "namespace, or an open file description lock]",
+            visible=False,
+        )
     started = _start_time(pid, boot, ticks, proc)
     if started is None:
-        return Holder(pid, 0.0, f"[pid {pid} holds a lock on the DB (/proc/locks) but is not visible in /proc "
-                                "(hidepid, or it just exited)]", visible=False)
-    return Holder(pid, started, f"{_cmdline(pid, proc)} [holds a lock on the DB (/proc/locks); its open files "
-                                "cannot be read]".lstrip(), visible=False)
+        return Holder(
+            pid,
+            0.0,
+            f"[pid {pid} holds a lock on the DB (/proc/locks) but is not visible in /proc "
+            "(hidepid, or it just exited)]",
+            visible=False,
+        )
+    return Holder(
+        pid,
+        started,
+        f"{_cmdline(pid, proc)} [holds a lock on the DB (/proc/locks); its open files "
+        "cannot be read]".lstrip(),
+        visible=False,
+    )
 
 
 def _could_write(uid: int | None, owner: os.stat_result | None) -> bool:
@@ -187,8 +204,9 @@ def _uid(entry: Path) -> int | None:
         return None
 
 
-def find_holders(dbs: list[Path], proc: Path = Path("/proc"), *,
-                 trust_pid_namespace: bool = False) -> dict[Path, list[Holder]]:
+def find_holders(
+    dbs: list[Path], proc: Path = Path("/proc"), *, trust_pid_namespace: bool = False
+) -> dict[Path, list[Holder]]:
     """Map each DB to the processes (other than watchdogd itself) with the DB or its -wal/-shm open.
 
     A process the walk cannot inspect that holds a lock on the DB is listed too (`visible=False`):
@@ -229,8 +247,15 @@ def find_holders(dbs: list[Path], proc: Path = Path("/proc"), *,
     return result
 
 
-def _add_unseen(result: dict[Path, list[Holder]], wanted: dict[Path, set[FileId]], seen: dict[Path, set[int]],
-                unreadable: list[Path], proc: Path, boot: float, ticks: int) -> None:
+def _add_unseen(
+    result: dict[Path, list[Holder]],
+    wanted: dict[Path, set[FileId]],
+    seen: dict[Path, set[int]],
+    unreadable: list[Path],
+    proc: Path,
+    boot: float,
+    ticks: int,
+) -> None:
     locks = _read_locks(proc)
     for path, ids in wanted.items():
         if locks is not None:

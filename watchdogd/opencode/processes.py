@@ -18,20 +18,64 @@ from pathlib import Path
 from watchdogd.opencode.rows import ProcessKind
 
 # opencode's options that take a value (TUI, run and serve share these names).
-_WITH_VALUE = {"--port", "--hostname", "--log-level", "-m", "--model", "-s", "--session", "--prompt", "--agent",
-               "--mdns-domain", "--cors", "--replay-limit", "--variant", "--attach", "--format", "--title", "-f",
-               "--file", "--command", "--dir"}
+_WITH_VALUE = {
+    "--port",
+    "--hostname",
+    "--log-level",
+    "-m",
+    "--model",
+    "-s",
+    "--session",
+    "--prompt",
+    "--agent",
+    "--mdns-domain",
+    "--cors",
+    "--replay-limit",
+    "--variant",
+    "--attach",
+    "--format",
+    "--title",
+    "-f",
+    "--file",
+    "--command",
+    "--dir",
+}
 _RUNTIMES = {"node", "bun", "nodejs"}
 _SERVERS = {"serve", "web"}
 # Other subcommands (`attach` is a TUI of another process's server: it owns no sessions itself).
 # `pr` checks out a branch and then runs the TUI, so it is not listed.
-_OTHERS = {"attach", "acp", "mcp", "debug", "providers", "auth", "agent", "upgrade", "uninstall", "models",
-           "stats",
-           "export", "import", "github", "session", "plugin", "plug", "db", "completion", "generate"}
+_OTHERS = {
+    "attach",
+    "acp",
+    "mcp",
+    "debug",
+    "providers",
+    "auth",
+    "agent",
+    "upgrade",
+    "uninstall",
+    "models",
+    "stats",
+    "export",
+    "import",
+    "github",
+    "session",
+    "plugin",
+    "plug",
+    "db",
+    "completion",
+    "generate",
+}
 
-LABELS = {ProcessKind.TUI: "opencode TUI", ProcessKind.RUN: "opencode run", ProcessKind.SERVER: "opencode server",
-          ProcessKind.OTHER: "opencode process"}
-REACHABLE_RECIPE = "start the TUI as `opencode --port 0` to let the daemon free it live (README: the terminal UI)"
+LABELS = {
+    ProcessKind.TUI: "opencode TUI",
+    ProcessKind.RUN: "opencode run",
+    ProcessKind.SERVER: "opencode server",
+    ProcessKind.OTHER: "opencode process",
+}
+REACHABLE_RECIPE = (
+    "start the TUI as `opencode --port 0` to let the daemon free it live (README: the terminal UI)"
+)
 
 
 def read_argv(pid: int, proc: Path = Path("/proc")) -> list[str]:
@@ -84,7 +128,7 @@ def process_kind(pid: int, proc: Path = Path("/proc")) -> ProcessKind | None:
 
 
 def describe(kind: ProcessKind, pid: int) -> str:
-    """"opencode TUI, pid 123, no HTTP API" — what the holder is, in the words a user knows."""
+    """ "opencode TUI, pid 123, no HTTP API" — what the holder is, in the words a user knows."""
     return f"{LABELS[kind]}, pid {pid}, no HTTP API"
 
 
@@ -92,8 +136,11 @@ def advice(kind: ProcessKind | None, tool: str, pid: int, recipe: bool = True) -
     """What the user can do about a part stuck in a process the daemon cannot reach (verified keys)."""
     repaired = "the rows are repaired when it exits"
     if kind is ProcessKind.TUI:
-        keys = "press Esc on the question in that TUI" if tool == "question" else \
-            "press Esc twice in that TUI to interrupt the tool"
+        keys = (
+            "press Esc on the question in that TUI"
+            if tool == "question"
+            else "press Esc twice in that TUI to interrupt the tool"
+        )
         nxt = f"; next time {REACHABLE_RECIPE}" if recipe else ""
         return f"{keys}, or quit it (Ctrl+C) and start it again{nxt}"
     if kind is ProcessKind.RUN:
@@ -118,8 +165,9 @@ def _gone(pid: int, ticks: int | None, deadline: float, sleep: Callable[[float],
     return _start_ticks(pid) != ticks
 
 
-def stop_process(pid: int, expected: ProcessKind, grace: float,
-                 sleep: Callable[[float], None] = time.sleep) -> tuple[bool, str]:
+def stop_process(
+    pid: int, expected: ProcessKind, grace: float, sleep: Callable[[float], None] = time.sleep
+) -> tuple[bool, str]:
     """End a process the way its user would: SIGINT (Ctrl+C), then SIGTERM after `grace`; never SIGKILL.
 
     Returns (gone, what was done). The process must still be the opencode process of `expected` kind.

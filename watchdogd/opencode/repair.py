@@ -18,7 +18,12 @@ def _dump(value: Any) -> str:
 
 def _is_number(value: Any) -> bool:
     # Rows come from a DB others write: a malformed time must not crash the repair.
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    )
 
 
 def unexpected_shape(part_data: str, message_data: str | None) -> str | None:

@@ -154,8 +154,9 @@ class ToolPart:
     def ended_by_a_free(self) -> bool:
         """Ended by a reject/abort (opencode's dismissed text, or its `interrupted` flag)."""
         state = self.state
-        return state.get("status") == "error" and (state.get("error") == DISMISSED
-                                                   or self.metadata.get("interrupted") is True)
+        return state.get("status") == "error" and (
+            state.get("error") == DISMISSED or self.metadata.get("interrupted") is True
+        )
 
     def shape_problem(self) -> str | None:
         """Why a rewrite must not touch this part (the shapes it rewrites are not as opencode writes them)."""

@@ -29,7 +29,9 @@ def check_schema(conn: sqlite3.Connection) -> SchemaVerdict:
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     newer = sorted(tables & V2_MARKERS)
     if newer:
-        return SchemaVerdict(False, f"newer opencode layout ({', '.join(newer)}): read-only, nothing will be written")
+        return SchemaVerdict(
+            False, f"newer opencode layout ({', '.join(newer)}): read-only, nothing will be written"
+        )
     for table, needed in REQUIRED_COLUMNS.items():
         if table not in tables:
             return SchemaVerdict(False, f"not an opencode v1 database: table {table!r} is missing")

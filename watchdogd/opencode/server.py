@@ -8,6 +8,7 @@ touches a session passes `?directory=<session.directory>`: instances are per dir
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 import threading
@@ -53,7 +54,10 @@ def insecure_reason(url: str, allow_insecure_remote: bool) -> str | None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return f"not an http(s) URL: {url}"
     if parts.scheme == "http" and not is_loopback_host(parts.hostname) and not allow_insecure_remote:
-        return f"plain http to the non-loopback host {parts.hostname} needs live.allow_insecure_remote = true (or use https)"
+        return (
+            f"plain http to the non-loopback host {parts.hostname} needs live.allow_insecure_remote = true "
+            "(or use https)"
+        )
     return None
 
 
@@ -74,23 +78,36 @@ def _segment(value: str) -> str:
 class ServerClient:
     """One opencode server. Credentials go only to this base URL; redirects are never followed."""
 
-    def __init__(self, url: str, credentials: Credentials | None = None, timeout: float = 5.0,
-                 transport: httpx.BaseTransport | None = None):
+    def __init__(
+        self,
+        url: str,
+        credentials: Credentials | None = None,
+        timeout: float = 5.0,
+        transport: httpx.BaseTransport | None = None,
+    ):
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.version: str | None = None
         auth = httpx.BasicAuth(credentials.username, credentials.password) if credentials else None
         # trust_env=False: no proxy from the environment ever sees the credentials or the traffic.
         # No keep-alive: nothing stays open between passes, and no client needs closing.
-        self._http = httpx.Client(base_url=self.url, auth=auth, timeout=timeout, follow_redirects=False,
-                                  trust_env=False, transport=transport,
-                                  limits=httpx.Limits(max_keepalive_connections=0))
+        self._http = httpx.Client(
+            base_url=self.url,
+            auth=auth,
+            timeout=timeout,
+            follow_redirects=False,
+            trust_env=False,
+            transport=transport,
+            limits=httpx.Limits(max_keepalive_connections=0),
+        )
 
     def __repr__(self) -> str:
         return f"ServerClient({self.url})"
 
     # -- plumbing ------------------------------------------------------------------------------
-    def _request(self, method: str, path: str, directory: str | None = None, body: Any = None) -> httpx.Response:
+    def _request(
+        self, method: str, path: str, directory: str | None = None, body: Any = None
+    ) -> httpx.Response:
         params = {"directory": directory} if directory else None
         what = f"{method} {path}"
         # httpx's timeouts bound each socket operation, so a server that trickles a byte at a time would hold
@@ -107,10 +124,8 @@ class ServerClient:
         def cut() -> None:
             expired.set()
             for sock in sockets:
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
         deadline = threading.Timer(self.timeout, cut)
         deadline.daemon = True
@@ -131,19 +146,25 @@ class ServerClient:
 
     def _read_bounded(self, method: str, path: str, params, body, trace, what: str) -> httpx.Response:
         """The response, its body read whole but never past MAX_BODY: a lying server cannot fill our memory."""
-        with self._http.stream(method, path, params=params, json=body, extensions={"trace": trace}) as streamed:
+        with self._http.stream(
+            method, path, params=params, json=body, extensions={"trace": trace}
+        ) as streamed:
             content = bytearray()
             for chunk in streamed.iter_bytes():  # decoded, so a compressed bomb is bounded too
                 content += chunk
                 if len(content) > MAX_BODY:
                     raise ServerError("bad-answer", f"{what}: answer larger than {MAX_BODY // 1048576} MiB")
         headers = [(k, v) for k, v in streamed.headers.multi_items() if k.lower() != "content-encoding"]
-        return httpx.Response(streamed.status_code, headers=headers, content=bytes(content), request=streamed.request)
+        return httpx.Response(
+            streamed.status_code, headers=headers, content=bytes(content), request=streamed.request
+        )
 
     def _json(self, response: httpx.Response, expect: type) -> Any:
         what = f"{response.request.method} {response.request.url.path}"
         if _looks_html(response):
-            raise ServerError("route-missing", f"{what}: HTML instead of JSON (no such route on this version)")
+            raise ServerError(
+                "route-missing", f"{what}: HTML instead of JSON (no such route on this version)"
+            )
         if response.status_code >= 300:
             raise ServerError("http", f"{what}: HTTP {response.status_code}")
         try:
@@ -158,7 +179,9 @@ class ServerClient:
         """An action was accepted (its body says nothing we can trust)."""
         what = f"{response.request.method} {response.request.url.path}"
         if _looks_html(response):
-            raise ServerError("route-missing", f"{what}: HTML instead of JSON (no such route on this version)")
+            raise ServerError(
+                "route-missing", f"{what}: HTML instead of JSON (no such route on this version)"
+            )
         if response.status_code >= 300:
             raise ServerError("http", f"{what}: HTTP {response.status_code}")
 
@@ -188,10 +211,14 @@ class ServerClient:
         return self._json(response, dict)
 
     def questions(self, directory: str) -> list[dict]:
-        return [q for q in self._json(self._request("GET", "/question", directory), list) if isinstance(q, dict)]
+        return [
+            q for q in self._json(self._request("GET", "/question", directory), list) if isinstance(q, dict)
+        ]
 
     def permissions(self, directory: str) -> list[dict]:
-        return [p for p in self._json(self._request("GET", "/permission", directory), list) if isinstance(p, dict)]
+        return [
+            p for p in self._json(self._request("GET", "/permission", directory), list) if isinstance(p, dict)
+        ]
 
     # -- actions -------------------------------------------------------------------------------
     def reject_question(self, request_id: str, directory: str) -> None:
@@ -227,7 +254,8 @@ class ServerClient:
 def describe_error(exc: ServerError, url: str) -> str:
     """One line for reports and logs; for a 401, the setting that fixes it."""
     if exc.kind == "auth":
-        return (f"auth needed at {url}: set OPENCODE_SERVER_PASSWORD (and OPENCODE_SERVER_USERNAME if not "
-                f"'opencode') in the daemon's environment, or add [[servers]] url = \"{url}\" with password_file")
+        return (
+            f"auth needed at {url}: set OPENCODE_SERVER_PASSWORD (and OPENCODE_SERVER_USERNAME if not "
+            f"'opencode') in the daemon's environment, or add [[servers]] url = \"{url}\" with password_file"
+        )
     return f"{url}: {exc}"
-

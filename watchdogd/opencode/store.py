@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
@@ -20,10 +21,12 @@ from watchdogd.opencode.rows import BadRow, Candidate, SessionInfo, parse_tool_p
 from watchdogd.opencode.schema import SchemaVerdict, check_schema
 from watchdogd.opencode.writegate import WriteRules, write_refusal
 
+DEFAULT_RULES = WriteRules()  # frozen: one shared default
+
 # SQLite filters before Python parses JSON: opencode writes compact JSON, so a live tool state
 # always contains one of these byte strings; the Python parse confirms each hit. GLOB is about
 # 2.5x faster than instr() here (benchmarks/README.md).
-_PREFILTER = "(data GLOB '*\"status\":\"running\"*' OR data GLOB '*\"status\":\"pending\"*')"
+_PREFILTER = '(data GLOB \'*"status":"running"*\' OR data GLOB \'*"status":"pending"*\')'
 _PART_COLUMNS = "rowid, id, message_id, session_id, time_created, data"
 # A tool part's row is a few KB; one this big is not parsed (nor journaled twice over): reported instead.
 MAX_PART_BYTES = 8 * 1024 * 1024
@@ -47,7 +50,7 @@ class RowChange:
 
 
 def special_file_kind(path: Path) -> str | None:
-    """"a FIFO", "a character device", … for a path that exists and is not a regular file or directory.
+    """ "a FIFO", "a character device", … for a path that exists and is not a regular file or directory.
 
     SQLite would block for ever opening a FIFO read-only (until a writer appears), or read a device."""
     try:
@@ -56,14 +59,20 @@ def special_file_kind(path: Path) -> str | None:
         return None
     if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
         return None
-    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+    for test, kind in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
         if test(mode):
             return kind
     return "not a regular file"
 
 
-FD_HEADROOM = 32  # fds kept free for what a pass needs besides DB connections (holders, journal, backup, HTTP)
+FD_HEADROOM = (
+    32  # fds kept free for what a pass needs besides DB connections (holders, journal, backup, HTTP)
+)
 
 
 def fd_limit_problem(headroom: int = 0) -> str:
@@ -77,8 +86,10 @@ def fd_limit_problem(headroom: int = 0) -> str:
         soft = used = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if soft == resource.RLIM_INFINITY or used < soft - headroom:
         return ""
-    return (f"open-file limit reached ({used} files open, limit {soft}): raise it with LimitNOFILE= in the "
-            "systemd unit or `ulimit -n`, or watch fewer databases")
+    return (
+        f"open-file limit reached ({used} files open, limit {soft}): raise it with LimitNOFILE= in the "
+        "systemd unit or `ulimit -n`, or watch fewer databases"
+    )
 
 
 def _describe(exc: sqlite3.Error) -> str:
@@ -123,11 +134,18 @@ def parse_candidate(db: Path, row: tuple) -> Candidate | BadRow | None:
     _rowid, part_id, message_id, session_id, time_created, data, *rest = row
     time_updated = rest[0] if rest else None  # absent from layouts without the column
     if not all(is_utf8(v) for v in (part_id, message_id, session_id, data) if isinstance(v, str)):
-        shown = part_id if is_utf8(part_id) else part_id.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        shown = (
+            part_id
+            if is_utf8(part_id)
+            else part_id.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        )
         return BadRow(shown, "part row is not valid UTF-8: never parsed or written")
     if isinstance(data, str) and len(data) > MAX_PART_BYTES:
-        return BadRow(part_id, f"part data is {len(data) // 1048576} MiB, over the {MAX_PART_BYTES // 1048576} MiB "
-                               "limit: not parsed, never written")
+        return BadRow(
+            part_id,
+            f"part data is {len(data) // 1048576} MiB, over the {MAX_PART_BYTES // 1048576} MiB "
+            "limit: not parsed, never written",
+        )
     part = parse_tool_part(data)
     if isinstance(part, str):
         return BadRow(part_id, part)
@@ -139,7 +157,9 @@ def parse_candidate(db: Path, row: tuple) -> Candidate | BadRow | None:
         return None
     for name, when in (("state.time.start", part.start_value), ("time_created", time_created)):
         if _number(when) and not _epoch_ms_ok(when):
-            return BadRow(part_id, f"{name} is {_shown_number(when)}, not a time: never parsed further or written")
+            return BadRow(
+                part_id, f"{name} is {_shown_number(when)}, not a time: never parsed further or written"
+            )
     return Candidate(
         db=db,
         part_id=part_id,
@@ -152,7 +172,8 @@ def parse_candidate(db: Path, row: tuple) -> Candidate | BadRow | None:
         created_ms=time_created if isinstance(time_created, int) else None,
         data=data,
         child_session_id=part.child_session_id,
-        # A time that is not a time is only missing evidence here: the orphan grace then counts from a sighting.
+        # A time that is not a time is only missing evidence here: the orphan grace then counts from a
+        # sighting.
         updated_ms=int(time_updated) if _number(time_updated) and _epoch_ms_ok(time_updated) else None,
     )
 
@@ -160,7 +181,7 @@ def parse_candidate(db: Path, row: tuple) -> Candidate | BadRow | None:
 class OpencodeStore:
     """One opencode DB. Reads go through one read-only connection with no transaction left open."""
 
-    def __init__(self, path: Path, busy_timeout: float = 5.0, *, rules: WriteRules = WriteRules()):
+    def __init__(self, path: Path, busy_timeout: float = 5.0, *, rules: WriteRules = DEFAULT_RULES):
         self.path = path
         self.busy_timeout = max(busy_timeout, 5.0)
         self.rules = rules  # see writegate.write_refusal
@@ -178,7 +199,9 @@ class OpencodeStore:
             raise StoreError(f"{self.path}: cannot open: {limit}")
         uri = f"file:{urllib.parse.quote(str(self.path))}?mode={mode}"
         try:
-            conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(
+                uri, uri=True, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+            )
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
         except sqlite3.Error as exc:
             limit = fd_limit_problem()
@@ -252,17 +275,18 @@ class OpencodeStore:
                 try:
                     conn.execute("COMMIT")  # read-only: nothing to write, just drops the snapshot
                 except sqlite3.Error:
-                    try:
+                    # e.g. a corrupt file: SQLite already ended the transaction; the error above is raised
+                    with contextlib.suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        pass  # e.g. a corrupt file: SQLite already ended the transaction; the error above is raised
 
     def part_ids_at(self, rowids: list[int]) -> dict[int, str]:
         """The id of the part row at each given rowid; rowids with no row are left out."""
         out: dict[int, str] = {}
         for start in range(0, len(rowids), 500):
             chunk = rowids[start : start + 500]
-            out.update(self._read(f"SELECT rowid, id FROM part WHERE rowid IN ({','.join('?' * len(chunk))})", chunk))
+            out.update(
+                self._read(f"SELECT rowid, id FROM part WHERE rowid IN ({','.join('?' * len(chunk))})", chunk)
+            )
         return out
 
     def part_checkpoints(self, targets: list[int]) -> list[tuple[int, str]]:
@@ -280,16 +304,20 @@ class OpencodeStore:
         """Live tool parts with rowid > after_rowid, in time order (ids wrap: never order by id)."""
         # Rows are parsed as the cursor yields them: most prefilter hits are not candidates (todo
         # lists say "status":"pending" too), so holding them all would cost tens of MB on big DBs.
-        found, bad = self._parse(self._iterate(
-            f"SELECT {self._part_columns()} FROM part WHERE rowid > ? AND {_PREFILTER}", (after_rowid,)))
+        found, bad = self._parse(
+            self._iterate(
+                f"SELECT {self._part_columns()} FROM part WHERE rowid > ? AND {_PREFILTER}", (after_rowid,)
+            )
+        )
         found.sort(key=lambda c: (c.created_ms or 0, c.part_id))
         return found, bad
 
     def parts_by_id(self, part_ids: list[str]) -> tuple[list[Candidate], list[BadRow]]:
         rows: list[tuple] = []
         for chunk in _chunks(part_ids):
-            rows += self._read(f"SELECT {self._part_columns()} FROM part WHERE id IN ({','.join('?' * len(chunk))})",
-                               chunk)
+            rows += self._read(
+                f"SELECT {self._part_columns()} FROM part WHERE id IN ({','.join('?' * len(chunk))})", chunk
+            )
         rows.sort(key=lambda r: (r[4] or 0, r[1]))
         return self._parse(rows)
 
@@ -309,7 +337,8 @@ class OpencodeStore:
         out: dict[str, SessionInfo] = {}
         for chunk in _chunks(ids):
             for sid, directory, title, parent in self._read(
-                f"SELECT id, directory, title, parent_id FROM session WHERE id IN ({','.join('?' * len(chunk))})", chunk
+                f"SELECT id, directory, title, parent_id FROM session WHERE id IN ({','.join('?' * len(chunk))})",
+                chunk,
             ):
                 if directory is not None and not is_utf8(directory):
                     directory = None  # unknown: never ask a server about a mangled directory
@@ -320,8 +349,11 @@ class OpencodeStore:
 
     def newer_messages(self, session_id: str, message_id: str) -> int:
         """How many messages of the session were created after `message_id` (0 when it is gone)."""
-        rows = self._read("SELECT count(*) FROM message WHERE session_id = ? AND time_created > "
-                          "(SELECT time_created FROM message WHERE id = ?)", (session_id, message_id))
+        rows = self._read(
+            "SELECT count(*) FROM message WHERE session_id = ? AND time_created > "
+            "(SELECT time_created FROM message WHERE id = ?)",
+            (session_id, message_id),
+        )
         return rows[0][0] if rows else 0
 
     def row_session(self, table: str, row_id: str) -> str | None:
@@ -338,7 +370,8 @@ class OpencodeStore:
     def queued_user_messages(self, session_id: str, after_ms: int) -> list[tuple[str, int]]:
         """User messages written after `after_ms`: prompts opencode queued behind a stuck run."""
         rows = self._read(
-            "SELECT id, time_created, data FROM message WHERE session_id = ? AND time_created > ? ORDER BY time_created, id",
+            "SELECT id, time_created, data FROM message WHERE session_id = ? AND time_created > ?"
+            " ORDER BY time_created, id",
             (session_id, after_ms),
         )
         out = []
@@ -370,8 +403,13 @@ class OpencodeStore:
                 same_session = "" if change.session_id is None else " AND session_id = ?"
                 cursor = conn.execute(
                     f"UPDATE {change.table} SET data = ?, time_updated = ? WHERE id = ? AND data = ?{same_session}",
-                    (change.after, now_ms, change.row_id, change.before,
-                     *(() if change.session_id is None else (change.session_id,))),
+                    (
+                        change.after,
+                        now_ms,
+                        change.row_id,
+                        change.before,
+                        *(() if change.session_id is None else (change.session_id,)),
+                    ),
                 )
                 if cursor.rowcount != 1:
                     conn.execute("ROLLBACK")

@@ -80,7 +80,9 @@ def _order(cand: Candidate) -> tuple[int, str]:
 class CandidateTracker:
     """Candidates of one opencode DB, kept up to date by incremental passes (see module doc)."""
 
-    def __init__(self, store: OpencodeStore, full_rescan_interval: float, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, store: OpencodeStore, full_rescan_interval: float, clock: Callable[[], float] = time.monotonic
+    ):
         self.store = store
         self.full_rescan_interval = full_rescan_interval
         self.clock = clock

@@ -15,7 +15,7 @@ from pathlib import Path
 CONFIG_NAMES = ("opencode.json", "opencode.jsonc", "config.json")
 SHELL_FILES = (".bashrc", ".bash_aliases", ".zshrc", ".profile", ".config/fish/config.fish")
 _FLAG = re.compile(r"opencode\b.*--(port|hostname|mdns)\b")
-RECIPE = "start it with `opencode --port 0` (README: \"The terminal UI\" has a shell function)"
+RECIPE = 'start it with `opencode --port 0` (README: "The terminal UI" has a shell function)'
 
 
 def _server_keys(config_dir: Path) -> list[str]:
@@ -51,8 +51,12 @@ def reachability_hint(config_dir: Path, home: Path) -> str | None:
     ignored = _server_keys(config_dir)
     if _shell_adds_flag(home) and not ignored:
         return None
-    lines = [("hint: a plain `opencode` TUI serves no API, so the daemon can only tell you when a part is stuck "
-              f"in it; to have it freed live, {RECIPE}")]
+    lines = [
+        (
+            "hint: a plain `opencode` TUI serves no API, so the daemon can only tell you when a part is stuck "
+            f"in it; to have it freed live, {RECIPE}"
+        )
+    ]
     if ignored:
         lines.append(f"hint: the TUI ignores {', '.join(ignored)}; only the --port flag makes it listen")
     return "\n".join(lines)

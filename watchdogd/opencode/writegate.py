@@ -27,9 +27,21 @@ from pathlib import Path
 
 # statfs(2) f_type values of filesystems whose locking SQLite cannot rely on (linux/magic.h and friends).
 NETWORK_MAGIC = {
-    0x6969: "nfs", 0x517B: "smb", 0xFF534D42: "cifs", 0xFE534D42: "smb2", 0x65735546: "fuse",
-    0x01021997: "9p", 0x00C36400: "ceph", 0x73757245: "coda", 0x5346414F: "afs", 0x6B414653: "afs",
-    0x564C: "ncp", 0x0BD00BD0: "lustre", 0x47504653: "gpfs", 0x20030528: "orangefs", 0x19830326: "beegfs",
+    0x6969: "nfs",
+    0x517B: "smb",
+    0xFF534D42: "cifs",
+    0xFE534D42: "smb2",
+    0x65735546: "fuse",
+    0x01021997: "9p",
+    0x00C36400: "ceph",
+    0x73757245: "coda",
+    0x5346414F: "afs",
+    0x6B414653: "afs",
+    0x564C: "ncp",
+    0x0BD00BD0: "lustre",
+    0x47504653: "gpfs",
+    0x20030528: "orangefs",
+    0x19830326: "beegfs",
 }
 
 FUSE_MAGIC = 0x65735546
@@ -75,7 +87,9 @@ def _mount_type(path: str, mountinfo: str = "/proc/self/mountinfo") -> str | Non
                     continue
                 point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])  # \040 = space
                 after = line.split(" - ", 1)[1].split()
-                if (path == point or path.startswith(point.rstrip("/") + "/")) and (best is None or len(point) >= best[0]):
+                if (path == point or path.startswith(point.rstrip("/") + "/")) and (
+                    best is None or len(point) >= best[0]
+                ):
                     best = (len(point), after[0] if after else "?")
     except OSError:
         return None
@@ -111,8 +125,10 @@ def write_refusal(path: Path, rules: WriteRules = WriteRules()) -> str | None:
     kind = network_fs(folder, rules.allow_fuse)
     if kind:
         hint = "; set allow_fuse = true if this FUSE filesystem is local" if kind.startswith("fuse") else ""
-        return (f"on a network filesystem ({kind}): SQLite's locking is not reliable there, so it is never "
-                f"written (read-only report){hint}")
+        return (
+            f"on a network filesystem ({kind}): SQLite's locking is not reliable there, so it is never "
+            f"written (read-only report){hint}"
+        )
     try:
         if os.statvfs(folder).f_flag & os.ST_RDONLY:
             return "on a read-only mount: nothing can be written there"
@@ -120,12 +136,18 @@ def write_refusal(path: Path, rules: WriteRules = WriteRules()) -> str | None:
         pass
     euid = os.geteuid()
     if st.st_uid != euid and not rules.allow_other_users:
-        return (f"owned by {user_name(st.st_uid)}, not by this process's user {user_name(euid)}: "
-                "set allow_other_users = true to let it write another user's DB")
+        return (
+            f"owned by {user_name(st.st_uid)}, not by this process's user {user_name(euid)}: "
+            "set allow_other_users = true to let it write another user's DB"
+        )
     if not os.access(path, os.W_OK, effective_ids=os.access in os.supports_effective_ids):
         return f"the file is not writable by {user_name(euid)}"
     missing = [s for s in ("-wal", "-shm") if not os.path.exists(f"{path}{s}")]
-    if missing and not os.access(folder, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
-        return (f"its directory is not writable by {user_name(euid)}, so SQLite cannot create the "
-                f"{'/'.join(missing)} file(s) a write needs")
+    if missing and not os.access(
+        folder, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids
+    ):
+        return (
+            f"its directory is not writable by {user_name(euid)}, so SQLite cannot create the "
+            f"{'/'.join(missing)} file(s) a write needs"
+        )
     return None
