@@ -60,25 +60,12 @@ class DBRepairer:
         write), return what happened. `part_change=False` only completes the message (after a live free).
         """
         cand = item.candidate
-        if (
-            report.refusal
-        ):  # before the backup and the journal: nothing is copied or planned for a DB never written
-            return ActionResult(item, REPAIR, Outcome.REPORTED, f"no DB write: {report.refusal}")
+        prepared = self._prepare(item, report, store)
+        if isinstance(prepared, ActionResult):
+            return prepared
+        message_before = prepared
         why = why or ("its opencode process is gone" if item.ownership.orphan else "expired by policy")
         text = abandoned_text(cand.tool, cand.status, item.verdict.age_s, why)
-        try:
-            other = self._other_session(cand, store)
-            if other:  # never complete another (maybe live) session's message
-                return ActionResult(item, REPAIR, Outcome.REPORTED, other)
-            self.ensure_backup(store)
-            message_before = store.row_data("message", cand.message_id)
-        except (StoreError, OSError, sqlite3.Error) as exc:  # sqlite3.Error: the backup copy failed
-            return ActionResult(item, REPAIR, Outcome.FAILED, f"cannot prepare repair: {exc}")
-        shape = unexpected_shape(cand.data, message_before)
-        if shape:  # rows others write: never guess at one we do not understand
-            return ActionResult(
-                item, REPAIR, Outcome.SKIPPED, f"unexpected row shape ({shape}): nothing written"
-            )
         now_ms = int(time.time() * 1000)
         message_after = finished_message(message_before, text, now_ms) if message_before else None
         if not part_change and message_after is None:
@@ -108,6 +95,28 @@ class DBRepairer:
                 return self._write(item, store, action, text, (message_before, message_after), part_after)
         except StoreError as exc:  # settled `failed` by `journaled`
             return ActionResult(item, REPAIR, Outcome.FAILED, str(exc), action_id)
+
+    def _prepare(self, item: Assessment, report: DBReport, store: OpencodeStore) -> str | None | ActionResult:
+        """The message row's before-image once every check before a write passed, else why not (a result)."""
+        cand = item.candidate
+        if (
+            report.refusal
+        ):  # before the backup and the journal: nothing is copied or planned for a DB never written
+            return ActionResult(item, REPAIR, Outcome.REPORTED, f"no DB write: {report.refusal}")
+        try:
+            other = self._other_session(cand, store)
+            if other:  # never complete another (maybe live) session's message
+                return ActionResult(item, REPAIR, Outcome.REPORTED, other)
+            self.ensure_backup(store)
+            message_before = store.row_data("message", cand.message_id)
+        except (StoreError, OSError, sqlite3.Error) as exc:  # sqlite3.Error: the backup copy failed
+            return ActionResult(item, REPAIR, Outcome.FAILED, f"cannot prepare repair: {exc}")
+        shape = unexpected_shape(cand.data, message_before)
+        if shape:  # rows others write: never guess at one we do not understand
+            return ActionResult(
+                item, REPAIR, Outcome.SKIPPED, f"unexpected row shape ({shape}): nothing written"
+            )
+        return message_before
 
     @staticmethod
     def _other_session(cand, store: OpencodeStore) -> str | None:

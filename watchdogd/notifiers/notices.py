@@ -106,9 +106,8 @@ def _kind(outcome: ActionResult, orphans: bool) -> NoticeKind | None:
         return NoticeKind.STUCK
     if outcome.outcome is Outcome.REPORTED:
         owner = outcome.item.ownership
-        if (
-            owner.kind in NEEDS_USER_OWNERS or owner.orphan
-        ):  # not "busy with a newer run": that one heals itself
+        # not "busy with a newer run": that one heals itself
+        if owner.kind in NEEDS_USER_OWNERS or owner.orphan:
             return NoticeKind.STUCK
     return None
 
