@@ -34,7 +34,7 @@ from watchdogd.opencode.rows import BadRow, SessionInfo
 from watchdogd.opencode.store import StoreError
 from watchdogd.opencode.writegate import write_refusal
 from watchdogd.reaper import Reaper
-from watchdogd.restore import reconcile
+from watchdogd.reconcile import reconcile
 from watchdogd.watched import WatchedDB, WatchedDBs
 
 MISSING = "database does not exist (yet)"

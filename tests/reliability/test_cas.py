@@ -9,7 +9,7 @@ from tests import dbfactory, passes
 from tests.reliability.conftest import scenario
 from tests.reliability.helpers import is_completed_message, is_repaired_part
 from watchdogd.opencode.store import OpencodeStore
-from watchdogd.restore import undo_action
+from watchdogd.undo import undo_action
 
 
 def one_pass(db, journal, settings):

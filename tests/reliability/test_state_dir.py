@@ -26,7 +26,7 @@ from tests.reliability.helpers import (
 from watchdogd.db_repair import DBRepairer
 from watchdogd.journal import Journal, JournalError
 from watchdogd.opencode.store import OpencodeStore
-from watchdogd.restore import reconcile
+from watchdogd.reconcile import reconcile
 
 
 def one_pass(db, journal, settings, **more):

@@ -29,7 +29,7 @@ from watchdogd.models import Decision, Holder, OwnerKind  # noqa: E402
 from watchdogd.opencode.discovery_net import Listener  # noqa: E402
 from watchdogd.opencode.repair import MARKER  # noqa: E402
 from watchdogd.opencode.store import OpencodeStore  # noqa: E402
-from watchdogd.restore import undo_action  # noqa: E402
+from watchdogd.undo import undo_action  # noqa: E402
 
 VERSIONS = ("1.15.3", "1.18.33")
 DIR = "/home/user/proj"

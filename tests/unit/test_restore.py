@@ -11,7 +11,8 @@ from tests import dbfactory as f
 from tests.unit.helpers import make_settings, repair_all
 from watchdogd.journal import Journal
 from watchdogd.opencode.store import OpencodeStore
-from watchdogd.restore import reconcile, undo_action
+from watchdogd.reconcile import reconcile
+from watchdogd.undo import undo_action
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from watchdogd.journal import Journal
 from watchdogd.opencode.store import OpencodeStore
 from watchdogd.opencode.writegate import WriteRules
 from watchdogd.output import safe
-from watchdogd.restore import undo_action
 from watchdogd.stopping import CANNOT_RESTART, STOP_PROCESS
+from watchdogd.undo import undo_action
 
 
 def add_parser(subparsers, opts: Options) -> None:

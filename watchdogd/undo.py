@@ -1,9 +1,8 @@
-"""Undo of the daemon's own writes, and settling actions a crash left `planned`."""
+"""Undo of the daemon's own writes: the before-images back, only where the rows still hold what it wrote."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from watchdogd.journal import Action, Journal
 from watchdogd.opencode.store import OpencodeStore, RowChange, StoreError
@@ -83,31 +82,3 @@ def _moved_on(action: Action, store: OpencodeStore) -> str:
         f"the session moved on ({newer} newer message(s) since): a running part in the middle of it is almost "
         "never wanted; not restored (use --force to restore anyway)"
     )
-
-
-def reconcile(journal: Journal, stores: dict[Path, OpencodeStore]) -> list[tuple[Action, str]]:
-    """Settle `planned` actions left by an interrupted run by looking at the rows themselves."""
-    settled = []
-    for action in journal.planned():
-        store = stores.get(Path(action.db))
-        if store is None:
-            continue
-        try:
-            current = store.row_data("part", action.part_id)
-            # A message-only action (the live layer completes the message after a PATCH) has no part_after.
-            message = (
-                store.row_data("message", action.message_id) if action.message_after is not None else None
-            )
-        except StoreError:
-            continue
-        wrote_part = action.part_after is not None and current == action.part_after
-        wrote_message = action.message_after is not None and message == action.message_after
-        if wrote_part or wrote_message:
-            outcome, detail = "done", "written before an interruption; confirmed from the row"
-        elif current == action.part_before:
-            outcome, detail = "failed", "interrupted before the write; nothing was written"
-        else:
-            outcome, detail = "skipped", "interrupted; the row has changed since, nothing of ours is in it"
-        journal.settle(action.id, outcome, detail)
-        settled.append((action, outcome))
-    return settled
