@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from watchdogd.config import Settings
+from watchdogd.databases import WatchedDBs
 from watchdogd.journal import Journal
 from watchdogd.models import DBReport, Holder, PassResult
 from watchdogd.opencode.store import OpencodeStore
 from watchdogd.pipeline import PassContext, PassOptions, run_pass
-from watchdogd.watched import WatchedDBs
 
 
 def context(

@@ -21,7 +21,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from watchdogd import __version__
 from watchdogd.config import ConfigError, Settings, load_config
+from watchdogd.databases import WatchedDBs
 from watchdogd.durations import format_duration
+from watchdogd.file_events import CLOSE, LIFECYCLE, DBWatcher
 from watchdogd.journal import Journal, JournalError
 from watchdogd.models import Outcome, PassResult
 from watchdogd.notifiers import Publishers
@@ -31,8 +33,6 @@ from watchdogd.opencode.writegate import WriteRules
 from watchdogd.pipeline import PassContext, PassOptions, run_pass
 from watchdogd.statedir import StateDirError, StateLock
 from watchdogd.statefile import status_document, status_line, write_status
-from watchdogd.watched import WatchedDBs
-from watchdogd.watcher import CLOSE, LIFECYCLE, DBWatcher
 
 PASS_JOB = "pass"
 HUNG_PASS_S = 120.0  # a pass this old means the loop is stuck: stop feeding systemd's watchdog

@@ -25,6 +25,7 @@ import structlog
 
 from watchdogd.assess import Evidence, LiveEvidence, gather, judge, sightings, with_sessions
 from watchdogd.config import Settings
+from watchdogd.databases import WatchedDB, WatchedDBs
 from watchdogd.journal import Journal, JournalError
 from watchdogd.live_evidence import build_live
 from watchdogd.live_recovery import LiveRecovery
@@ -35,7 +36,6 @@ from watchdogd.opencode.store import StoreError
 from watchdogd.opencode.writegate import write_refusal
 from watchdogd.reaper import Reaper
 from watchdogd.reconcile import reconcile
-from watchdogd.watched import WatchedDB, WatchedDBs
 
 MISSING = "database does not exist (yet)"
 DEADLINE_SLACK = timedelta(milliseconds=50)  # a pass a little after a deadline finds the part already expired

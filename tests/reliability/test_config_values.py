@@ -9,7 +9,7 @@ from tests.reliability.conftest import scenario
 from tests.reliability.helpers import cli
 from watchdogd.config import Settings
 from watchdogd.daemon import Daemon
-from watchdogd.watcher import DBWatcher
+from watchdogd.file_events import DBWatcher
 
 pytestmark = pytest.mark.integration
 

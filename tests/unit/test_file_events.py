@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests import dbfactory
-from watchdogd.inotify import IN_CREATE, IN_DELETE_SELF, IN_ISDIR, IN_MODIFY, IN_MOVED_TO, Inotify, RawEvent
-from watchdogd.watcher import (
+from watchdogd.file_events import (
     CHANGE,
     CLOSE,
     LIFECYCLE,
@@ -22,6 +21,7 @@ from watchdogd.watcher import (
     new_db,
     on_the_way,
 )
+from watchdogd.inotify import IN_CREATE, IN_DELETE_SELF, IN_ISDIR, IN_MODIFY, IN_MOVED_TO, Inotify, RawEvent
 
 WAIT = 20.0  # generous: a loaded 2-core machine
 
@@ -175,7 +175,7 @@ def test_without_inotify_the_watcher_reports_every_folder_missing(tmp_path, monk
     def refuse(_on_batch):
         raise OSError(24, "Too many open files")
 
-    monkeypatch.setattr("watchdogd.watcher.Inotify", refuse)
+    monkeypatch.setattr("watchdogd.file_events.Inotify", refuse)
     watcher = DBWatcher(lambda *_: None)
     db = dbfactory.make_db(tmp_path / "opencode.db")
     assert watcher.sync([db]) == {}  # its folder exists; nothing is watched, the poll finds changes
