@@ -197,6 +197,7 @@ class Daemon:
         self.wake("clock-jump", force=True)
 
     def shutdown(self) -> int:
+        self._stop.set()  # also when start-up failed: a pass job that starts from now on does nothing
         self.notifier.stopping()
         self.log.info("stopping")
         self.watcher.stop()
@@ -225,6 +226,9 @@ class Daemon:
         if finished:
             self.journal.close()
             self.lock.release()
+            # A pass job the scheduler started just before it stopped may be waiting for this lock; interpreter
+            # exit joins the job's thread, so a lock kept held here would hang the exit for good.
+            self._pass_lock.release()
             return 0
         sys.stdout.flush()
         sys.stderr.flush()
@@ -355,6 +359,8 @@ class Daemon:
 
     def run_pass(self) -> None:
         with self._pass_lock:
+            if self._stop.is_set():
+                return  # stopping: shutdown holds or has held this lock and closes the DBs and the journal
             # Events queued until now are covered by this pass (it reads after them); the watcher listens
             # again.
             for db, kind in self.watcher.drain():
