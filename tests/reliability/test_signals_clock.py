@@ -255,3 +255,46 @@ def test_clock_jumps_forward(tmp_path, fakeclock, observe):
     observe(
         "repaired within one main-loop tick of the jump (the next poll was 1 h away)", "one action per orphan"
     )
+
+
+@scenario(
+    "signals_clock",
+    "the wall clock steps forward 1 h (VM restore, NTP at boot) while a process that "
+    "started before the part holds the DB (btime in /proc/stat moves with the step, as the kernel's does)",
+    "the holder still counts as the part's possible owner: nothing written after the step; once the holder "
+    "exits the orphan is repaired",
+)
+def test_clock_step_forward_keeps_a_live_holder(tmp_path, fakeclock, observe):
+    clock = Clock(fakeclock, tmp_path)
+    db = dbfactory.make_db(tmp_path / "opencode.db")
+    with dbfactory.holder_process(db) as holder:
+        [part] = add_orphans(db, 1, age_s=0)  # written after the holder started: it may be that holder's run
+        daemon = DaemonProcess(
+            tmp_path,
+            [db],
+            extra_args=["-v"],
+            env={**clock.env, **GRACE0, "OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1s"},
+        )
+        try:
+            held = daemon.wait_status(lambda s: len(s["candidates"]) == 1, what="the held part seen")
+            counted = passes(daemon)
+            clock.step(3600)
+            wait_until(lambda: passes(daemon) >= counted + 3, timeout=30, what="polls after the step")
+            after = daemon.status()["candidates"]
+            assert pair_states(db, [part]) == {part.part_id: "untouched"}
+            assert [c["verdict"] for c in after] == ["keep"]
+            holder.stdin.close()
+            holder.wait(timeout=10)
+            wait_until(
+                lambda: pair_states(db, [part]) == {part.part_id: "repaired"},
+                timeout=30,
+                what="the repair once the holder exited",
+            )
+        finally:
+            assert daemon.stop() == 0
+    assert [c["verdict"] for c in held["candidates"]] == ["keep"]
+    assert set(actions_per_part(daemon.state_dir).values()) == {1}
+    observe(
+        "kept (a possible owner holds the DB) before and after the +1 h step; not written",
+        "repaired once, after the holder exited",
+    )

@@ -19,6 +19,7 @@ import os
 import re
 from pathlib import Path
 
+from watchdogd.opencode.process_start import WALL_CLOCK, WallClockSteps, start_time
 from watchdogd.opencode.rows import Holder
 
 FileId = tuple[int, int]  # (st_dev, st_ino)
@@ -61,24 +62,6 @@ def in_child_pid_namespace(proc: Path = Path("/proc")) -> bool:
         return os.stat(proc / "self" / "ns" / "pid").st_ino != INIT_PID_NS
     except OSError:
         return False  # no namespace files (very old kernel, or no /proc): nothing to tell
-
-
-def _boot_time() -> float:
-    with open("/proc/stat") as handle:
-        for line in handle:
-            if line.startswith("btime "):
-                return float(line.split()[1])
-    return 0.0
-
-
-def _start_time(pid: int, boot: float, ticks: int, proc: Path = Path("/proc")) -> float | None:
-    try:
-        stat = (proc / str(pid) / "stat").read_text()
-    except OSError:
-        return None
-    # The command name may contain spaces and parentheses: fields start after the last ')'.
-    fields = stat.rsplit(")", 1)[1].split()
-    return boot + int(fields[19]) / ticks
 
 
 def _cmdline(pid: int, proc: Path = Path("/proc")) -> str:
@@ -162,7 +145,7 @@ def _read_locks(proc: Path) -> str | None:
         return None
 
 
-def _unseen_holder(pid: int, proc: Path, boot: float, ticks: int) -> Holder:
+def _unseen_holder(pid: int, proc: Path, clock: WallClockSteps) -> Holder:
     """A process that locks the DB but whose fds the walk could not read (or could not see at all)."""
     if pid <= 0:
         return Holder(
@@ -172,7 +155,7 @@ def _unseen_holder(pid: int, proc: Path, boot: float, ticks: int) -> Holder:
             "namespace, or an open file description lock]",
             visible=False,
         )
-    started = _start_time(pid, boot, ticks, proc)
+    started = start_time(pid, proc, clock)
     if started is None:
         return Holder(
             pid,
@@ -205,17 +188,21 @@ def _uid(entry: Path) -> int | None:
 
 
 def find_holders(
-    dbs: list[Path], proc: Path = Path("/proc"), *, trust_pid_namespace: bool = False
+    dbs: list[Path],
+    proc: Path = Path("/proc"),
+    *,
+    trust_pid_namespace: bool = False,
+    clock: WallClockSteps = WALL_CLOCK,
 ) -> dict[Path, list[Holder]]:
     """Map each DB to the processes (other than watchdogd itself) with the DB or its -wal/-shm open.
 
     A process the walk cannot inspect that holds a lock on the DB is listed too (`visible=False`):
-    not knowing must never make a live session look orphaned.
+    not knowing must never make a live session look orphaned. Start times are on the wall clock of
+    their moment (watchdogd/opencode/process_start.py), so a clock step does not make a holder look new.
     """
     wanted = {path: db_identities(path) for path in dbs}
     me = os.getpid()
-    boot = _boot_time()
-    ticks = os.sysconf("SC_CLK_TCK")
+    clock.observe()  # a step since the last lookup is seen before any start is put on the wall clock
     result: dict[Path, list[Holder]] = {path: [] for path in dbs}
     seen: dict[Path, set[int]] = {path: {me} for path in dbs}
     unreadable: list[Path] = []
@@ -233,12 +220,12 @@ def find_holders(
         for path in held:
             seen[path].add(pid)
         cmdline = _cmdline(pid, proc)
-        started = _start_time(pid, boot, ticks, proc)
+        started = start_time(pid, proc, clock)
         if is_watchdogd(cmdline) or started is None:
             continue  # ours, or gone meanwhile
         for path in held:
             result[path].append(Holder(pid, started, cmdline))
-    _add_unseen(result, wanted, seen, unreadable, proc, boot, ticks)
+    _add_unseen(result, wanted, seen, unreadable, proc, clock)
     if not trust_pid_namespace and in_child_pid_namespace(proc):
         for path, ids in wanted.items():
             why = shared_mount(path, proc) if ids else None
@@ -253,8 +240,7 @@ def _add_unseen(
     seen: dict[Path, set[int]],
     unreadable: list[Path],
     proc: Path,
-    boot: float,
-    ticks: int,
+    clock: WallClockSteps,
 ) -> None:
     locks = _read_locks(proc)
     for path, ids in wanted.items():
@@ -263,7 +249,7 @@ def _add_unseen(
         else:  # no lock table: every unreadable process that may write the DB may hold it
             st = _stat(path)
             pids = {int(e.name) for e in unreadable if _could_write(_uid(e), st)}
-        result[path] += [_unseen_holder(pid, proc, boot, ticks) for pid in sorted(pids)]
+        result[path] += [_unseen_holder(pid, proc, clock) for pid in sorted(pids)]
 
 
 def _stat(path: Path) -> os.stat_result | None:

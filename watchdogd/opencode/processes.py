@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from watchdogd.opencode.process_start import start_ticks
 from watchdogd.opencode.rows import ProcessKind
 
 # opencode's options that take a value (TUI, run and serve share these names).
@@ -148,21 +149,12 @@ def advice(kind: ProcessKind | None, tool: str, pid: int, recipe: bool = True) -
     return f"quit it and start it again; {repaired}"
 
 
-def _start_ticks(pid: int, proc: Path = Path("/proc")) -> int | None:
-    """The process's start time in clock ticks: with the pid, it names one process (pids are reused)."""
-    try:
-        stat = (proc / str(pid) / "stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
-
-
 def _gone(pid: int, ticks: int | None, deadline: float, sleep: Callable[[float], None]) -> bool:
     while time.monotonic() < deadline:
-        if _start_ticks(pid) != ticks:
+        if start_ticks(pid) != ticks:
             return True
         sleep(0.1)
-    return _start_ticks(pid) != ticks
+    return start_ticks(pid) != ticks
 
 
 def stop_process(
@@ -173,12 +165,12 @@ def stop_process(
     Returns (gone, what was done). The process must still be the opencode process of `expected` kind.
     `opencode run` ends on SIGINT within a second, unless it was started with SIGINT ignored (docs/tui.md).
     """
-    ticks = _start_ticks(pid)
+    ticks = start_ticks(pid)
     if ticks is None or process_kind(pid) is not expected:
         return False, f"pid {pid} is no longer that {LABELS[expected]}"
     steps = []
     for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, grace)):
-        if _start_ticks(pid) != ticks:
+        if start_ticks(pid) != ticks:
             break
         try:
             os.kill(pid, sig)
@@ -189,6 +181,6 @@ def stop_process(
         steps.append(f"sent {sig.name}")
         if _gone(pid, ticks, time.monotonic() + wait, sleep):
             return True, "; ".join(steps + [f"pid {pid} exited"])
-    if _start_ticks(pid) != ticks:
+    if start_ticks(pid) != ticks:
         return True, "; ".join(steps + [f"pid {pid} exited"])
     return False, "; ".join(steps + [f"pid {pid} still runs (never sent SIGKILL)"])

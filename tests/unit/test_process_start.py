@@ -1,0 +1,83 @@
+"""A process's start on the wall clock of its moment, across wall-clock steps (watchdogd/opencode/process_start.py)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import dbfactory as f
+from watchdogd.models import OwnerKind
+from watchdogd.opencode.holders import find_holders
+from watchdogd.opencode.process_start import WallClockSteps, start_ticks
+from watchdogd.policy import ownership_from_holders
+
+BTIME = 1_790_000_000.0  # wall clock minus boot clock before the step
+HOUR = 3600.0
+
+
+class Script:
+    """The (boot clock, wall clock) readings a WallClockSteps sees, one per observe()."""
+
+    def __init__(self, *readings: tuple[float, float]):
+        self.readings = list(readings)
+
+    def __call__(self) -> tuple[float, float]:
+        return self.readings.pop(0) if len(self.readings) > 1 else self.readings[0]
+
+
+def stepped(step: float) -> WallClockSteps:
+    """Seen at boot seconds 100 and 200 on one offset, then at 300 after a step of `step` seconds."""
+    clock = WallClockSteps(Script((100, BTIME + 100), (200, BTIME + 200), (300, BTIME + 300 + step)))
+    for _ in range(3):
+        clock.observe()
+    return clock
+
+
+def test_without_a_step_a_start_is_btime_plus_its_boot_seconds():
+    clock = WallClockSteps(Script((100, BTIME + 100)))
+    clock.observe()
+    assert clock.wall_time(50) == BTIME + 50
+    assert clock.wall_time(150) == BTIME + 150
+
+
+def test_a_start_before_a_forward_step_keeps_the_wall_clock_of_then():
+    clock = stepped(HOUR)
+    assert [len(clock.epochs), clock.epochs[-1].offset] == [2, BTIME + HOUR]
+    assert clock.wall_time(150) == BTIME + 150  # not an hour later: it did not start after its parts
+    assert clock.wall_time(50) == BTIME + 50  # before the first sighting: the first offset known
+
+
+def test_a_start_after_a_step_is_on_the_new_wall_clock():
+    assert stepped(HOUR).wall_time(300) == BTIME + 300 + HOUR
+    assert stepped(-HOUR).wall_time(300) == BTIME + 300 - HOUR
+
+
+def test_a_start_between_the_sightings_around_a_step_takes_the_earlier_wall_time():
+    assert stepped(HOUR).wall_time(250) == BTIME + 250  # earlier: still a possible owner
+    assert stepped(-HOUR).wall_time(250) == BTIME + 250 - HOUR
+
+
+def test_jitter_below_the_step_threshold_is_one_epoch():
+    clock = WallClockSteps(Script((100, BTIME + 100), (200, BTIME + 200.2), (300, BTIME + 299.9)))
+    for _ in range(3):
+        clock.observe()
+    assert len(clock.epochs) == 1 and clock.epochs[0].last == 300
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_a_live_holder_is_not_restarted_after_a_forward_step(tmp_path):
+    """The real holder, its real start ticks; only the clock readings are scripted (+1 h after the part)."""
+    db = f.make_db(tmp_path / "opencode.db")
+    boot, wall = time.clock_gettime(time.CLOCK_BOOTTIME), time.clock_gettime(time.CLOCK_REALTIME)
+    with f.holder_process(db) as proc:
+        stuck = f.stuck_question(db, age_s=0)
+        assert start_ticks(proc.pid) is not None
+        now_boot = time.clock_gettime(time.CLOCK_BOOTTIME)
+        clock = WallClockSteps(Script((boot, wall), (now_boot, wall - boot + now_boot + HOUR)))
+        clock.observe()
+        [holder] = [h for h in find_holders([db], clock=clock)[db] if h.pid == proc.pid]
+    assert len(clock.epochs) == 2
+    assert holder.started_at <= stuck.start_ms / 1000 + 1
+    assert ownership_from_holders(stuck.start_ms, [holder]).kind is OwnerKind.HELD
