@@ -47,7 +47,11 @@ class FakeAPI:
         self.hide_status = False  # True: /session/status says idle while the runner is busy (internals §1.3)
         # What a reject leaves in the part; a test may make it an answer that raced the reject.
         self.reject_state: dict[str, Any] = {"status": "error", "error": "The user dismissed this question"}
-        self.hang_s = 3.0
+        # "hang": an answer comes only after `hang_s` or once the server closes, whichever is first, so a client
+        # that did not give up on its own timeout shows up as a hung answer (`hung_answers`), however slow the machine.
+        self.hang_s = 60.0
+        self.hung_answers = 0
+        self._closing = threading.Event()
         self.requests: list[tuple[str, str, dict[str, str], dict[str, str]]] = []
         self.lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -69,6 +73,7 @@ class FakeAPI:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._closing.set()
         self._httpd.shutdown()
         self._httpd.server_close()
 
@@ -179,7 +184,9 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._authorized():
             return self._send(401, raw=b"Unauthorized", ctype="text/plain")
         if api.mode == "hang":
-            time.sleep(api.hang_s)
+            if not api._closing.wait(api.hang_s):
+                with api.lock:
+                    api.hung_answers += 1
             return self._send(200, True)
         if api.mode == "html":
             return self._send(200, raw=HTML, ctype="text/html")
