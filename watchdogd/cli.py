@@ -131,7 +131,9 @@ def _main(argv: list[str]) -> int:
     if misplaced:
         print(f"{PROG}: {misplaced}", file=sys.stderr)
         return EXIT_ERROR
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.parser = parser  # `completion` prints a script for this whole command line
     raise_open_file_limit()
     problem = db_problem(args)
     if problem:
@@ -144,8 +146,9 @@ def _main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"{PROG}: config error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    args.config_used = used
-    args.flags_used = ["--" + key.replace("_", "-") for key in overrides(args)]
+    # What the CLI knows that a verb passes on (`run` to the daemon, which re-applies the flags at reload).
+    args.config_used, args.overrides = used, overrides(args)
+    args.flags_used = ["--" + key.replace("_", "-") for key in args.overrides]
     # One-shot verbs print their result on stdout; their log shows warnings and errors unless -v.
     one_shot = 0 if args.verb == "run" else 1
     level = effective_level(

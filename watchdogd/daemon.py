@@ -31,8 +31,9 @@ from watchdogd.notify import Notifier
 from watchdogd.opencode.discovery import discover_databases
 from watchdogd.opencode.writegate import WriteRules
 from watchdogd.pipeline import PassContext, PassOptions, run_pass
+from watchdogd.present.status import DaemonFacts, status_document, status_line
 from watchdogd.statedir import StateDirError, StateLock
-from watchdogd.statefile import status_document, status_line, write_status
+from watchdogd.status_file import write_status
 
 PASS_JOB = "pass"
 HUNG_PASS_S = 120.0  # a pass this old means the loop is stuck: stop feeding systemd's watchdog
@@ -439,17 +440,14 @@ class Daemon:
         line = self.status_line()
         self.notifier.status(line)
         c = self.counters
-        data = status_document(self.dbs.values(), line, self._deadline) | {
-            "config": str(self.config_used) if self.config_used else None,
-            "passes": c.passes,
-            "last_pass": {"at": datetime.now(UTC).isoformat(), "reasons": sorted(reasons)},
-            "counts": {
-                "repaired": c.repaired,
-                "failed": c.failed,
-                "skipped": c.skipped,
-                "reported": c.reported,
-            },
-        }
+        counts = (
+            ("repaired", c.repaired),
+            ("failed", c.failed),
+            ("skipped", c.skipped),
+            ("reported", c.reported),
+        )
+        facts = DaemonFacts(self.config_used, c.passes, tuple(reasons), counts)
+        data = status_document(self.dbs.values(), line, self._deadline, facts)
         try:
             write_status(self.settings.state_dir, data)
         except OSError as exc:

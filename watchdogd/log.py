@@ -20,7 +20,7 @@ from pathlib import PurePath
 
 import structlog
 
-from watchdogd.output import safe
+from watchdogd.present.text import safe
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 ORDER = list(LEVELS)

@@ -7,7 +7,7 @@ import time
 
 import sdnotify
 
-from watchdogd.output import safe
+from watchdogd.present.text import safe
 
 
 class Notifier:

@@ -14,7 +14,7 @@ from watchdogd import __version__
 from watchdogd.cli import main
 from watchdogd.config import load_config
 from watchdogd.opencode.repair import MARKER
-from watchdogd.output import safe
+from watchdogd.present.text import safe
 
 SCAN_FIELDS = {
     "db",

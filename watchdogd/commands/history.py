@@ -7,7 +7,7 @@ import json
 from watchdogd.commands.options import PROG, Options, add_verb
 from watchdogd.config import Settings
 from watchdogd.journal import Journal
-from watchdogd.output import safe, table, when
+from watchdogd.present.actions import history_records, history_text
 
 
 def add_parser(subparsers, opts: Options) -> None:
@@ -39,41 +39,7 @@ def run(args, settings: Settings) -> int:
     finally:
         journal.close()
     if args.json:
-        keep = None if args.with_content else {"part_before", "part_after", "message_before", "message_after"}
-        print(
-            json.dumps(
-                [
-                    {k: v for k, v in a.__dict__.items() if not keep or k not in keep}
-                    | {"time": a.when.isoformat()}
-                    for a in actions
-                ],
-                indent=2,
-            )
-        )
-        return 0
-    if not actions:
-        print("no actions journaled yet")
-        return 0
-    rows = [
-        [str(a.id), when(a.when), a.outcome, a.route[:40], a.session_id, a.part_id, a.tool] for a in actions
-    ]
-    print(table(["ID", "TIME", "OUTCOME", "ROUTE", "SESSION", "PART", "TOOL"], rows))
-    for a in actions:
-        print(f"  #{a.id}: {safe(a.detail or a.reason, 300)}")
-        if args.with_content:
-            print("\n".join(content_lines(a)))
+        print(json.dumps(history_records(actions, args.with_content), indent=2))
+    else:
+        print(history_text(actions, args.with_content) if actions else "no actions journaled yet")
     return 0
-
-
-def content_lines(action) -> list[str]:
-    """The journaled rows, each labelled with its table: the part, and the message when it was written too."""
-    lines = []
-    for table_name, before, after in (
-        ("part", action.part_before, action.part_after),
-        ("message", action.message_before, action.message_after),
-    ):
-        if before is None and after is None:
-            continue
-        lines.append(f"    {table_name + ' before:':16}{safe(before, 2000)}")
-        lines.append(f"    {table_name + ' after:':16}{safe(after, 2000)}")
-    return lines

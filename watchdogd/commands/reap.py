@@ -6,12 +6,13 @@ import json
 import sys
 
 from watchdogd.commands.options import PROG, Options, add_verb
-from watchdogd.commands.scan import db_problems
 from watchdogd.config import Settings
 from watchdogd.journal import Journal
 from watchdogd.opencode.discovery import discover_databases
-from watchdogd.output import safe
 from watchdogd.pipeline import PassOptions, one_shot
+from watchdogd.present.actions import outcome_line, outcome_record
+from watchdogd.present.candidates import db_problems
+from watchdogd.present.text import safe
 
 
 def add_parser(subparsers, opts: Options) -> None:
@@ -45,33 +46,9 @@ def run(args, settings: Settings) -> int:
     failed = any(report.failed for report in result.reports)
     outcomes = list(result.outcomes)
     if args.json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "db": str(o.item.candidate.db),
-                        "session_id": o.item.candidate.session_id,
-                        "part_id": o.item.candidate.part_id,
-                        "tool": o.item.candidate.tool,
-                        "route": o.plan.label,
-                        "outcome": o.outcome,
-                        "detail": o.detail,
-                        "action_id": o.action_id,
-                    }
-                    for o in outcomes
-                ],
-                indent=2,
-            )
-        )
+        print(json.dumps([outcome_record(o) for o in outcomes], indent=2))
     else:
-        for o in outcomes:
-            c = o.item.candidate
-            tag = f"#{o.action_id} " if o.action_id else ""
-            print(
-                f"{tag}{o.outcome:9} {safe(c.session_id)} {safe(c.part_id)} {safe(c.tool)}: {safe(o.detail, 300)}"
-            )
-        if not outcomes:
-            print("nothing due")
+        print("\n".join(outcome_line(o) for o in outcomes) if outcomes else "nothing due")
     if failed:
         return 2
     return 0 if all(o.ok for o in outcomes) else 1

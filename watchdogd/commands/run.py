@@ -23,12 +23,12 @@ def add_parser(subparsers, opts: Options) -> None:
 
 
 def run(args, settings: Settings) -> int:
-    from watchdogd.cli import overrides
+    # Imported here, so the other verbs do not load the daemon and its scheduler.
     from watchdogd.daemon import Daemon
     from watchdogd.notifiers import MetricsError
 
     try:
-        return Daemon(settings, args.config, args.db, overrides(args), config_used=args.config_used).serve()
+        return Daemon(settings, args.config, args.db, args.overrides, config_used=args.config_used).serve()
     except MetricsError as exc:
         print(f"opencode-watchdogd: error: {exc}", file=sys.stderr)
         return 2

@@ -22,7 +22,7 @@ from shtab import DIRECTORY as DIR
 from watchdogd.commands.options import EXIT_ERROR, PROG, Options, add_verb
 from watchdogd.config import opencode_config_dir
 from watchdogd.opencode.tui_config import reachability_hint
-from watchdogd.output import safe
+from watchdogd.present.text import safe
 
 SCRIPT = "opencode-watchdogd"
 USER_UNIT = "opencode-watchdogd.service"

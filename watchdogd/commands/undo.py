@@ -11,8 +11,8 @@ from watchdogd.config import Settings
 from watchdogd.journal import Journal
 from watchdogd.opencode.store import OpencodeStore
 from watchdogd.opencode.writegate import WriteRules
-from watchdogd.output import safe
-from watchdogd.stopping import CANNOT_RESTART, STOP_PROCESS
+from watchdogd.present.actions import stop_undo_line, undo_lines, undo_record, undo_summary
+from watchdogd.stopping import STOP_PROCESS
 from watchdogd.undo import undo_action
 
 
@@ -70,43 +70,19 @@ def run(args, settings: Settings) -> int:
         results = []
         for action in actions:
             if action.route == STOP_PROCESS:
-                print(f"#{action.id} {safe(action.detail.split(';')[0], 200)}: {CANNOT_RESTART}")
+                print(stop_undo_line(action))
                 continue
             store = stores.setdefault(
                 action.db, OpencodeStore(Path(action.db), rules=WriteRules.from_settings(settings))
             )
             result = undo_action(journal, action, store, force=args.force)
             results.append(result)
-            for row in [] if args.json else result.restored:
-                print(f"#{action.id} restored {safe(row)}")
-            for row in [] if args.json else result.not_restored:
-                print(f"#{action.id} NOT restored {safe(row, 300)}")
+            for line in [] if args.json else undo_lines(result):
+                print(line)
             failures += len(result.not_restored)
-        print(json.dumps([as_json(r) for r in results], indent=2) if args.json else summary(results))
+        print(json.dumps([undo_record(r) for r in results], indent=2) if args.json else undo_summary(results))
         for store in stores.values():
             store.close()
         return 1 if failures else 0
     finally:
         journal.close()
-
-
-def as_json(result) -> dict:
-    return {
-        "action": result.action.id,
-        "db": result.action.db,
-        "session_id": result.action.session_id,
-        "part_id": result.action.part_id,
-        "restored": result.restored,
-        "not_restored": result.not_restored,
-        "undo_action": result.undo_id,
-    }
-
-
-def summary(results) -> str:
-    """Which actions were undone, by the ids `history` shows, and the ids of the undo actions themselves."""
-    undone = [f"#{r.action.id} (undo journaled as #{r.undo_id})" for r in results if r.undo_id is not None]
-    untouched = [f"#{r.action.id}" for r in results if r.undo_id is None]
-    parts = [f"undone: {', '.join(undone)}"] if undone else []
-    if untouched:
-        parts.append(f"not undone: {', '.join(untouched)}")
-    return "; ".join(parts)

@@ -24,7 +24,7 @@ from watchdogd import __version__
 from watchdogd.config import MetricsConfig, parse_listen
 from watchdogd.models import DBReport, Outcome, Route
 from watchdogd.notifiers.result import PassResult
-from watchdogd.output import safe
+from watchdogd.present.text import safe
 
 PREFIX = "opencode_watchdogd"
 PASS_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)

@@ -19,7 +19,7 @@ from watchdogd.notifiers.result import (
     PassResult,
 )
 from watchdogd.opencode.processes import advice
-from watchdogd.output import safe
+from watchdogd.present.text import safe
 
 LISTED = 3  # sessions named in a coalesced notification; the rest are counted
 

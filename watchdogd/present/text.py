@@ -21,6 +21,15 @@ def when(moment: datetime | None) -> str:
     return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
 
 
+def when_iso(value: str | None) -> str:
+    """`when` for a time a record or the status file carries as ISO 8601 text."""
+    return when(datetime.fromisoformat(value)) if value else "-"
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def table(headers: list[str], rows: list[list[str]]) -> str:
     cells = [[safe(c, 80) for c in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from watchdogd.output import safe, table, when
+from watchdogd.present.text import safe, table, when
 
 
 @pytest.mark.parametrize(

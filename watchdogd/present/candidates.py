@@ -1,0 +1,142 @@
+"""Candidates as `scan`, `status` and the status file show them: one record per assessment, the table,
+the notes under it, and the DB problems printed on stderr."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TypedDict
+
+from watchdogd.durations import format_duration
+from watchdogd.models import Assessment, DBReport, OwnerKind
+from watchdogd.opencode.processes import advice
+from watchdogd.present.text import safe, table, when_iso
+
+HEADERS = ["SESSION", "PART", "TOOL", "STATUS", "AGE", "OWNER", "VERDICT", "EXPIRES", "ROUTE"]
+
+
+class QueuedPrompt(TypedDict):
+    message_id: str
+    time: str  # ISO 8601
+
+
+class CandidateRecord(TypedDict):
+    """One candidate in `scan --json` and in the status file's `candidates`."""
+
+    db: str
+    session_id: str
+    message_id: str
+    part_id: str
+    call_id: str | None
+    tool: str
+    status: str
+    started_ms: int | None
+    age_s: float
+    owner: str
+    owner_detail: str | None
+    owner_process: str | None
+    advice: str | None
+    verdict: str
+    reason: str
+    expires_at: str | None
+    route: str | None
+    child_session_id: str | None
+    directory: str | None
+    title: str | None
+    queued_prompts: list[QueuedPrompt]
+
+
+def candidate_record(item: Assessment) -> CandidateRecord:
+    """The record of one assessment; its route is the plan the pass made (None: not due)."""
+    cand, verdict, owner = item.candidate, item.verdict, item.ownership
+    return {
+        "db": str(cand.db),
+        "session_id": cand.session_id,
+        "message_id": cand.message_id,
+        "part_id": cand.part_id,
+        "call_id": cand.call_id,
+        "tool": cand.tool,
+        "status": cand.status,
+        "started_ms": cand.start_ms,
+        "age_s": round(verdict.age_s, 1),
+        "owner": owner.label,
+        "owner_detail": owner.detail or None,
+        "owner_process": owner.process.value if owner.process else None,
+        "advice": user_advice(item),
+        "verdict": verdict.decision.value,
+        "reason": verdict.reason,
+        "expires_at": verdict.expires_at.isoformat() if verdict.expires_at else None,
+        "route": item.plan.label if item.plan else None,
+        "child_session_id": cand.child_session_id,
+        "directory": cand.directory,
+        "title": cand.title,
+        "queued_prompts": [
+            {"message_id": mid, "time": datetime.fromtimestamp(ms / 1000, UTC).isoformat()}
+            for mid, ms in item.queued
+        ],
+    }
+
+
+def user_advice(item: Assessment) -> str | None:
+    """For an expired part in a process the daemon cannot reach: how long, and what the user can do."""
+    owner = item.ownership
+    if owner.kind is not OwnerKind.UNREACHABLE or not item.verdict.expired:
+        return None
+    pid = owner.pids[0] if owner.pids else 0
+    stuck = format_duration(item.verdict.age_s)
+    where = owner.detail or "a process without an API"
+    return f"stuck for {stuck} in {where}: {advice(owner.process, item.candidate.tool, pid)}"
+
+
+def db_problems(report: DBReport) -> list[str]:
+    """Why a DB is not writable or not read, and its bad rows: one line each, for stderr."""
+    problems = []
+    if report.error:
+        problems.append(f"{report.path}: {report.error}")
+    elif report.schema and not report.schema.writable:
+        problems.append(f"{report.path}: {report.schema.reason}")
+    elif report.refusal:
+        problems.append(f"{report.path}: read-only: {report.refusal}")
+    problems += [f"{report.path}: part {safe(b.part_id)} skipped: {b.problem}" for b in report.bad_rows]
+    return problems
+
+
+def candidate_table(records: list[CandidateRecord]) -> str:
+    """The table `scan` and `status` print, one row per candidate (records of an older status file too)."""
+    rows = [
+        [
+            r["session_id"],
+            r["part_id"],
+            r["tool"],
+            r["status"],
+            format_duration(r["age_s"]),
+            r["owner"],
+            r["verdict"],
+            when_iso(r.get("expires_at")),
+            r.get("route") or "-",
+        ]
+        for r in records
+    ]
+    return table(HEADERS, rows)
+
+
+def scan_text(records: list[CandidateRecord]) -> str:
+    """`scan`: the table, then each part's reason and notes."""
+    reasons = []
+    for r in records:
+        reasons.append(f"  {safe(r['part_id'])}: {safe(r['reason'], 300)}")
+        reasons += [f"    {line}" for line in notes(r)]
+    return candidate_table(records) + "\n\n" + "\n".join(reasons)
+
+
+def notes(record: CandidateRecord) -> list[str]:
+    """The owner's evidence, and prompts opencode will drop (the user must re-send them)."""
+    out = [f"owner: {safe(record['owner_detail'], 300)}"] if record.get("owner_detail") else []
+    if record.get("advice"):
+        out.append(f"what you can do: {safe(record['advice'], 400)}")
+    queued = record.get("queued_prompts") or []
+    if queued:
+        listed = ", ".join(f"{safe(q['message_id'])} ({when_iso(q['time'])})" for q in queued)
+        out.append(
+            f"{len(queued)} prompt(s) sent while stuck; opencode drops them once freed, re-send them: {listed}"
+        )
+    return out
