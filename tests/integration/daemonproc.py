@@ -16,6 +16,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
+# Waits poll for behaviour with generous limits (60 s by default below): on a loaded 2-core machine a daemon may
+# take many seconds just to import; a limit is only there so that a broken daemon fails instead of hanging.
 def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -52,7 +54,7 @@ class NotifySocket:
     def lines(self) -> list[str]:
         return [line for _, msg in list(self.messages) for line in msg.split("\n")]
 
-    def wait_for(self, prefix: str, timeout: float = 15, after: int = 0) -> str:
+    def wait_for(self, prefix: str, timeout: float = 60, after: int = 0) -> str:
         def found():
             for line in self.lines()[after:]:
                 if line.startswith(prefix):
@@ -124,7 +126,7 @@ class DaemonProcess:
         except (OSError, ValueError):
             return None
 
-    def wait_status(self, predicate, timeout: float = 15, what: str = "daemon status"):
+    def wait_status(self, predicate, timeout: float = 60, what: str = "daemon status"):
         return wait_until(lambda: (s := self.status()) is not None and predicate(s) and s, timeout, what=what)
 
     def own_log(self) -> bytes:
@@ -184,7 +186,7 @@ class DaemonProcess:
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)
 
-    def stop(self, timeout: float = 5) -> int:
+    def stop(self, timeout: float = 30) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

@@ -47,7 +47,7 @@ def test_counters_move_with_a_repair_on_the_endpoint_and_in_the_textfile(tmp_pat
         },
     )
     daemon.wait_status(lambda s: s["passes"] >= 1, what="first pass")
-    before = wait_until(lambda: scraped(url), timeout=15, what="the endpoint")
+    before = wait_until(lambda: scraped(url), timeout=60, what="the endpoint")
     assert value(before, "opencode_watchdogd_actions_total", route="db-repair", outcome="done") == 0
     assert value(before, "opencode_watchdogd_databases", state="watched") == 1
     assert value(before, "opencode_watchdogd_passes_total", result="ok") >= 1
@@ -56,7 +56,7 @@ def test_counters_move_with_a_repair_on_the_endpoint_and_in_the_textfile(tmp_pat
     stuck = dbfactory.stuck_question(db, age_s=7200)  # a real WAL write: the file event wakes the daemon
     wait_until(
         lambda: dbfactory.read_data(db, "part", stuck.part_id)["state"]["status"] == "error",
-        timeout=20,
+        timeout=60,
         what="repair",
     )
     after = wait_until(
@@ -65,7 +65,7 @@ def test_counters_move_with_a_repair_on_the_endpoint_and_in_the_textfile(tmp_pat
             and value(m, "opencode_watchdogd_actions_total", route="db-repair", outcome="done") == 1
             and m
         ),
-        timeout=15,
+        timeout=60,
         what="the repair counted",
     )
     assert value(after, "opencode_watchdogd_pass_duration_seconds_count") > value(
@@ -82,7 +82,7 @@ def test_counters_move_with_a_repair_on_the_endpoint_and_in_the_textfile(tmp_pat
             and value(m, "opencode_watchdogd_actions_total", route="db-repair", outcome="done") == 1
             and m
         ),
-        timeout=15,
+        timeout=60,
         what="the textfile",
     )
     assert value(written, "opencode_watchdogd_databases", state="watched") == 1
@@ -119,7 +119,7 @@ def test_a_stuck_part_shows_as_expired_and_its_report_counts_once(tmp_path, daem
                 and value(m, "opencode_watchdogd_candidates", verdict="expired", tool="question") == 1
                 and m
             ),
-            timeout=20,
+            timeout=60,
             what="the expired question",
         )
         passes = daemon.wait_status(lambda s: True)["passes"]
@@ -202,7 +202,7 @@ def test_a_reload_moves_the_endpoint_and_counters_carry_on(tmp_path):
         stuck = dbfactory.stuck_question(db, age_s=7200)
         wait_until(
             lambda: dbfactory.read_data(db, "part", stuck.part_id)["state"]["status"] == "error",
-            timeout=20,
+            timeout=60,
             what="repair",
         )
         old_url, new_url = f"http://127.0.0.1:{first}/metrics", f"http://127.0.0.1:{second}/metrics"
@@ -211,12 +211,12 @@ def test_a_reload_moves_the_endpoint_and_counters_carry_on(tmp_path):
                 (m := scraped(old_url))
                 and value(m, "opencode_watchdogd_actions_total", route="db-repair", outcome="done") == 1
             ),
-            timeout=15,
+            timeout=60,
             what="the repair on the first port",
         )
         config.write_text(f'[policy]\norphan_grace = "0s"\n[metrics]\nlisten = "127.0.0.1:{second}"\n')
         daemon.signal(signal.SIGHUP)
-        moved = wait_until(lambda: scraped(new_url), timeout=15, what="the endpoint on the new port")
+        moved = wait_until(lambda: scraped(new_url), timeout=60, what="the endpoint on the new port")
         assert value(moved, "opencode_watchdogd_actions_total", route="db-repair", outcome="done") == 1
         assert scraped(old_url) is None
     finally:

@@ -197,10 +197,10 @@ def test_clock_steps_back(tmp_path, fakeclock, observe):
         time.sleep(1.5)  # let the passes the repairs asked for run first: from here on only the poll wakes it
         counted = passes(daemon)
         clock.step(-3600)
-        wait_until(lambda: passes(daemon) >= counted + 3, timeout=20, what="polls after the step")
+        wait_until(lambda: passes(daemon) >= counted + 3, timeout=60, what="polls after the step")
         wait_until(
             lambda: any(line.get("event", "").startswith("wall clock jumped") for line in daemon.log_lines()),
-            timeout=10,
+            timeout=60,
             what="the jump logged",
         )
         later = add_orphans(db, 2)

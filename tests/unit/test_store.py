@@ -217,10 +217,10 @@ def test_reads_work_while_a_writer_holds_the_lock(db, store):
     try:
         writer.execute("BEGIN IMMEDIATE")
         writer.execute("UPDATE part SET time_updated = 1")
-        started = time.monotonic()
+        # The writer holds the lock until the end of this block: a reader that had to wait for it would fail with
+        # "locked" at its busy timeout instead of reading (WAL: readers never wait; a time bound is not needed).
         found, _ = store.scan()
         assert [c.part_id for c in found] == [stuck.part_id]
-        assert time.monotonic() - started < 4  # no busy wait for a reader in WAL mode
     finally:
         writer.execute("ROLLBACK")
         writer.close()
