@@ -20,6 +20,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from watchdogd import __version__
+from watchdogd.backoff import BackoffBook
 from watchdogd.config import ConfigError, Settings, load_config
 from watchdogd.databases import WatchedDBs
 from watchdogd.durations import format_duration
@@ -92,6 +93,7 @@ class Daemon:
         self._armed_at: datetime | None = None  # the earliest pass already requested from the scheduler
         self._first_pass_done = threading.Event()
         self._told: set[tuple[str, str, str]] = set()  # report-only parts already logged (once per part)
+        self._backoffs = BackoffBook()  # parts whose last attempts did not free them: retried later and later
 
     # -- serve ---------------------------------------------------------------------------------
     def serve(self) -> int:
@@ -393,7 +395,12 @@ class Daemon:
         if everything:
             self._sync_dbs()
         context = PassContext(
-            self.settings, self.journal, stopping=self._stop.is_set, log=self.log, told=self._told
+            self.settings,
+            self.journal,
+            stopping=self._stop.is_set,
+            log=self.log,
+            told=self._told,
+            backoffs=self._backoffs,
         )
         result = run_pass(context, self.dbs, PassOptions(everything=everything, changed=frozenset(changed)))
         self._deadline = result.next_deadline

@@ -56,6 +56,8 @@ class LiveRecovery:
         try:
             if plan.route is PATCH_PART:
                 return self._repair_orphan(item, report, store, repairer)
+            if plan.route in (REJECT, ABORT) and item.backoff is not None and item.backoff.sent:
+                return self._recheck(item, plan.route, report, store, repairer)
             if plan.route in (REJECT, ABORT):
                 return self._free_busy(item, plan.route, report, store, repairer)
         except StoreError as exc:
@@ -113,6 +115,32 @@ class LiveRecovery:
         steps += self._finish_rows(item, report, store, repairer, endpoint, why, action.id)
         return ActionResult(item, Plan(route), Outcome.DONE, "; ".join(steps), action.id)
 
+    def _recheck(
+        self, item: Assessment, route: Route, report: DBReport, store: OpencodeStore, repairer: DBRepairer
+    ) -> ActionResult:
+        """This run was already sent a reject/abort (#N) that did not free it: inside the back-off it is never
+        sent again, only looked at; once free, its rows are finished as after any free (grouped with #N)."""
+        cand, sent = item.candidate, item.backoff.action_id
+        endpoint = self._known_endpoint(item)
+        if endpoint is None:
+            return ActionResult(item, Plan(route), Outcome.FAILED, "its server is no longer known", sent)
+        try:
+            free, how = _check_free(endpoint.client, cand.session_id, cand.directory)
+        except ServerError as exc:
+            return ActionResult(item, Plan(route), Outcome.FAILED, describe_error(exc, endpoint.url), sent)
+        if not free:
+            detail = f"still busy after #{sent} ({how}); not sent again, re-checked after a back-off"
+            return ActionResult(item, Plan(route), Outcome.FAILED, detail, sent)
+        first = repairer.journal.action(sent)
+        if first is not None:
+            repairer.journal.settle(
+                sent, Outcome.DONE, f"{first.detail}; free later: {how}", endpoint.version
+            )
+        why = f"freed through its opencode server ({route})"
+        steps = [f"free after #{sent}: {how}"]
+        steps += self._finish_rows(item, report, store, repairer, endpoint, why, sent)
+        return ActionResult(item, Plan(route), Outcome.DONE, "; ".join(steps), sent)
+
     def _free_and_verify(
         self,
         action: JournaledAction,
@@ -126,9 +154,11 @@ class LiveRecovery:
         client = endpoint.client
         try:
             if request is not None:
+                _mark_sent(action, f"reject of question {request['id']} sent")
                 client.reject_question(request["id"], directory)
                 steps.append(f"rejected question {request['id']}")
             else:
+                _mark_sent(action, "abort sent")
                 client.abort(sid, directory)
                 steps.append("aborted the session")
                 steps += self._reject_leaked(client, sid, directory)
@@ -298,6 +328,11 @@ class LiveRecovery:
             return ActionResult(item, plan, Outcome.FAILED, detail)
         steps = [detail] + self._finish_message(item, report, store, repairer, why, action_id)
         return ActionResult(item, plan, Outcome.DONE, "; ".join(steps), action_id)
+
+
+def _mark_sent(action: JournaledAction, what: str) -> None:
+    """Before the request: a daemon killed while it waits for the answer leaves a row that says what is known."""
+    action.journal.settle(action.id, Outcome.PLANNED, f"{what}, outcome unknown")
 
 
 def _permission_steps(asks: list[dict], log) -> list[str]:

@@ -12,6 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 
+from watchdogd.backoff import Backoff
 from watchdogd.opencode.rows import BadRow, Candidate, Holder, ProcessKind, SessionInfo
 from watchdogd.opencode.schema import SchemaVerdict
 
@@ -133,6 +134,9 @@ class Assessment:
     queued: tuple[tuple[str, int], ...] = ()  # (message id, ms) of prompts sent while a live run holds it
     child_at_work: bool = False  # a `task` part whose subagent its server reports busy, or could not tell
     plan: Plan | None = None  # None: not due (kept, or never)
+    backoff: Backoff | None = (
+        None  # the last attempts on this row and plan did not free it (watchdogd/backoff.py)
+    )
 
 
 @dataclass

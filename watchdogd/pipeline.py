@@ -24,6 +24,7 @@ from pathlib import Path
 import structlog
 
 from watchdogd.assess import Evidence, LiveEvidence, gather, judge, sightings, with_sessions
+from watchdogd.backoff import BackoffBook
 from watchdogd.config import Settings
 from watchdogd.databases import WatchedDB, WatchedDBs
 from watchdogd.journal import Journal, JournalError
@@ -62,6 +63,7 @@ class PassContext:
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     stopping: Callable[[], bool] = lambda: False  # checked between actions: a stop never starts a new write
     told: set[tuple[str, str, str]] | None = None  # report-only parts already logged (the daemon keeps it)
+    backoffs: BackoffBook = field(default_factory=BackoffBook)  # parts retried later (the daemon keeps it)
     log: object = field(default_factory=lambda: structlog.get_logger("watchdogd"))
 
     def find_holders(self, paths: list[Path]) -> dict[Path, list[Holder]]:
@@ -104,6 +106,8 @@ def run_pass(ctx: PassContext, dbs: WatchedDBs, options: PassOptions = PassOptio
         live=LiveRecovery(live, ctx.settings.live) if live is not None else None,
         backed_up=dbs.backed_up,
         told=ctx.told,
+        backoffs=ctx.backoffs,
+        now=ctx.now,
     )
     for item in due:
         try:
@@ -120,7 +124,7 @@ def run_pass(ctx: PassContext, dbs: WatchedDBs, options: PassOptions = PassOptio
         bool(due),
         reports,
         tuple(outcomes),
-        next_deadline(reports),
+        _earliest(next_deadline(reports), ctx.backoffs.next_retry(ctx.now())),
         servers,
     )
 
@@ -139,6 +143,7 @@ def _read(watched: WatchedDB, options: PassOptions, ctx: PassContext) -> _Due | 
         return None
     try:
         cands, bad, _mode = watched.tracker.refresh()
+        ctx.backoffs.keep_only(str(watched.path), {c.part_id for c in cands})  # a part no longer running
     except StoreError as exc:
         watched.report = DBReport(watched.path, error=_unreadable(watched, exc))
         ctx.log.warning("database unreadable", db=str(watched.path), error=watched.report.error)
@@ -231,6 +236,12 @@ def next_deadline(reports: Iterable[DBReport]) -> datetime | None:
         if a.verdict.decision is Decision.KEEP and a.verdict.expires_at is not None
     ]
     return min(deadlines) + DEADLINE_SLACK if deadlines else None
+
+
+def _earliest(deadline: datetime | None, retry: datetime | None) -> datetime | None:
+    """The next deadline, or the next back-off retry when that comes first (the daemon passes then)."""
+    times = [t for t in (deadline, retry and retry + DEADLINE_SLACK) if t is not None]
+    return min(times) if times else None
 
 
 def one_shot(

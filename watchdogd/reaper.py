@@ -7,11 +7,15 @@ routes to the live recovery (watchdogd/live_recovery.py), which is given the sam
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
 import structlog
 
+from watchdogd.backoff import BackoffBook, after_attempt, limits, reason_changed
 from watchdogd.config import Settings
 from watchdogd.db_repair import DBRepairer
 from watchdogd.journal import Journal, JournalError
@@ -42,6 +46,8 @@ class Reaper:
         stopping=lambda: False,
         backed_up: set[Path] | None = None,
         told: set[tuple[str, str, str]] | None = None,
+        backoffs: BackoffBook | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ):
         self.settings = settings
         self.dry_run = dry_run
@@ -51,13 +57,57 @@ class Reaper:
         self.log = log or structlog.get_logger()
         self.stopping = stopping  # checked between actions: a stop never starts a new write
         self.repairer = DBRepairer(settings, journal, log=self.log, backed_up=backed_up)
+        # Parts whose last attempts did not free them (the daemon keeps this across passes): retried later.
+        self.backoffs = BackoffBook() if backoffs is None else backoffs
+        self.now = now
+        self.first_s, self.cap_s = limits(settings.watch.debounce, settings.watch.poll_interval)
 
     def reap(self, report: DBReport, store: OpencodeStore) -> list[ActionResult]:
+        """Act on each planned assessment not waiting out a back-off; the report's assessments then carry
+        the back-off that applies to them (what `scan` and `status` show)."""
         outcomes = []
-        for item in report.assessments:
-            if item.plan is not None and not self.stopping():
-                outcomes.append(self.act(item, item.plan, report, store))
+        for index, item in enumerate(report.assessments):
+            if item.plan is None or self.stopping():
+                continue
+            item = report.assessments[index] = self._with_backoff(item)
+            if item.backoff is not None and item.backoff.waiting(self.now()):
+                continue  # nothing changed since the last attempt: no request, no journal row, no log line
+            outcome = self.act(item, item.plan, report, store)
+            report.assessments[index] = self._after(item, outcome, self.now())  # from the end of the attempt
+            outcomes.append(outcome)
         return outcomes
+
+    def _with_backoff(self, item: Assessment) -> Assessment:
+        cand, plan = item.candidate, item.plan
+        if self.dry_run or plan.route is Route.REPORT:
+            return item
+        found = self.backoffs.current(
+            str(cand.db), cand.part_id, cand.data, plan.label, (cand.session_id, cand.message_id)
+        )
+        return replace(item, backoff=found)
+
+    def _after(self, item: Assessment, outcome: ActionResult, now: datetime) -> Assessment:
+        """Record how the attempt ended: a part not freed is retried after a back-off, a freed one forgotten."""
+        cand, plan = item.candidate, item.plan
+        if self.dry_run or plan.route is Route.REPORT:
+            return item
+        state = None
+        if not outcome.ok:
+            sent = outcome.route in (Route.ABORT, Route.REJECT_QUESTION) and outcome.action_id is not None
+            state = after_attempt(
+                item.backoff,
+                row=cand.data,
+                plan=plan.label,
+                run=(cand.session_id, cand.message_id),
+                reason=outcome.detail,
+                action_id=outcome.action_id if sent else None,
+                sent=sent,
+                now=now,
+                first_s=self.first_s,
+                cap_s=self.cap_s,
+            )
+        self.backoffs.record(str(cand.db), cand.part_id, state)
+        return replace(item, backoff=state)
 
     def act(self, item: Assessment, plan: Plan, report: DBReport, store: OpencodeStore) -> ActionResult:
         cand = item.candidate
@@ -86,7 +136,10 @@ class Reaper:
             # No journal row, no write: the DB is left exactly as it was.
             log.error("journal unavailable, nothing written", error=str(exc))
             return ActionResult(item, plan, Outcome.FAILED, f"journal unavailable: {exc}")
-        level = "info" if outcome.ok else "warning"
+        # A retry that ends as the last attempt did is not news: said once per change of reason.
+        level = (
+            "info" if outcome.ok else "warning" if reason_changed(item.backoff, outcome.detail) else "debug"
+        )
         getattr(log, level)(
             f"action {outcome.outcome}",
             action=outcome.action_id,

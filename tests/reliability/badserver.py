@@ -5,7 +5,8 @@ opencode); prints the port. Every request line is appended, raw, to REQUEST_LOG.
 
 MODE: hang | trickle | garbage | 500 | html | wrong-json, or `health-ok-then-<mode>` (a healthy
 `GET /global/health` answering version 1.15.3, then <mode> on every other route), or `busy:<sid>`
-(a well-formed server that reports that session busy and accepts every action without freeing it).
+(a well-formed server that reports that session busy and accepts every action without freeing it), or
+`busy-slow-abort:<sid>` (the same, but it never answers `POST …/abort`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ def behave(conn: socket.socket, mode: str, path: str) -> None:
         if path == "/global/health":
             return answer(conn, "200 OK", b'{"healthy":true,"version":"1.15.3"}')
         mode = mode.removeprefix("health-ok-then-")
+    if mode.startswith("busy-slow-abort:"):
+        if urlsplit(path).path.endswith("/abort"):
+            time.sleep(3600)  # the answer to the abort never comes: the daemon is killed while it waits
+            return None
+        mode = "busy:" + mode.split(":", 1)[1]
     if mode.startswith("busy:"):
         sid = mode.split(":", 1)[1]
         route = urlsplit(path).path

@@ -19,6 +19,14 @@ class QueuedPrompt(TypedDict):
     time: str  # ISO 8601
 
 
+class Retry(TypedDict):
+    """The back-off on a part whose last attempts did not free it (watchdogd/backoff.py)."""
+
+    at: str  # ISO 8601: when the daemon tries again
+    reason: str  # how the last attempt ended
+    attempts: int
+
+
 class CandidateRecord(TypedDict):
     """One candidate in `scan --json` and in the status file's `candidates`."""
 
@@ -42,6 +50,7 @@ class CandidateRecord(TypedDict):
     child_session_id: str | None
     directory: str | None
     title: str | None
+    retry: Retry | None
     queued_prompts: list[QueuedPrompt]
 
 
@@ -69,11 +78,20 @@ def candidate_record(item: Assessment) -> CandidateRecord:
         "child_session_id": cand.child_session_id,
         "directory": cand.directory,
         "title": cand.title,
+        "retry": retry_record(item),
         "queued_prompts": [
             {"message_id": mid, "time": datetime.fromtimestamp(ms / 1000, UTC).isoformat()}
             for mid, ms in item.queued
         ],
     }
+
+
+def retry_record(item: Assessment) -> Retry | None:
+    """The back-off on this part: when the daemon tries again, and why (None: acted on at the next pass)."""
+    backoff = item.backoff
+    if backoff is None or not backoff.attempts:
+        return None
+    return {"at": backoff.retry_at.isoformat(), "reason": backoff.reason, "attempts": backoff.attempts}
 
 
 def user_advice(item: Assessment) -> str | None:
@@ -129,8 +147,14 @@ def scan_text(records: list[CandidateRecord]) -> str:
 
 
 def notes(record: CandidateRecord) -> list[str]:
-    """The owner's evidence, and prompts opencode will drop (the user must re-send them)."""
+    """The owner's evidence, the back-off after attempts that did not free it, and prompts opencode will drop
+    (the user must re-send them)."""
     out = [f"owner: {safe(record['owner_detail'], 300)}"] if record.get("owner_detail") else []
+    retry = record.get("retry")
+    if retry:
+        wait = (datetime.fromisoformat(retry["at"]) - datetime.now(UTC)).total_seconds()
+        due = f"retry in {format_duration(wait)}" if wait > 0 else "retry due"
+        out.append(f"{due} (attempt {retry['attempts']} did not free it): {safe(retry['reason'], 300)}")
     if record.get("advice"):
         out.append(f"what you can do: {safe(record['advice'], 400)}")
     queued = record.get("queued_prompts") or []
