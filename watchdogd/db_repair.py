@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -15,11 +16,28 @@ import structlog
 from watchdogd.backup import take_backup
 from watchdogd.config import Settings
 from watchdogd.journal import Journal, JournaledAction, JournalError
-from watchdogd.models import ActionResult, Assessment, DBReport, Outcome, Plan, Route
+from watchdogd.models import ActionResult, Assessment, Candidate, DBReport, Outcome, Plan, Route
 from watchdogd.opencode.repair import abandoned_part, abandoned_text, finished_message, unexpected_shape
-from watchdogd.opencode.store import OpencodeStore, RowChange, StoreError
+from watchdogd.opencode.store import OpencodeStore, RowChange, RowImage, StoreError
 
 REPAIR = Plan(Route.DB_REPAIR)
+
+
+@dataclass(frozen=True)
+class _Before:
+    """The rows as read just before the repair (None: no such row)."""
+
+    part: RowImage | None
+    message: RowImage | None
+
+
+@dataclass(frozen=True)
+class _After:
+    """What the repair writes: the rows' data (None: that row is not written) and their time_updated."""
+
+    part: str | None
+    message: str | None
+    updated: int
 
 
 class DBRepairer:
@@ -63,7 +81,8 @@ class DBRepairer:
         prepared = self._prepare(item, report, store)
         if isinstance(prepared, ActionResult):
             return prepared
-        message_before = prepared
+        before = prepared
+        message_before = before.message.data if before.message else None
         why = why or ("its opencode process is gone" if item.ownership.orphan else "expired by policy")
         text = abandoned_text(cand.tool, cand.status, item.verdict.age_s, why)
         now_ms = int(time.time() * 1000)
@@ -84,6 +103,8 @@ class DBRepairer:
                 reason=item.verdict.reason,
                 part_before=cand.data,
                 message_before=message_before,
+                part_before_updated=before.part.updated if before.part else None,
+                message_before_updated=before.message.updated if before.message else None,
                 group_of=group_of,
             ) as action:
                 action_id = action.id
@@ -92,12 +113,13 @@ class DBRepairer:
                     if part_change
                     else None
                 )
-                return self._write(item, store, action, text, (message_before, message_after), part_after)
+                after = _After(part_after, message_after, now_ms)
+                return self._write(item, store, action, text, before, after)
         except StoreError as exc:  # settled `failed` by `journaled`
             return ActionResult(item, REPAIR, Outcome.FAILED, str(exc), action_id)
 
-    def _prepare(self, item: Assessment, report: DBReport, store: OpencodeStore) -> str | None | ActionResult:
-        """The message row's before-image once every check before a write passed, else why not (a result)."""
+    def _prepare(self, item: Assessment, report: DBReport, store: OpencodeStore) -> _Before | ActionResult:
+        """Both rows' before-images once every check before a write passed, else why not (a result)."""
         cand = item.candidate
         if (
             report.refusal
@@ -108,15 +130,18 @@ class DBRepairer:
             if other:  # never complete another (maybe live) session's message
                 return ActionResult(item, REPAIR, Outcome.REPORTED, other)
             self.ensure_backup(store)
-            message_before = store.row_data("message", cand.message_id)
+            # time_updated included: an undo puts both rows back byte for byte.
+            before = _Before(
+                store.row_image("part", cand.part_id), store.row_image("message", cand.message_id)
+            )
         except (StoreError, OSError, sqlite3.Error) as exc:  # sqlite3.Error: the backup copy failed
             return ActionResult(item, REPAIR, Outcome.FAILED, f"cannot prepare repair: {exc}")
-        shape = unexpected_shape(cand.data, message_before)
+        shape = unexpected_shape(cand.data, before.message.data if before.message else None)
         if shape:  # rows others write: never guess at one we do not understand
             return ActionResult(
                 item, REPAIR, Outcome.SKIPPED, f"unexpected row shape ({shape}): nothing written"
             )
-        return message_before
+        return before
 
     @staticmethod
     def _other_session(cand, store: OpencodeStore) -> str | None:
@@ -135,19 +160,18 @@ class DBRepairer:
         store: OpencodeStore,
         action: JournaledAction,
         text: str,
-        message: tuple[str | None, str | None],
-        part_after: str | None,
+        before: _Before,
+        after: _After,
     ) -> ActionResult:
         cand = item.candidate
-        message_before, message_after = message
-        action.rows(part_after=part_after, message_after=message_after)
-        changes = []
-        if part_after is not None:
-            changes.append(RowChange("part", cand.part_id, cand.data, part_after, cand.session_id))
-        if message_after is not None:
-            changes.append(
-                RowChange("message", cand.message_id, message_before, message_after, cand.session_id)
-            )
+        part_after, message_after = after.part, after.message
+        action.rows(
+            part_after=part_after,
+            message_after=message_after,
+            part_after_updated=after.updated if part_after is not None else None,
+            message_after_updated=after.updated if message_after is not None else None,
+        )
+        changes = _changes(cand, before, after)
         missed = store.compare_and_set(changes)
         if missed:
             detail = f"{missed} changed since it was read (opencode moved on); nothing written, re-checked next pass"
@@ -168,3 +192,30 @@ class DBRepairer:
                 action.id,
             )
         return ActionResult(item, REPAIR, Outcome.DONE, text, action.id)
+
+
+def _changes(cand: Candidate, before: _Before, after: _After) -> list[RowChange]:
+    """The compare-and-set of a repair: each row written only if it still holds its before-image (both
+    columns a repair changes: `data` and `time_updated`)."""
+    changes = []
+    if after.part is not None:
+        part_updated = before.part.updated if before.part else None
+        changes.append(
+            RowChange(
+                "part", cand.part_id, cand.data, after.part, cand.session_id, part_updated, after.updated
+            )
+        )
+    if after.message is not None and before.message is not None:
+        message = before.message
+        changes.append(
+            RowChange(
+                "message",
+                cand.message_id,
+                message.data,
+                after.message,
+                cand.session_id,
+                message.updated,
+                after.updated,
+            )
+        )
+    return changes

@@ -42,7 +42,9 @@ CREATE TABLE IF NOT EXISTS actions (
     part_before TEXT, part_after TEXT, message_before TEXT, message_after TEXT,
     server_version TEXT,
     undo_of INTEGER REFERENCES actions(id),
-    group_of INTEGER REFERENCES actions(id));  -- the first row of the event this row belongs to
+    group_of INTEGER REFERENCES actions(id),  -- the first row of the event this row belongs to
+    -- time_updated of the rows before and after the write, as stored (no type: kept exactly)
+    part_before_updated, part_after_updated, message_before_updated, message_after_updated);
 CREATE INDEX IF NOT EXISTS actions_run ON actions(run_id);
 CREATE TABLE IF NOT EXISTS backups (
     path TEXT PRIMARY KEY, db TEXT NOT NULL, time REAL NOT NULL);
@@ -80,6 +82,12 @@ class Action:
     server_version: str | None
     undo_of: int | None
     group_of: int | None = None  # the first row of the event (one live free) this row belongs to
+    # The rows' time_updated before and after the write (NULL in rows journaled before they were recorded):
+    # undo puts the before value back, so a restored row is byte-identical to what it was.
+    part_before_updated: object = None
+    part_after_updated: object = None
+    message_before_updated: object = None
+    message_after_updated: object = None
 
     @property
     def when(self) -> datetime:
@@ -139,11 +147,33 @@ def read_recent(state_dir: Path, limit: int) -> list[Action]:
         raise JournalError(f"journal {path}: {exc}") from None
 
 
-def _add_group_column(conn: sqlite3.Connection) -> None:
-    """Journals written before `group_of` existed gain the column (NULL: a row of its own)."""
+# Columns added after the first release: a journal written before gains them (NULL in its old rows).
+_ADDED_COLUMNS = {
+    "group_of": "INTEGER REFERENCES actions(id)",  # NULL: a row of its own
+    "part_before_updated": "",  # NULL: undo gives the row the time of the undo (as before they existed)
+    "part_after_updated": "",
+    "message_before_updated": "",
+    "message_after_updated": "",
+}
+# What `record` and `update_rows` may set: every column but the ones the journal fills in itself.
+_RECORDED = frozenset(Action.__dataclass_fields__) - {"id", "run_id", "time"}
+_ROW_IMAGES = frozenset(
+    {
+        "part_after",
+        "message_before",
+        "message_after",
+        "part_after_updated",
+        "message_before_updated",
+        "message_after_updated",
+    }
+)
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(actions)")}
-    if "group_of" not in columns:
-        conn.execute("ALTER TABLE actions ADD COLUMN group_of INTEGER REFERENCES actions(id)")
+    for name, kind in _ADDED_COLUMNS.items():
+        if name not in columns:
+            conn.execute(f"ALTER TABLE actions ADD COLUMN {name} {kind}")
 
 
 class JournaledAction:
@@ -154,17 +184,10 @@ class JournaledAction:
         self.id = action_id
         self.outcome: Outcome | None = None
 
-    def rows(
-        self,
-        *,
-        part_after: str | None = None,
-        message_before: str | None = None,
-        message_after: str | None = None,
-    ) -> None:
-        """The rows the action is about to write (before the write: crash reconciliation compares them)."""
-        self.journal.update_rows(
-            self.id, part_after=part_after, message_before=message_before, message_after=message_after
-        )
+    def rows(self, **images: object) -> None:
+        """The rows the action is about to write (before the write: crash reconciliation compares them):
+        `part_after`, `message_before`, `message_after` and their `…_updated` times; None leaves one as is."""
+        self.journal.update_rows(self.id, **images)
 
     def settle(self, outcome: Outcome, detail: str = "", server_version: str | None = None) -> None:
         self.journal.settle(self.id, outcome, detail, server_version)
@@ -185,7 +208,7 @@ class Journal:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")
             self.conn.executescript(SCHEMA)
-            _add_group_column(self.conn)
+            _add_columns(self.conn)
         except sqlite3.Error as exc:
             raise JournalError(f"journal {self.path}: {exc}{_why_unwritable(state_dir)}") from None
         finally:
@@ -227,52 +250,18 @@ class Journal:
         self.run_id = None
         self._run_command = command
 
-    def record(
-        self,
-        *,
-        db: str,
-        session_id: str,
-        message_id: str,
-        part_id: str,
-        tool: str,
-        route: str,
-        reason: str,
-        outcome: str = Outcome.PLANNED,
-        detail: str = "",
-        part_before: str | None = None,
-        part_after: str | None = None,
-        message_before: str | None = None,
-        message_after: str | None = None,
-        server_version: str | None = None,
-        undo_of: int | None = None,
-        group_of: int | None = None,
-    ) -> int:
-        """Insert one action row (`planned` unless told otherwise) and return its id."""
+    def record(self, *, outcome: str = Outcome.PLANNED, detail: str = "", **fields: object) -> int:
+        """Insert one action row (`planned` unless told otherwise) and return its id.
+
+        `fields` are the Action's columns: db, session_id, message_id, part_id, tool, route and reason always;
+        the row images, server_version, undo_of and group_of when known."""
+        unknown = set(fields) - _RECORDED
+        assert not unknown, unknown
         run_id = self.start_run(self._run_command)
+        values = {"run_id": run_id, "time": time.time(), "outcome": outcome, "detail": detail, **fields}
+        marks = ",".join("?" * len(values))
         cur = self._write(
-            "INSERT INTO actions(run_id, time, db, session_id, message_id, part_id, tool, route, reason, outcome,"
-            " detail, part_before, part_after, message_before, message_after, server_version, undo_of, group_of)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                run_id,
-                time.time(),
-                db,
-                session_id,
-                message_id,
-                part_id,
-                tool,
-                route,
-                reason,
-                outcome,
-                detail,
-                part_before,
-                part_after,
-                message_before,
-                message_after,
-                server_version,
-                undo_of,
-                group_of,
-            ),
+            f"INSERT INTO actions({', '.join(values)}) VALUES ({marks})", tuple(values.values())
         )
         return cur.lastrowid
 
@@ -294,19 +283,14 @@ class Journal:
                 action.settle(Outcome.FAILED, str(exc) or type(exc).__name__)
             raise
 
-    def update_rows(
-        self,
-        action_id: int,
-        *,
-        part_after: str | None = None,
-        message_before: str | None = None,
-        message_after: str | None = None,
-    ) -> None:
-        self._write(
-            "UPDATE actions SET part_after=coalesce(?, part_after), message_before=coalesce(?, message_before),"
-            " message_after=coalesce(?, message_after) WHERE id=?",
-            (part_after, message_before, message_after, action_id),
-        )
+    def update_rows(self, action_id: int, **images: object) -> None:
+        """Set the given row images of an action (None: left as it is)."""
+        unknown = set(images) - _ROW_IMAGES
+        assert not unknown, unknown
+        given = {name: value for name, value in images.items() if value is not None}
+        if given:
+            assignments = ", ".join(f"{name}=?" for name in given)
+            self._write(f"UPDATE actions SET {assignments} WHERE id=?", (*given.values(), action_id))
 
     def settle(
         self, action_id: int, outcome: str, detail: str = "", server_version: str | None = None

@@ -16,28 +16,65 @@ class UndoResult:
     undo_id: int | None = None  # the journal's own action for this undo, when anything was restored
 
 
-def _rows(action: Action) -> list[tuple[str, str, str | None, str | None]]:
-    return [
-        ("part", action.part_id, action.part_before, action.part_after),
-        ("message", action.message_id, action.message_before, action.message_after),
+@dataclass(frozen=True)
+class _Written:
+    """One row an action wrote: its images before and after the write (time_updated None: not recorded)."""
+
+    table: str
+    row_id: str
+    before: str
+    after: str
+    before_updated: object
+    after_updated: object
+
+    @property
+    def name(self) -> str:
+        return f"{self.table} {self.row_id}"
+
+    def restore(self, session_id: str) -> RowChange:
+        """Back to the before-image, time_updated included, if the row still holds exactly what was written."""
+        return RowChange(
+            self.table,
+            self.row_id,
+            self.after,
+            self.before,
+            session_id,
+            self.after_updated,
+            self.before_updated,
+        )
+
+
+def _written(action: Action) -> list[_Written]:
+    rows = [
+        _Written(
+            "part",
+            action.part_id,
+            action.part_before,
+            action.part_after,
+            action.part_before_updated,
+            action.part_after_updated,
+        ),
+        _Written(
+            "message",
+            action.message_id,
+            action.message_before,
+            action.message_after,
+            action.message_before_updated,
+            action.message_after_updated,
+        ),
     ]
+    return [row for row in rows if row.before is not None and row.after is not None]
 
 
 def undo_action(journal: Journal, action: Action, store: OpencodeStore, force: bool = False) -> UndoResult:
     """Restore the part and the message together, or neither: one compare-and-set transaction on both rows
     (each must still hold exactly what the daemon wrote, in the action's session), planned in the journal
-    first. A half-undone pair (part `running` again, message still completed) is never left behind."""
-    rows = [
-        (table, row_id, before, after)
-        for table, row_id, before, after in _rows(action)
-        if before is not None and after is not None
-    ]
-    names = [f"{table} {row_id}" for table, row_id, _before, _after in rows]
+    first. A half-undone pair (part `running` again, message still completed) is never left behind. Every
+    column the write changed comes back (`data` and `time_updated`): the rows are byte-identical to before."""
+    rows = _written(action)
+    names = [row.name for row in rows]
     if not rows:
         return UndoResult(action, [], [f"action {action.id}: no rows recorded to restore"])
-    changes = [
-        RowChange(table, row_id, after, before, action.session_id) for table, row_id, before, after in rows
-    ]
     moved_on = "" if force else _moved_on(action, store)
     if moved_on:
         return UndoResult(action, [], [f"{name}: {moved_on}" for name in names])
@@ -52,10 +89,17 @@ def undo_action(journal: Journal, action: Action, store: OpencodeStore, force: b
             reason=f"undo of action {action.id}",
             part_before=action.part_after,
             message_before=action.message_after,
+            part_before_updated=action.part_after_updated,
+            message_before_updated=action.message_after_updated,
             undo_of=action.id,
         ) as undo:
-            undo.rows(part_after=action.part_before, message_after=action.message_before)
-            missed = store.compare_and_set(changes)
+            undo.rows(
+                part_after=action.part_before,
+                message_after=action.message_before,
+                part_after_updated=action.part_before_updated,
+                message_after_updated=action.message_before_updated,
+            )
+            missed = store.compare_and_set([row.restore(action.session_id) for row in rows])
             if missed:
                 why = (
                     f"the {missed} row changed since the daemon wrote it (or was deleted, or moved to another "

@@ -105,3 +105,32 @@ def test_undo_refuses_when_the_session_moved_on(tmp_path, observe):
         "…)', nothing written",
         "undo --force --json: exit 0, both rows listed as restored, rows back as before",
     )
+
+
+def _full_row(db, table: str, row_id: str) -> tuple:
+    """time_updated, then every column of one row, with SQLite's own types (an integer 5 and a text "5" differ)."""
+    with dbfactory.connection(db) as conn:
+        query = f"SELECT time_updated, typeof(time_updated), * FROM {table} WHERE id = ?"
+        return conn.execute(query, (row_id,)).fetchone()
+
+
+@scenario(
+    "cas",
+    "`reap` repairs an orphan whose rows opencode last wrote 2 h ago, then `undo --last`",
+    "every column of both rows comes back: the part and the message equal their before-images byte for byte, "
+    "`time_updated` included (the whole DB equals its state before the repair)",
+)
+def test_undo_restores_both_rows_byte_for_byte(tmp_path, observe):
+    db = dbfactory.make_db(tmp_path / "opencode.db")
+    [orphan] = add_orphans(db, 1)
+    part, message = _full_row(db, "part", orphan.part_id), _full_row(db, "message", orphan.message_id)
+    before = dbfactory.snapshot(db)
+    assert cli(tmp_path, "reap", "--db", str(db), env=GRACE0).returncode == 0
+    repaired = _full_row(db, "part", orphan.part_id)
+    assert repaired[0] > part[0]  # the repair moved time_updated on
+    undo = cli(tmp_path, "undo", "--last")
+    assert undo.returncode == 0, undo.stdout + undo.stderr
+    assert _full_row(db, "part", orphan.part_id) == part
+    assert _full_row(db, "message", orphan.message_id) == message
+    assert dbfactory.snapshot(db) == before
+    observe("after undo both rows equal their before-images in every column (time_updated 2 h old again)")

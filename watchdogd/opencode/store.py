@@ -47,6 +47,18 @@ class RowChange:
     before: str
     after: str
     session_id: str | None = None  # when given, the row must also still belong to this session
+    # The row's time_updated column: when `before_updated` is given the row must still carry it; the row is
+    # given `after_updated` (an undo puts the old value back: the row is then byte-identical), else now.
+    before_updated: object = None
+    after_updated: object = None
+
+
+@dataclass(frozen=True)
+class RowImage:
+    """The columns of a part or message row that a write changes: `data` and `time_updated`."""
+
+    data: str
+    updated: object  # as stored (an integer in ms as opencode writes it; kept as it is, whatever it is)
 
 
 def special_file_kind(path: Path) -> str | None:
@@ -367,6 +379,12 @@ class OpencodeStore:
         rows = self._read(f"SELECT data FROM {table} WHERE id = ?", (row_id,))
         return rows[0][0] if rows else None
 
+    def row_image(self, table: str, row_id: str) -> RowImage | None:
+        """`data` and `time_updated` of a part or message row (None: no such row): a write's before-image."""
+        assert table in ("part", "message")
+        rows = self._read(f"SELECT data, time_updated FROM {table} WHERE id = ?", (row_id,))
+        return RowImage(*rows[0]) if rows else None
+
     def queued_user_messages(self, session_id: str, after_ms: int) -> list[tuple[str, int]]:
         """User messages written after `after_ms`: prompts opencode queued behind a stuck run."""
         rows = self._read(
@@ -399,19 +417,7 @@ class OpencodeStore:
             conn.execute("BEGIN IMMEDIATE")
             now_ms = int(time.time() * 1000)
             for change in changes:
-                assert change.table in ("part", "message")
-                same_session = "" if change.session_id is None else " AND session_id = ?"
-                cursor = conn.execute(
-                    f"UPDATE {change.table} SET data = ?, time_updated = ? WHERE id = ? AND data = ?{same_session}",
-                    (
-                        change.after,
-                        now_ms,
-                        change.row_id,
-                        change.before,
-                        *(() if change.session_id is None else (change.session_id,)),
-                    ),
-                )
-                if cursor.rowcount != 1:
+                if not _set_row(conn, change, now_ms):
                     conn.execute("ROLLBACK")
                     return change.table
             conn.execute("COMMIT")
@@ -423,6 +429,22 @@ class OpencodeStore:
         finally:
             self._rw = None
             conn.close()
+
+
+def _set_row(conn: sqlite3.Connection, change: RowChange, now_ms: int) -> bool:
+    """One row of a compare-and-set (inside its transaction): whether the row still held the before-image."""
+    assert change.table in ("part", "message")
+    where, params = "id = ? AND data = ?", [change.row_id, change.before]
+    if change.session_id is not None:
+        where, params = where + " AND session_id = ?", [*params, change.session_id]
+    if change.before_updated is not None:
+        where, params = where + " AND time_updated IS ?", [*params, change.before_updated]
+    updated = now_ms if change.after_updated is None else change.after_updated
+    cursor = conn.execute(
+        f"UPDATE {change.table} SET data = ?, time_updated = ? WHERE {where}",
+        (change.after, updated, *params),
+    )
+    return cursor.rowcount == 1
 
 
 def _chunks(items: list[str], size: int = 500) -> Iterable[list[str]]:
