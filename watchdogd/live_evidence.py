@@ -23,7 +23,7 @@ from watchdogd.models import (
     ProcessKind,
     Route,
 )
-from watchdogd.opencode.discovery_net import loopback_listeners
+from watchdogd.opencode.discovery_net import Listener, loopback_listeners, port_listeners
 from watchdogd.opencode.endpoints import Endpoint, Endpoints
 from watchdogd.opencode.processes import describe, process_kind
 from watchdogd.opencode.server import ServerError, describe_error
@@ -33,11 +33,18 @@ from watchdogd.stopping import unreachable_plan
 class LiveEvidence:
     """What reachable opencode servers say about the candidates of one pass."""
 
-    def __init__(self, settings: Settings, *, listeners: Callable[[list[int]], dict] = loopback_listeners):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        listeners: Callable[[list[int]], dict] = loopback_listeners,
+        on_port: Callable[[int], list[Listener]] = port_listeners,
+    ):
         self.settings = settings
         self.timeout = settings.live.timeout
-        self._servers = Endpoints(settings, listeners)
+        self._servers = Endpoints(settings, listeners, on_port)
         self._db_holders: dict[Path, dict[int, Endpoint]] = {}
+        self._db_remote: dict[Path, list[Endpoint]] = {}  # configured servers that may be asked about a DB
         self._answers: dict[
             tuple[str, str, str], object
         ] = {}  # (url, what, directory) -> value | ServerError
@@ -86,13 +93,14 @@ class LiveEvidence:
         if cand.db not in self._db_holders:
             owner = _owner_uid(cand.db)
             self._db_holders[cand.db] = {h.pid: self._servers.for_holder(h, owner) for h in holders}
+            self._db_remote[cand.db] = self._servers.remote(owner)
         endpoints = self._db_holders[cand.db]
         directory = cand.directory
         if not directory:
             return replace(
                 base, detail="the session's directory is unknown (no session row): its server cannot be asked"
             )
-        for endpoint in [*endpoints.values(), *self._servers.remote()]:
+        for endpoint in [*endpoints.values(), *self._db_remote[cand.db]]:
             status = self._ask(endpoint, "status", directory)
             if status is not None and cand.session_id in status:
                 return self._busy_owner(cand, base, endpoint, status[cand.session_id])
@@ -185,7 +193,8 @@ class LiveEvidence:
         if not child or not directory:
             return None
         endpoints = self._db_holders.get(candidate.db, {})
-        answers = [self._ask(e, "status", directory) for e in [*endpoints.values(), *self._servers.remote()]]
+        remote = self._db_remote.get(candidate.db, [])
+        answers = [self._ask(e, "status", directory) for e in [*endpoints.values(), *remote]]
         busy = True if any(a is not None and child in a for a in answers) else None
         if busy is None and all(self._ask(e, "status", directory) is not None for e in endpoints.values()):
             busy = False

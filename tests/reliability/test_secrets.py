@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -14,7 +15,8 @@ import pytest
 from tests import dbfactory
 from tests.integration.daemonproc import DaemonProcess, wait_until
 from tests.reliability.conftest import scenario
-from tests.reliability.helpers import GRACE0, add_orphans, cli, journal_actions
+from tests.reliability.helpers import GRACE0, add_orphans, cli, journal_actions, needs_root
+from tests.support.fake_api import FakeAPI
 
 pytestmark = pytest.mark.integration
 
@@ -128,3 +130,44 @@ def test_history_shows_no_content_unless_asked(tmp_path, observe):
     assert content in cli(tmp_path, "history", "--with-content").stdout
     assert content in cli(tmp_path, "history", "--json", "--with-content").stdout
     observe("question text absent from history and history --json; present with --with-content")
+
+
+ALICE = 4242  # a uid with no account: the DB's owner, not the listener's
+
+
+@needs_root
+@scenario(
+    "secrets",
+    "a [[servers]] loopback url with a password_file while opencode is down: another user (here root) listens "
+    "on that port; the DB belongs to uid 4242. Then the same url for a DB root owns",
+    "the listener of another uid gets no request and no password; one warning names the port and the uid "
+    "seen. A socket of the DB owner's uid gets the password",
+)
+def test_configured_server_gets_the_password_only_from_the_db_owners_uid(tmp_path, observe):
+    secret = tmp_path / "password"
+    secret.write_text(SECRETS["file"] + "\n")
+    secret.chmod(0o600)
+    folder = tmp_path / "alice"
+    theirs = dbfactory.make_db(folder / "opencode.db")
+    add_orphans(theirs, 1, age_s=0)
+    for path in (folder, theirs):
+        os.chown(path, ALICE, ALICE)
+    mine = dbfactory.make_db(tmp_path / "opencode.db")
+    add_orphans(mine, 1, age_s=0)
+    with FakeAPI("1.18.33", password=SECRETS["file"]) as api:
+        config = tmp_path / "config.toml"
+        config.write_text(f'[[servers]]\nurl = "{api.url}"\npassword_file = "{secret}"\n')
+        refused = cli(tmp_path, "scan", "--db", str(theirs), "--config", str(config))
+        asked_for_theirs = api.calls()
+        allowed = cli(tmp_path, "scan", "--db", str(mine), "--config", str(config))
+        auth = {headers.get("Authorization") for _m, _p, _q, headers in api.calls()}
+    assert "Traceback" not in refused.stderr + allowed.stderr
+    assert asked_for_theirs == [], asked_for_theirs
+    warned = [line for line in refused.stderr.splitlines() if f"port={api.port}" in line]
+    assert len(warned) == 1 and "uid=0" in warned[0] and f"db_owner_uid={ALICE}" in warned[0], refused.stderr
+    assert SECRETS["file"] not in refused.stdout + refused.stderr + allowed.stdout + allowed.stderr
+    assert len(auth) == 1 and next(iter(auth)).startswith("Basic "), auth
+    observe(
+        f"DB of uid {ALICE}: no request reached the listener; one warning naming its port and uid 0",
+        "DB of root: the server was asked with the password (Basic auth)",
+    )

@@ -488,3 +488,35 @@ def test_a_remote_configured_server_over_plain_http_is_not_used_without_opt_in(e
 def test_build_live_is_none_without_any_server(tmp_path):
     assert build_live(make_settings(tmp_path, discover=False), []) is None
     assert build_live(make_settings(tmp_path), []) is not None
+
+
+def test_a_configured_loopback_server_on_another_uids_socket_is_not_asked(env, tmp_path):
+    """The uid column of /proc/net/tcp for the configured port is not the DB owner's: no request, no password."""
+    secret = tmp_path / "pw"
+    secret.write_text("filepass\n")
+    stranger = os.getuid() + 1
+    with FakeAPI(env.version, password="filepass", db=env.db) as api:
+        stuck = stuck_on(api, env)
+        settings = make_settings(tmp_path, servers=[{"url": api.url, "password_file": str(secret)}])
+        sockets = {api.port: [Listener("127.0.0.1", api.port, stranger)]}
+        behind_holder = LiveEvidence(
+            settings, listeners=listeners_to(api), on_port=lambda port: sockets.get(port, [])
+        )
+        report, _routes, [outcome], _a = env.run(settings, [holder()], behind_holder)
+        assert report.assessments[0].ownership.kind is OwnerKind.UNREACHABLE
+        assert f"owned by uid {stranger}, not by the DB owner's uid {os.getuid()}" in outcome.detail
+        no_holder_port = LiveEvidence(
+            settings, listeners=lambda pids: {}, on_port=lambda port: sockets.get(port, [])
+        )
+        report, _routes, [outcome], _a = env.run(settings, [holder()], no_holder_port)
+        assert report.assessments[0].ownership.kind is OwnerKind.UNREACHABLE
+        assert api.calls() == []
+        owned = LiveEvidence(
+            settings,
+            listeners=lambda pids: {},
+            on_port=lambda port: [Listener("127.0.0.1", port, os.getuid())],
+        )
+        report, _routes, _outcomes, _a = env.run(settings, [holder()], owned)
+        assert report.assessments[0].ownership.kind is OwnerKind.LIVE
+        assert _auth_of(api) == {basic("filepass")}
+    assert stuck.part_id

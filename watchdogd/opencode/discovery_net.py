@@ -81,18 +81,29 @@ def socket_inodes(pid: int, proc: Path = Path("/proc")) -> set[int]:
     return inodes
 
 
-def loopback_listeners(pids: list[int], proc: Path = Path("/proc")) -> dict[int, list[Listener]]:
-    """For each pid, the sockets it listens on that this process can reach over loopback."""
+def _listen_table(proc: Path) -> dict[int, Listener]:
+    """Socket inode -> Listener for every LISTEN socket reachable over loopback in this network namespace."""
     table: dict[int, Listener] = {}
     for name in ("tcp", "tcp6"):
         try:
             table.update(parse_listeners((proc / "net" / name).read_text()))
         except OSError:
             continue
+    return table
+
+
+def loopback_listeners(pids: list[int], proc: Path = Path("/proc")) -> dict[int, list[Listener]]:
+    """For each pid, the sockets it listens on that this process can reach over loopback."""
+    table = _listen_table(proc)
     return {
         pid: sorted({table[i] for i in socket_inodes(pid, proc) if i in table}, key=lambda hp: hp[1])
         for pid in pids
     }
+
+
+def port_listeners(port: int, proc: Path = Path("/proc")) -> list[Listener]:
+    """Who listens on loopback `port` here (IPv4 and IPv6), each with its socket's owner uid."""
+    return sorted({listener for listener in _listen_table(proc).values() if listener.port == port})
 
 
 def fds_readable(pid: int, proc: Path = Path("/proc")) -> bool | None:

@@ -23,7 +23,7 @@ import structlog
 
 from watchdogd.config import ServerConfig, Settings
 from watchdogd.durations import format_duration
-from watchdogd.opencode.discovery_net import Listener, fds_readable, loopback_listeners
+from watchdogd.opencode.discovery_net import Listener, fds_readable, loopback_listeners, port_listeners
 from watchdogd.opencode.rows import Holder
 from watchdogd.opencode.server import (
     Credentials,
@@ -120,10 +120,17 @@ def _port(url: str) -> int | None:
 class Endpoints:
     """The servers of one pass, each health-probed at most once."""
 
-    def __init__(self, settings: Settings, listeners: Callable[[list[int]], dict] = loopback_listeners):
+    def __init__(
+        self,
+        settings: Settings,
+        listeners: Callable[[list[int]], dict] = loopback_listeners,
+        on_port: Callable[[int], list[Listener]] = port_listeners,
+    ):
         self.settings = settings
         self.timeout = settings.live.timeout
         self._listeners = listeners
+        self._on_port = on_port
+        self._port_uids: dict[int, set[int]] = {}  # loopback port -> uids of its listening sockets, this pass
         self._configured = [self._configured_endpoint(s) for s in settings.servers]
         self._by_pid: dict[tuple[int, int | None], Endpoint] = {}
 
@@ -159,12 +166,12 @@ class Endpoints:
         key = (holder.pid, owner_uid)
         if key not in self._by_pid:
             ports = self._listeners([holder.pid]).get(holder.pid, []) if holder.visible else []
-            self._by_pid[key] = self._match_configured(holder.pid, ports) or self._discover(
+            self._by_pid[key] = self._match_configured(holder.pid, ports, owner_uid) or self._discover(
                 holder, ports, owner_uid
             )
         return self._by_pid[key]
 
-    def _match_configured(self, pid: int, ports: list[Listener]) -> Endpoint | None:
+    def _match_configured(self, pid: int, ports: list[Listener], owner_uid: int | None) -> Endpoint | None:
         """A configured loopback URL on a port this holder listens on: that server, with its own credentials."""
         for endpoint in self._configured:
             host = urlsplit(endpoint.url).hostname or ""
@@ -173,9 +180,36 @@ class Endpoints:
                 and is_loopback_host(host)
                 and _port(endpoint.url) in {p.port for p in ports}
             ):
+                refusal = self.socket_refusal(endpoint, owner_uid)
+                if refusal is not None:
+                    return Endpoint(endpoint.url, pid=pid, error=f"pid {pid} listens on {refusal}")
                 endpoint.pid = pid
                 return endpoint
         return None
+
+    def socket_refusal(self, endpoint: Endpoint, owner_uid: int | None) -> str | None:
+        """Why a configured loopback URL is not asked about a DB of `owner_uid`; None when it may be.
+
+        Its password, and what is sent to it (a PATCH carries the part), go only to a socket the DB's owner
+        owns (the uid column of /proc/net/tcp): while opencode is down anyone may listen on its port.
+        A remote URL was allowed by https or live.allow_insecure_remote (README: servers).
+        """
+        port = _port(endpoint.url)
+        if port is None or not is_loopback_host(urlsplit(endpoint.url).hostname or ""):
+            return None
+        if port not in self._port_uids:
+            self._port_uids[port] = {listener.uid for listener in self._on_port(port)}
+        strangers = sorted(uid for uid in self._port_uids[port] if uid != owner_uid)
+        if not strangers:  # the owner's socket, or none (the request fails to connect, as to a server down)
+            return None
+        _warn_once(
+            "configured server not asked: its port belongs to another user",
+            url=endpoint.url,
+            port=port,
+            uid=strangers[0],
+            db_owner_uid=owner_uid,
+        )
+        return f"port {port}, owned by uid {strangers[0]}, not by the DB owner's uid {owner_uid}: not asked"
 
     def _discover(self, holder: Holder, ports: list[Listener], owner_uid: int | None) -> Endpoint:
         pid, label = holder.pid, f"pid {holder.pid}"
@@ -235,9 +269,10 @@ class Endpoints:
             return f"{where}, which asked for a password: {endpoint.error}"
         return f"{where}, which did not answer /global/health like opencode ({endpoint.error})"
 
-    def remote(self) -> list[Endpoint]:
-        """Configured servers not found behind a local holder: asked too, since they may own a session."""
-        return [e for e in self._configured if e.pid is None]
+    def remote(self, owner_uid: int | None) -> list[Endpoint]:
+        """Configured servers not found behind a local holder, that may be asked about a DB of `owner_uid`
+        (asked too, since they may own a session)."""
+        return [e for e in self._configured if e.pid is None and self.socket_refusal(e, owner_uid) is None]
 
     def reached(self) -> list[Endpoint]:
         """The servers of this pass that answered `GET /global/health` (so their version is known)."""
