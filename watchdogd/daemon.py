@@ -32,7 +32,7 @@ from watchdogd.notify import Notifier
 from watchdogd.opencode.discovery import discover_databases
 from watchdogd.opencode.writegate import WriteRules
 from watchdogd.pipeline import PassContext, PassOptions, run_pass
-from watchdogd.present.status import DaemonFacts, status_document, status_line
+from watchdogd.present.status import DaemonFacts, last_action_text, status_document, status_line
 from watchdogd.statedir import StateDirError, StateLock
 from watchdogd.status_file import write_status
 
@@ -424,10 +424,7 @@ class Daemon:
         c.reported += result.count(Outcome.REPORTED)
         for outcome in result.outcomes:
             if outcome.outcome is Outcome.DONE:
-                c.last_action = (
-                    f"{outcome.route.value} {outcome.item.candidate.part_id} at "
-                    f"{datetime.now().strftime('%H:%M:%S')}"
-                )
+                c.last_action = last_action_text(outcome, datetime.now())
         if any(o.outcome in (Outcome.DONE, Outcome.SKIPPED, Outcome.FAILED) for o in result.outcomes):
             # A write (or a miss) changes what we know: look again soon rather than at the next poll.
             self.wake("after-action", delay=self.settings.watch.debounce)

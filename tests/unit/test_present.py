@@ -10,15 +10,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tests import dbfactory as f
-from tests.passes import context, open_dbs
+from tests.passes import context, one_pass, open_dbs
 from tests.unit.helpers import make_settings
-from watchdogd.models import Route
+from watchdogd.models import Outcome, Route
 from watchdogd.pipeline import PassOptions, run_pass
 from watchdogd.present.candidates import CandidateRecord, candidate_record
 from watchdogd.present.status import (
     DaemonFacts,
     DatabaseStatus,
     StatusDocument,
+    last_action_text,
     status_document,
     status_line,
     status_text,
@@ -95,3 +96,11 @@ def test_status_text_of_an_older_status_file_with_few_keys():
     text = status_text({"pid": 7}, False, [])
     assert text.splitlines()[0] == "opencode-watchdogd not running (last pid 7), version None"
     assert "  next due:    -" in text.splitlines()
+
+
+def test_the_last_action_of_the_status_line_is_the_write_done(tmp_path, db, journal):
+    stuck = f.stuck_question(db, age_s=7200)
+    result = one_pass(db, journal, make_settings(tmp_path))
+    [done] = [o for o in result.outcomes if o.outcome is Outcome.DONE]
+    text = last_action_text(done, datetime(2026, 12, 1, 14, 3, 22))
+    assert text == f"db-repair {stuck.part_id} at 14:03:22"

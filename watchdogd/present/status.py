@@ -12,7 +12,7 @@ from typing import Protocol, TypedDict
 
 from watchdogd import __version__
 from watchdogd.durations import format_duration
-from watchdogd.models import Assessment, DBReport, OwnerKind
+from watchdogd.models import ActionResult, Assessment, DBReport, OwnerKind
 from watchdogd.opencode.processes import advice
 from watchdogd.present.candidates import CandidateRecord, candidate_record, candidate_table, notes
 from watchdogd.present.text import plural, safe, when, when_iso
@@ -90,6 +90,11 @@ def status_line(watched: Iterable[WatchedView], deadline: datetime | None, last_
     if last_action:
         parts.append(f"last: {last_action}")
     return "; ".join(parts)
+
+
+def last_action_text(result: ActionResult, at: datetime) -> str:
+    """The `last:` of the STATUS= line: the route of the last write done, its part, the local time."""
+    return f"{result.route.value} {result.item.candidate.part_id} at {at.strftime('%H:%M:%S')}"
 
 
 def _stuck_text(item: Assessment) -> str:
