@@ -107,8 +107,11 @@ class LiveRecovery:
             server_version=endpoint.version,
         ) as action:
             steps = _permission_steps(asks, log)
-            if not self._free_and_verify(action, endpoint, cand.session_id, directory, request, steps):
-                return ActionResult(item, Plan(route), Outcome.FAILED, "; ".join(steps), action.id)
+            free, answered = self._free_and_verify(
+                action, endpoint, cand.session_id, directory, request, steps
+            )
+            if not free:  # answered: the run had its request; a retry inside the back-off only re-checks
+                return ActionResult(item, Plan(route), Outcome.FAILED, "; ".join(steps), action.id, answered)
             steps += _queued_steps(queued, log)
             action.settle(Outcome.DONE, "; ".join(steps), endpoint.version)
         why = f"freed through its opencode server ({route})"
@@ -123,14 +126,18 @@ class LiveRecovery:
         cand, sent = item.candidate, item.backoff.action_id
         endpoint = self._known_endpoint(item)
         if endpoint is None:
-            return ActionResult(item, Plan(route), Outcome.FAILED, "its server is no longer known", sent)
+            return ActionResult(
+                item, Plan(route), Outcome.FAILED, "its server is no longer known", sent, True
+            )
         try:
             free, how = _check_free(endpoint.client, cand.session_id, cand.directory)
         except ServerError as exc:
-            return ActionResult(item, Plan(route), Outcome.FAILED, describe_error(exc, endpoint.url), sent)
+            return ActionResult(
+                item, Plan(route), Outcome.FAILED, describe_error(exc, endpoint.url), sent, True
+            )
         if not free:
             detail = f"still busy after #{sent} ({how}); not sent again, re-checked after a back-off"
-            return ActionResult(item, Plan(route), Outcome.FAILED, detail, sent)
+            return ActionResult(item, Plan(route), Outcome.FAILED, detail, sent, True)
         first = repairer.journal.action(sent)
         if first is not None:
             repairer.journal.settle(
@@ -138,8 +145,8 @@ class LiveRecovery:
             )
         why = f"freed through its opencode server ({route})"
         steps = [f"free after #{sent}: {how}"]
-        steps += self._finish_rows(item, report, store, repairer, endpoint, why, sent)
-        return ActionResult(item, Plan(route), Outcome.DONE, "; ".join(steps), sent)
+        steps += self._finish_rows(item, report, store, repairer, endpoint, why, sent, True)
+        return ActionResult(item, Plan(route), Outcome.DONE, "; ".join(steps), sent, True)
 
     def _free_and_verify(
         self,
@@ -149,17 +156,20 @@ class LiveRecovery:
         directory: str,
         request: dict | None,
         steps: list[str],
-    ) -> bool:
-        """Reject (or abort), verify, dispose when allowed; on failure settle `failed` with the steps."""
-        client = endpoint.client
+    ) -> tuple[bool, bool]:
+        """Reject (or abort), verify, dispose when allowed; on failure settle `failed` with the steps.
+        Returns (freed, whether the server answered the request)."""
+        client, answered = endpoint.client, False
         try:
             if request is not None:
                 _mark_sent(action, f"reject of question {request['id']} sent")
                 client.reject_question(request["id"], directory)
+                answered = True
                 steps.append(f"rejected question {request['id']}")
             else:
                 _mark_sent(action, "abort sent")
                 client.abort(sid, directory)
+                answered = True
                 steps.append("aborted the session")
                 steps += self._reject_leaked(client, sid, directory)
             free, how = self._verify(client, sid, directory)
@@ -171,14 +181,14 @@ class LiveRecovery:
         except ServerError as exc:
             steps += [describe_error(exc, endpoint.url), "no DB write"]
             action.settle(Outcome.FAILED, "; ".join(steps), endpoint.version)
-            return False
+            return False, answered
         if not free:
             hint = "" if self.allow_dispose else " (POST /instance/dispose is off: live.allow_dispose)"
             steps += [f"still busy: {how}{hint}", "no DB write"]
             action.settle(Outcome.FAILED, "; ".join(steps), endpoint.version)
-            return False
+            return False, answered
         steps.append(f"verified: {how}")
-        return True
+        return True, answered
 
     @staticmethod
     def _reject_leaked(client: ServerClient, sid: str, directory: str) -> list[str]:

@@ -182,6 +182,7 @@ class ActionResult:
     outcome: Outcome
     detail: str = ""
     action_id: int | None = None
+    sent: bool = False  # a reject/abort was answered for this run (never sent again inside a back-off)
 
     @property
     def route(self) -> Route:

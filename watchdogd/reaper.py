@@ -93,7 +93,7 @@ class Reaper:
             return item
         state = None
         if not outcome.ok:
-            sent = outcome.route in (Route.ABORT, Route.REJECT_QUESTION) and outcome.action_id is not None
+            sent = outcome.sent and outcome.action_id is not None
             state = after_attempt(
                 item.backoff,
                 row=cand.data,

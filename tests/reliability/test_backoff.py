@@ -37,7 +37,8 @@ def live_session(db) -> str:
     f"the opencode server holding the DB reports a session busy, accepts POST /abort and never frees it; "
     f"its question is overdue; `opencode-watchdogd run` with watch.debounce = 0.2s, watched for {WINDOW_S:.0f}s",
     "one POST /abort and one journal row for the decision (the same run is never aborted twice inside the "
-    "back-off; the retries only re-check), one warning per change of reason; `status` says 'retry in …: <reason>'",
+    "back-off; the retries only re-check), one warning per change of reason; `status` and `scan` say "
+    "'retry in …: <reason>'",
 )
 def test_server_that_never_frees_is_not_aborted_every_pass(tmp_path, observe):
     db = dbfactory.make_db(tmp_path / "opencode.db")
@@ -60,6 +61,7 @@ def test_server_that_never_frees_is_not_aborted_every_pass(tmp_path, observe):
                 what="the back-off in the status file",
             )
             shown = cli(tmp_path, "status")
+            scanned = cli(tmp_path, "scan", "--db", str(db), "--config", str(config))
             passes = status["passes"]
         finally:
             daemon.stop()
@@ -71,12 +73,14 @@ def test_server_that_never_frees_is_not_aborted_every_pass(tmp_path, observe):
     reasons = [w.get("detail") for w in warnings]
     assert len(reasons) == len(set(reasons)) <= 2, reasons
     assert "retry in " in shown.stdout and "still busy" in shown.stdout, shown.stdout
+    assert "retry in " in scanned.stdout and "still busy" in scanned.stdout, scanned.stdout
     retry = status["candidates"][0]["retry"]
     assert retry["attempts"] >= 3, retry
     observe(
         f"1 POST /abort and 1 journal row (abort, failed) over {WINDOW_S:.0f}s (about 15 of each before the "
         "back-off)",
-        f"{len(reasons)} warning(s), one per reason; `status`: 'retry in …: still busy …'",
+        f"{len(reasons)} warning(s), one per reason; `status` and `scan`: 'retry in … (attempt N did not free "
+        "it): still busy …'",
         "the part never written",
     )
     assert passes >= 3  # the daemon kept looking: the bound comes from the back-off, not from idling

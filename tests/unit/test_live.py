@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ if _ROOT not in sys.path:
 from tests import dbfactory as f  # noqa: E402
 from tests.passes import one_pass  # noqa: E402
 from tests.support.fake_api import FakeAPI  # noqa: E402
+from watchdogd.backoff import BackoffBook  # noqa: E402
 from watchdogd.config import Settings  # noqa: E402
 from watchdogd.journal import Journal  # noqa: E402
 from watchdogd.live_evidence import (
@@ -81,6 +83,15 @@ class Env:
         finally:
             journal.close()
         return report, routes, outcomes, actions
+
+    def run_at(self, settings: Settings, holders, layer, now: datetime, backoffs: BackoffBook):
+        """A daemon's pass at `now` with the back-off it keeps across passes: (report, outcomes)."""
+        journal = Journal(settings.state_dir)
+        try:
+            result = one_pass(self.db, journal, settings, holders, layer, now, backoffs=backoffs)
+        finally:
+            journal.close()
+        return result.reports[0], list(result.outcomes)
 
 
 @pytest.fixture(params=VERSIONS)
@@ -520,3 +531,32 @@ def test_a_configured_loopback_server_on_another_uids_socket_is_not_asked(env, t
         assert report.assessments[0].ownership.kind is OwnerKind.LIVE
         assert _auth_of(api) == {basic("filepass")}
     assert stuck.part_id
+
+
+def test_a_run_that_stays_busy_is_aborted_once_then_only_rechecked_after_a_back_off(env, tmp_path):
+    with FakeAPI(env.version, db=env.db) as api:
+        stuck = stuck_on(api, env, tool="bash")
+        api.abort_frees = False
+        settings = make_settings(tmp_path, timeout=VERIFY_S)
+        book, start = BackoffBook(), datetime.now(UTC)
+
+        def at(seconds: float):  # a daemon's pass: fresh evidence, the back-off kept
+            layer = LiveEvidence(settings, listeners=listeners_to(api))
+            return env.run_at(settings, [holder()], layer, start + timedelta(seconds=seconds), book)
+
+        report, outcomes = at(0)
+        assert [o.outcome for o in outcomes] == ["failed"] and report.assessments[0].backoff.sent
+        assert at(0.5)[1] == []  # inside the back-off: nothing at all
+        report, [recheck] = at(5)
+        assert recheck.outcome == "failed" and "not sent again" in recheck.detail, recheck.detail
+        assert report.assessments[0].backoff.attempts == 2
+        assert len(api.calls("POST", "/abort")) == 1
+        journal = Journal(settings.state_dir)
+        try:
+            assert [a.route for a in journal.recent(10)] == [ABORT]  # one row for the decision
+        finally:
+            journal.close()
+        api.sessions[stuck.session_id]["busy"] = False  # the runner lets go: idle, the part still running
+        report, [patched] = at(6)  # another plan: the back-off does not hold it
+        assert (patched.route, patched.outcome) == (PATCH_PART, "done"), patched.detail
+        assert len(api.calls("POST", "/abort")) == 1

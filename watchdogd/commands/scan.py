@@ -10,8 +10,9 @@ from watchdogd.config import Settings
 from watchdogd.journal import Journal
 from watchdogd.opencode.discovery import discover_databases
 from watchdogd.pipeline import PassOptions, one_shot
-from watchdogd.present.candidates import candidate_record, db_problems, scan_text
+from watchdogd.present.candidates import Retry, candidate_record, db_problems, scan_text
 from watchdogd.present.text import safe
+from watchdogd.status_file import daemon_alive, read_status
 
 
 def add_parser(subparsers, opts: Options) -> None:
@@ -41,6 +42,9 @@ def run(args, settings: Settings) -> int:
             print(f"opencode-watchdogd: {safe(line, 400)}", file=sys.stderr)
         failed |= report.failed or bool(report.schema and not report.schema.writable) or bool(report.refusal)
         records += [candidate_record(a) for a in report.assessments]
+    retries = _daemon_retries(settings)
+    for record in records:
+        record["retry"] = record["retry"] or retries.get((record["db"], record["part_id"]))
     if args.json:
         print(json.dumps(records, indent=2))
     else:
@@ -50,3 +54,11 @@ def run(args, settings: Settings) -> int:
     if failed:
         return 2
     return 1 if any(r["verdict"] == "expired" for r in records) else 0
+
+
+def _daemon_retries(settings: Settings) -> dict[tuple[str, str], Retry]:
+    """The running daemon's back-off per (DB, part): this pass acts on nothing, the waits are the daemon's."""
+    doc = read_status(settings.state_dir)
+    if not doc or not daemon_alive(int(doc.get("pid") or 0)):
+        return {}
+    return {(c["db"], c["part_id"]): c["retry"] for c in doc.get("candidates") or [] if c.get("retry")}
