@@ -25,6 +25,7 @@ import structlog
 
 from watchdogd.assess import Evidence, LiveEvidence, gather, judge, sightings, with_sessions
 from watchdogd.backoff import BackoffBook
+from watchdogd.clock_steps import recall, remember
 from watchdogd.config import Settings
 from watchdogd.databases import WatchedDB, WatchedDBs
 from watchdogd.journal import Journal, JournalError
@@ -32,6 +33,7 @@ from watchdogd.live_evidence import build_live
 from watchdogd.live_recovery import LiveRecovery
 from watchdogd.models import ActionResult, Candidate, DBReport, Decision, Holder, PassResult, ServerSeen
 from watchdogd.opencode.holders import find_holders
+from watchdogd.opencode.process_start import WALL_CLOCK
 from watchdogd.opencode.rows import BadRow, SessionInfo
 from watchdogd.opencode.store import StoreError
 from watchdogd.opencode.writegate import write_refusal
@@ -69,7 +71,10 @@ class PassContext:
     def find_holders(self, paths: list[Path]) -> dict[Path, list[Holder]]:
         if self.holders is not None:
             return self.holders(paths)
-        return find_holders(paths, trust_pid_namespace=self.settings.watch.trust_pid_namespace)
+        recall(self.settings.state_dir, WALL_CLOCK)  # steps an earlier process of this boot saw
+        found = find_holders(paths, trust_pid_namespace=self.settings.watch.trust_pid_namespace)
+        remember(self.settings.state_dir, WALL_CLOCK)
+        return found
 
     def live_evidence(self) -> LiveEvidence | None:
         return self.live() if self.live is not None else build_live(self.settings)

@@ -18,12 +18,14 @@ from pathlib import Path
 
 JOURNAL_FILE = "journal.db"
 LOCK_FILE = "daemon.lock"
+CLOCK_STEPS_FILE = "clock-steps.json"  # the wall clock's steps of this boot (watchdogd/clock_steps.py)
 OUR_FILES = {
     JOURNAL_FILE: "journal",
     JOURNAL_FILE + "-wal": "journal",
     JOURNAL_FILE + "-shm": "journal",
     "status.json": "status file",
     LOCK_FILE: "lock file",
+    CLOCK_STEPS_FILE: "clock steps file",
 }
 
 

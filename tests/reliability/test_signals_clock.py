@@ -261,8 +261,8 @@ def test_clock_jumps_forward(tmp_path, fakeclock, observe):
     "signals_clock",
     "the wall clock steps forward 1 h (VM restore, NTP at boot) while a process that "
     "started before the part holds the DB (btime in /proc/stat moves with the step, as the kernel's does)",
-    "the holder still counts as the part's possible owner: nothing written after the step; once the holder "
-    "exits the orphan is repaired",
+    "the holder still counts as the part's possible owner: nothing written after the step, by the daemon or "
+    "by a `reap` started after it; once the holder exits the orphan is repaired",
 )
 def test_clock_step_forward_keeps_a_live_holder(tmp_path, fakeclock, observe):
     clock = Clock(fakeclock, tmp_path)
@@ -283,6 +283,12 @@ def test_clock_step_forward_keeps_a_live_holder(tmp_path, fakeclock, observe):
             after = daemon.status()["candidates"]
             assert pair_states(db, [part]) == {part.part_id: "untouched"}
             assert [c["verdict"] for c in after] == ["keep"]
+            # A `reap` started after the step cannot see it itself: it recalls what the daemon saw.
+            reap = cli(
+                tmp_path, "reap", "--db", str(db), env={**clock.env, **GRACE0}, state_dir=daemon.state_dir
+            )
+            assert "Traceback" not in reap.stderr, reap.stderr
+            assert pair_states(db, [part]) == {part.part_id: "untouched"}, reap.stdout
             holder.stdin.close()
             holder.wait(timeout=10)
             wait_until(

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import stat
 import time
 from pathlib import Path
 
 import pytest
 
 from tests import dbfactory as f
+from watchdogd import clock_steps
+from watchdogd.clock_steps import recall, remember
 from watchdogd.models import OwnerKind
 from watchdogd.opencode.holders import find_holders
-from watchdogd.opencode.process_start import WallClockSteps, start_ticks
+from watchdogd.opencode.process_start import Epoch, WallClockSteps, start_ticks
 from watchdogd.policy import ownership_from_holders
 
 BTIME = 1_790_000_000.0  # wall clock minus boot clock before the step
@@ -81,3 +85,55 @@ def test_a_live_holder_is_not_restarted_after_a_forward_step(tmp_path):
     assert len(clock.epochs) == 2
     assert holder.started_at <= stuck.start_ms / 1000 + 1
     assert ownership_from_holders(stuck.start_ms, [holder]).kind is OwnerKind.HELD
+
+
+def test_merge_joins_the_same_offset_and_keeps_steps_in_boot_clock_order():
+    clock = WallClockSteps(Script((500, BTIME + 500 + HOUR)))
+    clock.observe()
+    clock.merge([Epoch(100, 200, BTIME), Epoch(300, 400, BTIME + HOUR)])
+    assert [(e.first, e.last, e.offset) for e in clock.epochs] == [
+        (100, 200, BTIME),
+        (300, 500, BTIME + HOUR),
+    ]
+    assert clock.wall_time(150) == BTIME + 150
+
+
+def test_a_later_process_of_the_boot_sees_the_step_an_earlier_one_saw(tmp_path):
+    """The daemon saw the step; a `reap` started after it recalls it from the state dir."""
+    clock_steps._saved.clear()
+    remember(tmp_path, stepped(HOUR))
+    path = tmp_path / "clock-steps.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    later = WallClockSteps(Script((400, BTIME + 400 + HOUR)))
+    later.observe()
+    assert later.wall_time(150) == BTIME + 150 + HOUR  # alone, it cannot know
+    recall(tmp_path, later)
+    assert later.wall_time(150) == BTIME + 150
+
+
+def test_steps_of_another_boot_or_a_damaged_file_are_not_used(tmp_path):
+    clock_steps._saved.clear()
+    remember(tmp_path, stepped(HOUR))
+    path = tmp_path / "clock-steps.json"
+    saved = json.loads(path.read_text())
+    for text in (json.dumps({**saved, "boot_id": "another-boot"}), "{not json", '{"boot_id": 1}', "[]"):
+        path.write_text(text)
+        later = WallClockSteps(Script((400, BTIME + 400 + HOUR)))
+        later.observe()
+        recall(tmp_path, later)
+        assert len(later.epochs) == 1, text
+
+
+def test_a_symlinked_steps_file_is_neither_followed_nor_written_through(tmp_path):
+    clock_steps._saved.clear()
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text("theirs")
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "clock-steps.json").symlink_to(elsewhere)
+    later = WallClockSteps(Script((400, BTIME + 400)))
+    later.observe()
+    recall(state, later)
+    remember(state, stepped(HOUR))
+    assert elsewhere.read_text() == "theirs"
+    assert not (state / "clock-steps.json").is_symlink()

@@ -55,6 +55,17 @@ class WallClockSteps:
         self.epochs.append(Epoch(boot, boot, offset))
         del self.epochs[:-MAX_EPOCHS]
 
+    def merge(self, epochs: list[Epoch]) -> None:
+        """Add what another process of this boot saw (remembered in the state dir), in boot-clock order."""
+        merged: list[Epoch] = []
+        for epoch in sorted([*self.epochs, *epochs], key=lambda e: (e.first, e.last)):
+            last = merged[-1] if merged else None
+            if last is not None and abs(epoch.offset - last.offset) <= STEP_S:
+                last.last = max(last.last, epoch.last)  # the same offset, seen on: one stretch
+            else:
+                merged.append(Epoch(epoch.first, epoch.last, epoch.offset))
+        self.epochs = merged[-MAX_EPOCHS:]
+
     def wall_time(self, boot_s: float) -> float:
         """The wall-clock time (epoch seconds) of boot-clock second `boot_s`, as the wall clock read then."""
         if not self.epochs:
@@ -71,6 +82,14 @@ class WallClockSteps:
 
 WALL_CLOCK = WallClockSteps()  # one history per process: the clock is the machine's, not a pass's
 WALL_CLOCK.observe()  # from import (the daemon's start), so a later step is seen as one
+
+
+def boot_id(proc: Path = Path("/proc")) -> str | None:
+    """This boot's id: boot-clock seconds of another boot mean nothing here."""
+    try:
+        return (proc / "sys" / "kernel" / "random" / "boot_id").read_text().strip() or None
+    except OSError:
+        return None
 
 
 def start_ticks(pid: int, proc: Path = Path("/proc")) -> int | None:
