@@ -13,8 +13,10 @@ import pytest
 from tests import dbfactory
 from tests.integration.daemonproc import DaemonProcess, wait_until
 from tests.reliability.conftest import scenario
-from tests.reliability.helpers import GRACE0, cli, journal_actions, rows
+from tests.reliability.helpers import GRACE0, add_orphans, cli, journal_actions, pair_states, rows
 from tests.reliability.test_bad_servers import bad_server
+from watchdogd.backup import backup_dir
+from watchdogd.config import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -169,4 +171,45 @@ def test_live_action_cut_by_a_kill_is_settled_as_sent(tmp_path, signum, observe)
     observe(
         f"{signal.Signals(signum).name}: the next run settled the abort row as failed: "
         f"'{settled['detail'].split(';')[0]}'"
+    )
+
+
+@scenario(
+    "backoff",
+    "an orphan is due but its backup cannot be written (its folder under `backups/` in the state dir is a file); "
+    "`opencode-watchdogd run` with watch.debounce = 0.2s, watched for 12s; then the file is removed",
+    "tried again after a back-off, not at every pass: one warning, a handful of attempts, no journal row, the "
+    "row untouched; once a backup can be written the orphan is repaired",
+)
+def test_a_backup_that_cannot_be_written_is_retried_after_a_back_off(tmp_path, observe):
+    db = dbfactory.make_db(tmp_path / "opencode.db")
+    [orphan] = add_orphans(db, 1)
+    state = tmp_path / "state"
+    blocker = backup_dir(Settings(state_dir=state), db)  # this DB's backup folder, made a file
+    blocker.parent.mkdir(parents=True, mode=0o700)
+    state.chmod(0o700)
+    blocker.write_text("not a folder\n")
+    daemon = DaemonProcess(tmp_path, [db], env={**GRACE0, **FAST})
+    try:
+        daemon.wait_status(lambda s: s["passes"] >= 1, timeout=60, what="the first pass")
+        time.sleep(12)
+        status = daemon.wait_status(lambda s: s["candidates"], timeout=30, what="the candidate")
+        failed = [
+            e for e in daemon.log_lines() if e.get("part") == orphan.part_id and e.get("level") == "warning"
+        ]
+        untouched = rows(db, "part", [orphan.part_id])[orphan.part_id] == orphan.part_before
+        journaled = journal_actions(state)
+        blocker.unlink()
+        daemon.wait_status(lambda s: not s["candidates"], timeout=120, what="the orphan repaired")
+    finally:
+        daemon.stop()
+    retry = status["candidates"][0]["retry"]
+    assert len(failed) == 1 and "cannot prepare repair" in failed[0]["detail"], failed
+    assert retry is not None and 3 <= retry["attempts"] <= 6, retry
+    assert untouched and journaled == []
+    assert pair_states(db, [orphan]) == {orphan.part_id: "repaired"}
+    observe(
+        f"{retry['attempts']} attempts in 12s, 1 warning ('cannot prepare repair: …'), no journal row, row "
+        "untouched",
+        "after the file was removed: the backup taken and the orphan repaired",
     )
