@@ -265,6 +265,42 @@ def test_the_documented_blind_spot_is_covered_by_the_periodic_rescan(env: Env):
     assert mode == FULL and pid in ids(cands)
 
 
+def _row(env: Env, pid: str) -> tuple[str, int]:
+    return env.writer.execute("SELECT data, time_updated FROM part WHERE id = ?", (pid,)).fetchone()
+
+
+def test_a_part_put_back_with_its_old_time_updated_is_seen_at_the_next_pass(env: Env):
+    """`undo` (any process) restores a repaired part byte for byte, its older time_updated included: the
+    next incremental pass finds it again, reading only time_updated of the parts that left."""
+    pid = env.running(start_ms=now_ms() - 7_200_000)
+    env.running()
+    env.refresh()
+    image = _row(env, pid)
+    env.set_status(pid, "error")  # the repair: a newer time_updated
+    cands, _, mode = env.refresh()
+    assert mode == INCREMENTAL and pid not in ids(cands)
+    assert env.tracker.refresh()[2] == UNCHANGED
+    env.writer.execute("UPDATE part SET data = ?, time_updated = ? WHERE id = ?", (*image, pid))  # the undo
+    cands, _, mode = env.refresh()
+    assert mode == INCREMENTAL and pid in ids(cands) and env.tracker.last.known == 2
+    lookups = [s for s in env.statements if s.startswith("SELECT id, time_updated FROM part")]
+    assert lookups and f"'{pid}'" in lookups[0]
+
+
+def test_a_departed_part_that_is_deleted_or_stays_finished_is_not_reread(env: Env):
+    gone, done = env.running(), env.running()
+    env.refresh()
+    env.set_status(gone, "completed")
+    env.set_status(done, "completed")
+    env.refresh()
+    env.writer.execute("DELETE FROM part WHERE id = ?", (gone,))
+    env.running()
+    cands, _, mode = env.refresh()
+    assert mode == INCREMENTAL and env.tracker.last.known == 0  # neither re-read in full
+    assert gone not in ids(cands) and done not in ids(cands)
+    assert env.tracker._departed.keys() == {done}
+
+
 def test_reset_rescans_fully_on_a_new_connection(env: Env):
     env.running()
     env.refresh()

@@ -333,6 +333,18 @@ class OpencodeStore:
         rows.sort(key=lambda r: (r[4] or 0, r[1]))
         return self._parse(rows)
 
+    def part_times(self, part_ids: list[str]) -> dict[str, object]:
+        """time_updated of each given part that still exists (a cheap look: `data` is not read).
+
+        Empty when the layout has no time_updated column (the tracker then cannot watch rows that left)."""
+        if "time_updated" not in self._part_columns():
+            return {}
+        out: dict[str, object] = {}
+        for chunk in _chunks(part_ids):
+            marks = ",".join("?" * len(chunk))
+            out.update(self._read(f"SELECT id, time_updated FROM part WHERE id IN ({marks})", chunk))
+        return out
+
     def _parse(self, rows: Iterable[tuple]) -> tuple[list[Candidate], list[BadRow]]:
         found: list[Candidate] = []
         bad: list[BadRow] = []

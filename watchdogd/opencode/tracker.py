@@ -31,11 +31,16 @@ is never inserted again.
 
 Results are ordered by `time_created` (then id as a tie-breaker), never by id alone: ids wrap.
 
-The one case an incremental pass cannot see: a row at or below the watermark that was NOT a
-candidate (a text part, a completed/error tool part) being rewritten back to `running`/`pending`
-(or into unreadable data). opencode never does that — a tool part goes pending → running →
-completed/error and never back — so only a hand edit or a foreign tool could. The periodic full
-rescan (`watch.full_rescan_interval`, default 1 h) bounds how long such a row can go unseen.
+Rows put back. opencode never rewrites a finished tool part (pending → running → completed/error,
+never back), but `undo` (from any process), a hand edit or a foreign tool can put one back to
+`running`/`pending` at or below the watermark. So the tracker keeps watching the parts that LEFT the
+candidates (the newest `DEPARTED_MAX`), remembering each one's `time_updated` column: every
+incremental pass reads that column by key (`data` is not read) and re-reads in full only the rows
+whose value changed. It is compared for equality, not as a high-water mark: `undo` puts the old,
+smaller `time_updated` back. What is still unseen until the periodic full rescan
+(`watch.full_rescan_interval`, default 1 h): a row that was never a candidate (or left before the
+newest `DEPARTED_MAX`) being rewritten to `running`/`pending`, and a write that leaves `time_updated`
+as it was (a hand edit of `data` alone).
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ from watchdogd.opencode.rows import BadRow, Candidate
 from watchdogd.opencode.store import OpencodeStore
 
 FULL, INCREMENTAL, UNCHANGED = "full", "incremental", "unchanged"
+# Parts that left the candidates and are still watched (see the module doc): a key lookup each per pass.
+DEPARTED_MAX = 4096
 
 
 def checkpoint_targets(top: int) -> list[int]:
@@ -99,6 +106,7 @@ class CandidateTracker:
         self._last_full: float | None = None
         self._full_reason = why
         self._result: tuple[list[Candidate], list[BadRow]] = ([], [])
+        self._departed: dict[str, object] = {}  # part id -> its time_updated when it left; oldest first
 
     def reset(self) -> None:
         """Forget everything: the next refresh is a full rescan on a fresh read connection.
@@ -130,6 +138,7 @@ class CandidateTracker:
 
         resume: int | None = None
         known: list[str] = []
+        departed_times: dict[str, object] = {}
         with self.store.snapshot():
             # First statement of the transaction: the version of exactly the snapshot read below.
             version = self.store.data_version()
@@ -144,20 +153,15 @@ class CandidateTracker:
                 bads = {b.part_id: b for b in bad}
             else:
                 assert resume is not None
-                known = [*self._cands, *self._bad]
-                old_found, old_bad = self.store.parts_by_id(known) if known else ([], [])
-                new_found, new_bad = self.store.scan(after_rowid=resume)
-                cands = {c.part_id: c for c in old_found}
-                cands.update((c.part_id, c) for c in new_found)
-                bads = {b.part_id: b for b in old_bad}
-                bads.update((b.part_id, b) for b in new_bad)
+                cands, bads, known, departed_times = self._read_incremental(resume)
+            departed = self._still_departed(cands, bads, None if reason else departed_times)
             if reason or top != self._watermark or resume != self._watermark:
                 checkpoints = self.store.part_checkpoints(checkpoint_targets(top))
             else:
                 checkpoints = self._checkpoints
 
         # Only a pass that completed changes the state: an error above leaves the last good one.
-        self._cands, self._bad = cands, bads
+        self._cands, self._bad, self._departed = cands, bads, departed
         self._watermark, self._checkpoints = top, checkpoints
         self._conn, self._version = conn, version
         mode = FULL if reason else INCREMENTAL
@@ -176,3 +180,36 @@ class CandidateTracker:
             if present.get(rowid) == part_id:
                 return rowid
         return None
+
+    def _read_incremental(self, resume: int) -> tuple[dict, dict, list[str], dict[str, object]]:
+        """(candidates, bad rows, ids re-read by key, departed parts' times): the known rows and the
+        departed ones written since by key, the rows above `resume` by a rowid range."""
+        departed_times = self.store.part_times(list(self._departed)) if self._departed else {}
+        returned = [
+            p for p, was in self._departed.items() if p in departed_times and departed_times[p] != was
+        ]
+        known = [*self._cands, *self._bad, *returned]
+        old_found, old_bad = self.store.parts_by_id(known) if known else ([], [])
+        new_found, new_bad = self.store.scan(after_rowid=resume)
+        cands = {c.part_id: c for c in old_found}
+        cands.update((c.part_id, c) for c in new_found)
+        bads = {b.part_id: b for b in old_bad}
+        bads.update((b.part_id, b) for b in new_bad)
+        return cands, bads, known, departed_times
+
+    def _still_departed(
+        self, cands: dict[str, Candidate], bads: dict[str, BadRow], known_times: dict[str, object] | None
+    ) -> dict[str, object]:
+        """The departed parts after this pass: the ones that just left join, the ones back or deleted go.
+
+        Their time_updated is read inside the pass's snapshot (a write after it then shows at the next
+        pass); `known_times` are the departed parts' times this pass already read (None: read them all)."""
+        watched = [p for p in [*self._departed, *self._cands, *self._bad] if p not in cands and p not in bads]
+        watched = list(dict.fromkeys(watched))[-DEPARTED_MAX:]
+        if known_times is None:
+            unread, times = watched, {}
+        else:
+            unread, times = [p for p in watched if p not in self._departed], dict(known_times)
+        if unread:
+            times.update(self.store.part_times(unread))
+        return {part_id: times[part_id] for part_id in watched if part_id in times}
