@@ -12,10 +12,20 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from watchdogd.config import PolicyConfig
-from watchdogd.models import Assessment, Candidate, ChildState, DBReport, Holder, Ownership, Sighting, Verdict
+from watchdogd.models import (
+    Assessment,
+    Candidate,
+    ChildState,
+    DBReport,
+    Holder,
+    Ownership,
+    Sighting,
+    Undone,
+    Verdict,
+)
 from watchdogd.opencode.rows import SessionInfo
 from watchdogd.opencode.store import OpencodeStore, StoreError
-from watchdogd.policy import classify_child, evaluate, ownership_from_holders, plan_route
+from watchdogd.policy import classify_child, evaluate, ownership_from_holders, plan_route, undone_verdict
 
 # Owner sightings are journaled to the second, not at every pass (a held part is seen at each DB change).
 OWNER_SEEN_STEP_S = 1.0
@@ -45,6 +55,9 @@ class Evidence:
     child_busy: bool | None = None  # a `task` part's subagent, as its server reports it
     child_at_work: bool = False  # the subagent is busy, or its server could not tell: never abort the parent
     queued: tuple[tuple[str, int], ...] = ()  # prompts sent while a live run holds the session
+    undone: Undone | None = (
+        None  # the part's last `undo` (journal): left alone while its row holds that image
+    )
 
 
 def with_sessions(candidates: list[Candidate], sessions: dict[str, SessionInfo]) -> list[Candidate]:
@@ -57,9 +70,15 @@ def with_sessions(candidates: list[Candidate], sessions: dict[str, SessionInfo])
 
 
 def gather(
-    candidates: list[Candidate], holders: list[Holder], live: LiveEvidence | None, store: OpencodeStore
+    candidates: list[Candidate],
+    holders: list[Holder],
+    live: LiveEvidence | None,
+    store: OpencodeStore,
+    undone: dict[str, Undone] | None = None,
 ) -> dict[str, Evidence]:
-    """Ownership (holders, then live servers), subagent state and queued prompts for each candidate."""
+    """Ownership (holders, then live servers), subagent state, queued prompts and the last undo (from
+    `undone`, the journal's) for each candidate."""
+    undone = undone or {}
     out: dict[str, Evidence] = {}
     for cand in candidates:
         owner = ownership_from_holders(cand.start_ms, holders)
@@ -69,7 +88,8 @@ def gather(
         if cand.child_session_id and live is not None:
             busy = live.child_busy(cand)
             at_work = bool(cand.directory) and busy is not False
-        out[cand.part_id] = Evidence(owner, busy, at_work, () if owner.orphan else _queued(cand, store))
+        queued = () if owner.orphan else _queued(cand, store)
+        out[cand.part_id] = Evidence(owner, busy, at_work, queued, undone.get(cand.part_id))
     return out
 
 
@@ -113,7 +133,9 @@ def judge(
         first, owner_seen = seen[cand.part_id]
         sighting = Sighting(_epoch(first), _epoch(owner_seen))
         found = evidence[cand.part_id]
-        verdict = evaluate(cand, found.ownership, sighting, policy, now, child)
+        verdict = undone_verdict(cand, found.undone, sighting, now) or evaluate(
+            cand, found.ownership, sighting, policy, now, child
+        )
         return Assessment(
             cand,
             found.ownership,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from watchdogd.models import Outcome
+from watchdogd.models import Outcome, Undone
 from watchdogd.statedir import (
     JOURNAL_FILE,
     StateDirError,
@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS actions (
     -- time_updated of the rows before and after the write, as stored (no type: kept exactly)
     part_before_updated, part_after_updated, message_before_updated, message_after_updated);
 CREATE INDEX IF NOT EXISTS actions_run ON actions(run_id);
+CREATE INDEX IF NOT EXISTS actions_part ON actions(part_id);
 CREATE TABLE IF NOT EXISTS backups (
     path TEXT PRIMARY KEY, db TEXT NOT NULL, time REAL NOT NULL);
 DROP TABLE IF EXISTS sightings;
@@ -318,6 +319,24 @@ class Journal:
             (action.run_id, action.part_id, action.id),
         )
         return found[::-1]
+
+    def undone(self, db: str, part_ids: list[str]) -> dict[str, Undone]:
+        """The last `undo` that restored each of these parts of `db` (parts never undone are left out)."""
+        out: dict[str, Undone] = {}
+        for start in range(0, len(part_ids), 500):
+            chunk = part_ids[start : start + 500]
+            sql = (
+                "SELECT part_id, id, time, part_after, part_after_updated FROM actions WHERE db = ? AND route = "
+                f"'undo' AND outcome = 'done' AND part_after IS NOT NULL AND part_id IN ({','.join('?' * len(chunk))})"
+                " ORDER BY id"
+            )
+            try:
+                rows = self.conn.execute(sql, (db, *chunk)).fetchall()
+            except sqlite3.Error as exc:
+                raise JournalError(f"journal {self.path}: {exc}") from None
+            for part_id, action_id, when, data, updated in rows:  # the last undo of a part wins
+                out[part_id] = Undone(action_id, datetime.fromtimestamp(when, UTC), data, updated)
+        return out
 
     def planned(self) -> list[Action]:
         return self._select("outcome = 'planned'")

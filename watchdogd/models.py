@@ -65,6 +65,17 @@ class Sighting:
     owner_seen: datetime | None = None
 
 
+@dataclass(frozen=True)
+class Undone:
+    """The last `undo` of a part (from the journal): the part is left alone while its row still holds
+    exactly the image that undo restored."""
+
+    action_id: int  # the undo's own journal row
+    at: datetime
+    part_data: str
+    part_updated: object = None  # the time_updated undo restored (None: not recorded, `data` alone decides)
+
+
 class Decision(StrEnum):
     KEEP = "keep"
     EXPIRED = "expired"

@@ -204,11 +204,15 @@ def _evidence(ctx: PassContext, due: list[_Due]) -> LiveEvidence | None:
         item.report.holders = holders.get(item.watched.path, [])
         try:
             sessions = item.watched.store.sessions(c.session_id for c in item.candidates)
+            undone = ctx.journal.undone(str(item.watched.path), [c.part_id for c in item.candidates])
         except StoreError as exc:
             _store_error(item.report, exc)
             continue
+        except JournalError as exc:  # which parts the user undid is unknown: judge none of them
+            item.report.error = str(exc)
+            continue
         item.sessions, item.candidates = sessions, with_sessions(item.candidates, sessions)
-        item.evidence = gather(item.candidates, item.report.holders, live, item.watched.store)
+        item.evidence = gather(item.candidates, item.report.holders, live, item.watched.store, undone)
     return live
 
 

@@ -17,6 +17,7 @@ from watchdogd.models import (
     Plan,
     Route,
     Sighting,
+    Undone,
     Verdict,
 )
 
@@ -119,6 +120,24 @@ def evaluate(
         return Verdict(Decision.EXPIRED, f"{what}, over {rule}", deadline, age)
     left = format_duration((deadline - now).total_seconds())
     return Verdict(Decision.KEEP, f"{what}; expires in {left} ({rule})", deadline, age)
+
+
+def undone_verdict(
+    candidate: Candidate, undone: Undone | None, sighting: Sighting, now: datetime
+) -> Verdict | None:
+    """KEEP for a part that `undo` put back and that still holds exactly the image undo restored (`data`,
+    and `time_updated` when the undo recorded it): the user asked for it back, so neither the daemon nor
+    `reap` touches it until its row changes again. None: not undone, or changed since (the usual rules)."""
+    if undone is None or candidate.data != undone.part_data:
+        return None
+    if undone.part_updated is not None and candidate.updated_ms != undone.part_updated:
+        return None
+    start, note = effective_start(candidate, sighting, now)
+    age = max(0.0, (now - start).total_seconds())
+    at = undone.at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    what = f"{candidate.tool} {candidate.status} for {format_duration(age)}{note}"
+    why = f"undone at {at} (undo #{undone.action_id}): left alone until its row changes"
+    return Verdict(Decision.KEEP, f"{what}; {why}", None, age)
 
 
 def classify_child(child_verdicts: list[Verdict], child_busy: bool | None) -> ChildState:

@@ -270,3 +270,20 @@ def test_an_older_journal_gains_the_group_column(tmp_path):
     journal = Journal(state)
     action_id = plan(journal)
     assert journal.action(action_id).group_of is None
+
+
+def test_undone_is_the_last_done_undo_of_each_part(journal):
+    first = plan(journal, route="undo", part_after='{"a":1}', part_after_updated=5)
+    journal.settle(first, "done")
+    later = plan(journal, route="undo", part_after='{"a":2}', part_after_updated=7)
+    journal.settle(later, "done")
+    journal.settle(plan(journal, route="undo", part_after='{"a":3}'), "skipped")  # nothing restored
+    journal.settle(plan(journal, route="db-repair", part_after='{"a":4}'), "done")
+    found = journal.undone("/d/opencode.db", ["prt_1", "prt_other"])
+    assert list(found) == ["prt_1"]
+    assert (found["prt_1"].action_id, found["prt_1"].part_data, found["prt_1"].part_updated) == (
+        later,
+        '{"a":2}',
+        7,
+    )
+    assert journal.undone("/elsewhere.db", ["prt_1"]) == {}

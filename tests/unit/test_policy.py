@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,8 +11,18 @@ import pytest
 from freezegun import freeze_time
 
 from watchdogd.config import PolicyConfig
-from watchdogd.models import Candidate, ChildState, Decision, Holder, OwnerKind, Ownership, Sighting, Verdict
-from watchdogd.policy import classify_child, effective_start, evaluate, ownership_from_holders
+from watchdogd.models import (
+    Candidate,
+    ChildState,
+    Decision,
+    Holder,
+    OwnerKind,
+    Ownership,
+    Sighting,
+    Undone,
+    Verdict,
+)
+from watchdogd.policy import classify_child, effective_start, evaluate, ownership_from_holders, undone_verdict
 
 T0 = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
 POLICY = PolicyConfig()
@@ -415,3 +426,27 @@ def test_ownership_labels():
         OwnerKind.RESTARTED,
         OwnerKind.LIVE_IDLE,
     }
+
+
+# -- undone: a part `undo` put back is left alone until its row changes ------------------------------
+
+
+def test_an_undone_part_is_kept_while_its_row_holds_the_restored_image(clock):
+    week_ago = T0 - timedelta(days=7)
+    part = row(week_ago, started=week_ago)
+    undone = Undone(17, T0 - timedelta(minutes=5), part.data, ms(week_ago))
+    clock.tick(timedelta(days=30))
+    verdict = undone_verdict(part, undone, seen(), now())
+    assert verdict is not None and verdict.decision is Decision.KEEP and verdict.expires_at is None
+    assert "undone at 2026-11-25 11:55:00 UTC (undo #17): left alone until its row changes" in verdict.reason
+    assert verdict.reason.startswith("question running for 37d")
+
+
+def test_an_undone_part_whose_row_changed_is_judged_as_usual(clock):
+    part = row(T0 - timedelta(hours=2), started=T0 - timedelta(hours=2))
+    undone = Undone(17, T0, part.data, ms(T0 - timedelta(hours=2)))
+    assert undone_verdict(part, replace(undone, part_data='{"other":1}'), seen(), now()) is None
+    assert undone_verdict(part, replace(undone, part_updated=ms(T0)), seen(), now()) is None  # time moved
+    assert undone_verdict(part, None, seen(), now()) is None
+    # an undo journaled before time_updated was recorded: `data` alone decides
+    assert undone_verdict(part, replace(undone, part_updated=None), seen(), now()) is not None
