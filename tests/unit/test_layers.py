@@ -13,7 +13,8 @@ import watchdogd
 
 PACKAGE = Path(watchdogd.__file__).parent
 COMMAND_HELPERS = {"watchdogd.commands.options"}  # the parser pieces every verb shares
-STORAGE = ("watchdogd.status_file", "watchdogd.journal", "watchdogd.opencode.store", "watchdogd.backup")
+# Storage: these, and the whole adapter (its SQL store, however it is split into modules).
+STORAGE = ("watchdogd.status_file", "watchdogd.journal", "watchdogd.backup", "watchdogd.opencode")
 PRESENTATION = ("watchdogd.present", "watchdogd.commands", "watchdogd.cli")
 # The adapter may use these: the package itself (`__version__`, in the repair marker) and `durations` (how
 # long, in words), plain helpers that import nothing of watchdogd themselves.
@@ -73,7 +74,10 @@ def test_no_command_module_imports_another():
 
 
 def test_storage_imports_no_presentation():
-    offending = {(name, dep) for name in STORAGE for dep in GRAPH[name] if under(dep, PRESENTATION)}
+    storage = [name for name in GRAPH if under(name, STORAGE)]
+    assert {"watchdogd.status_file", "watchdogd.journal", "watchdogd.backup"} <= set(storage)
+    assert any(name.startswith("watchdogd.opencode.store") for name in storage)
+    offending = {(name, dep) for name in storage for dep in GRAPH[name] if under(dep, PRESENTATION)}
     assert offending == set()
 
 
