@@ -248,17 +248,23 @@ class Daemon:
         self._reload = True
         self._wakeup.set()
 
-    def _on_file_event(self, db: Path, kind: str) -> None:
-        self._note_event(db, kind)
+    def _on_file_event(self, db: Path, kind: str) -> bool:
+        """True when the event asks for a pass (the watcher then pauses until the pass drains it)."""
+        if not self._note_event(db, kind):
+            return False
         self.wake(kind, delay=self.settings.watch.debounce)
+        return True
 
-    def _note_event(self, db: Path, kind: str) -> None:
+    def _note_event(self, db: Path, kind: str) -> bool:
         watched = self.dbs.get(db)
+        if kind == CLOSE and watched is not None and not watched.listens_for_close:
+            return False  # our own connection let go of a DB with nothing running (WatchedDB.release)
         if watched is not None and kind in (CLOSE, LIFECYCLE):
             watched.dirty = True  # a holder may have exited, or the file was replaced
         with self._lock:
             self._reasons.add(kind)
             self._changed.add(db)
+        return True
 
     def wake(self, reason: str, delay: float = 0.0, force: bool = False) -> None:
         """Ask for a pass no later than `delay` from now; coalesces with anything already due.

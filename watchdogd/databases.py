@@ -29,6 +29,21 @@ class WatchedDB:
             self.store.close()
         self.store = self.tracker = None
 
+    def release(self) -> None:
+        """Close the read connection of a DB with nothing running; its file events still wake the daemon.
+
+        Hundreds of watched DBs would otherwise hold ~4 fds each for ever. A DB with candidates keeps its
+        connection: closing it would look like a holder's close (see `listens_for_close`), and its passes
+        stay cheap (`PRAGMA data_version` on the connection the tracker remembers)."""
+        if self.tracker is not None and not self.tracker.running:
+            self.tracker.release()
+
+    @property
+    def listens_for_close(self) -> bool:
+        """Whether a close event on the DB's files means something: a holder exiting matters only while
+        something runs, and with nothing running the close events are our own connection's."""
+        return self.store is not None and self.store.connected
+
 
 class WatchedDBs(dict[Path, WatchedDB]):
     """Path → WatchedDB, plus which files this process has backed up (one copy per file per lifetime)."""

@@ -192,16 +192,17 @@ class DBWatcher:
         return found
 
     def _on_batch(self, events: list[RawEvent]) -> bool:
-        """Tell the daemon; True (the reader pauses) only if every call went through and one asked for a pass."""
-        kinds = self._kinds(events)
-        told = True
-        for db, kind in sorted(kinds):
+        """Tell the daemon; True (the reader pauses) only if every call went through and one asked for a pass.
+
+        `on_event` returns False for an event that asks for nothing (e.g. our own connection's close)."""
+        told, asked = True, False
+        for db, kind in sorted(self._kinds(events)):
             try:
-                self.on_event(db, kind)
+                asked |= self.on_event(db, kind) is not False
             except Exception:  # one failing call must not hide the other events of the batch
                 told = False
                 self.log.exception("file event handler failed", db=str(db), kind=kind)
-        return bool(kinds) and told
+        return asked and told
 
     def alive(self) -> bool:
         """The thread that delivers file events still runs (systemd's watchdog is fed only while it does)."""

@@ -96,8 +96,6 @@ def run_pass(ctx: PassContext, dbs: WatchedDBs, options: PassOptions = PassOptio
     """One pass over `dbs` (already synced with the paths to watch); one broken DB never stops the others."""
     started, clock = ctx.now(), time.monotonic()
     due = [d for d in (_read(w, options, ctx) for w in _looked_at(dbs, options)) if d is not None]
-    for item in due:
-        _gate(item)
     live = _evidence(ctx, due)
     ok, outcomes = True, []
     if options.act and not options.dry_run and due:
@@ -142,7 +140,19 @@ def _looked_at(dbs: WatchedDBs, options: PassOptions) -> Iterable[WatchedDB]:
 
 
 def _read(watched: WatchedDB, options: PassOptions, ctx: PassContext) -> _Due | None:
-    """Refresh one DB's tracker; the DB is due when its rows changed (or it must be looked at again)."""
+    """Refresh one DB's tracker and gate it; the DB is due when its rows changed (or must be looked at again).
+
+    One DB at a time: a DB with nothing running lets go of its files before the next one is read (see
+    WatchedDB.release), so a pass over hundreds of DBs holds only those with candidates open."""
+    due = _refresh(watched, options, ctx)
+    if due is not None:
+        _gate(due)
+    if due is None or not due.candidates:  # the rest of the pass does not read this DB
+        watched.release()
+    return due
+
+
+def _refresh(watched: WatchedDB, options: PassOptions, ctx: PassContext) -> _Due | None:
     if watched.tracker is None:
         watched.report = DBReport(watched.path, error=MISSING)
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import signal
 import subprocess
@@ -128,4 +129,73 @@ def test_hard_limit_hit_is_said_with_the_fix(tmp_path, observe):
         "DBs over the limit: 'cannot open: open-file limit reached (N files open, limit 64): "
         "raise it with LimitNOFILE= …'",
         "the DBs that fit were repaired; daemon alive",
+    )
+
+
+IDLE_COUNT = 200
+WAVE = 25
+FD_LIMIT = 256  # soft and hard: far below what 200 DBs held open all the time would need (4 fds each)
+IDLE_FD_BOUND = 64  # stdio, the journal, the lock, the inotify fd, the log: a few dozen at most
+
+
+def open_fds(proc: subprocess.Popen) -> int:
+    return len(os.listdir(f"/proc/{proc.pid}/fd"))
+
+
+@scenario(
+    "resources",
+    f"the daemon watches {IDLE_COUNT} DBs with nothing running, under an open-file limit of {FD_LIMIT} "
+    f"(soft and hard); then orphans appear in them, {WAVE} DBs at a time",
+    "a DB with nothing running holds no file open between passes (its file events still wake the daemon): "
+    f"fewer than {IDLE_FD_BOUND} fds open while idle, never the limit reached, every orphan in every DB repaired",
+)
+def test_idle_dbs_hold_no_files(tmp_path, observe):
+    folder = tmp_path / "dbs"
+    folder.mkdir()
+    dbs = [dbfactory.make_db(folder / f"opencode-{index:03d}.db") for index in range(IDLE_COUNT)]
+    proc = daemon_with_limit(tmp_path, [(db, []) for db in dbs], FD_LIMIT, FD_LIMIT)
+    try:
+        wait_until(
+            lambda: (s := status(tmp_path)) and s["passes"] >= 1,
+            timeout=240,
+            interval=1,
+            what="a status after the first pass",
+        )
+        idle = open_fds(proc)
+        assert idle < IDLE_FD_BOUND, f"{idle} fds open while {IDLE_COUNT} DBs have nothing running"
+        most = idle
+        for start in range(0, IDLE_COUNT, WAVE):
+            wave = [(db, add_orphans(db, 1)) for db in dbs[start : start + WAVE]]
+
+            def repaired(wave=wave) -> bool:
+                nonlocal most
+                most = max(most, open_fds(proc))
+                return all(set(pair_states(db, orphans).values()) == {"repaired"} for db, orphans in wave)
+
+            wait_until(
+                repaired,
+                timeout=240,
+                interval=0.5,
+                what=f"the orphans of DBs {start}-{start + WAVE - 1} repaired",
+            )
+        passes = status(tmp_path)[
+            "passes"
+        ]  # the DBs are idle again once a pass has read them after the repair
+        shown = wait_until(
+            lambda: (s := status(tmp_path)) and s["passes"] >= passes + 2 and s,
+            timeout=240,
+            interval=0.5,
+            what="two passes after the last repair",
+        )
+        after = open_fds(proc)
+        assert after < IDLE_FD_BOUND, f"{after} fds open once every DB is idle again"
+        assert not [d["error"] for d in shown["databases"] if d.get("error")]
+        assert "open-file limit" not in (tmp_path / "daemon.log").read_text()
+        assert proc.poll() is None
+    finally:
+        assert stop(proc) == 0
+    print(f"fds: {idle} idle at start, at most {most} while repairing waves of {WAVE}, {after} idle after")
+    observe(
+        f"fewer than {IDLE_FD_BOUND} fds open while the {IDLE_COUNT} DBs were idle, before and after the repairs",
+        f"{IDLE_COUNT} of {IDLE_COUNT} orphans repaired; no 'open-file limit' line; daemon alive",
     )

@@ -233,6 +233,11 @@ class OpencodeStore:
             if conn is not None:
                 conn.interrupt()
 
+    @property
+    def connected(self) -> bool:
+        """The read connection is open (it holds the DB, `-wal` and `-shm` files)."""
+        return self._ro is not None
+
     def close(self) -> None:
         if self._ro is not None:
             self._ro.close()

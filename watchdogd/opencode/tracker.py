@@ -7,7 +7,8 @@ A pass (`refresh`):
 
 - **unchanged**: `PRAGMA data_version` on the store's persistent read-only connection is the value
   seen at the last pass, so no other connection has committed since: the cached result is returned
-  without touching the `part` table.
+  without touching the `part` table. A DB with nothing running is `release()`d after its pass (the
+  daemon watches hundreds of DBs): its next refresh opens a new connection and reads incrementally.
 - **incremental**: inside ONE short read transaction (BEGIN … COMMIT; nothing is left open), the
   checkpoints are checked, then only rows with rowid > the resume point are read (a rowid range
   seek), plus the known candidates and bad rows by key (`id IN (...)`). Known rows that left
@@ -116,6 +117,17 @@ class CandidateTracker:
         """
         self.store.close()
         self._clear("reset")
+
+    def release(self) -> None:
+        """Close the store's read connection but keep what was learnt: the next refresh opens a new one
+        and reads incrementally (the `unchanged` shortcut needs the connection it remembered)."""
+        self.store.close()
+        self._conn = self._version = None
+
+    @property
+    def running(self) -> bool:
+        """The last refresh found live tool parts (candidates)."""
+        return bool(self._cands)
 
     @property
     def watermark(self) -> int:
