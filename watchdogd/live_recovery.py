@@ -124,20 +124,19 @@ class LiveRecovery:
         """This run was already sent a reject/abort (#N) that did not free it: inside the back-off it is never
         sent again, only looked at; once free, its rows are finished as after any free (grouped with #N)."""
         cand, sent = item.candidate, item.backoff.action_id
+
+        def failed(detail: str) -> ActionResult:
+            return ActionResult(item, Plan(route), Outcome.FAILED, detail, sent, True)
+
         endpoint = self._known_endpoint(item)
         if endpoint is None:
-            return ActionResult(
-                item, Plan(route), Outcome.FAILED, "its server is no longer known", sent, True
-            )
+            return failed("its server is no longer known")
         try:
             free, how = _check_free(endpoint.client, cand.session_id, cand.directory)
         except ServerError as exc:
-            return ActionResult(
-                item, Plan(route), Outcome.FAILED, describe_error(exc, endpoint.url), sent, True
-            )
+            return failed(describe_error(exc, endpoint.url))
         if not free:
-            detail = f"still busy after #{sent} ({how}); not sent again, re-checked after a back-off"
-            return ActionResult(item, Plan(route), Outcome.FAILED, detail, sent, True)
+            return failed(f"still busy after #{sent} ({how}); not sent again, re-checked after a back-off")
         first = repairer.journal.action(sent)
         if first is not None:
             repairer.journal.settle(
@@ -145,7 +144,7 @@ class LiveRecovery:
             )
         why = f"freed through its opencode server ({route})"
         steps = [f"free after #{sent}: {how}"]
-        steps += self._finish_rows(item, report, store, repairer, endpoint, why, sent, True)
+        steps += self._finish_rows(item, report, store, repairer, endpoint, why, sent)
         return ActionResult(item, Plan(route), Outcome.DONE, "; ".join(steps), sent, True)
 
     def _free_and_verify(

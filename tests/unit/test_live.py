@@ -21,12 +21,13 @@ from tests.passes import one_pass  # noqa: E402
 from tests.support.fake_api import FakeAPI  # noqa: E402
 from watchdogd.backoff import BackoffBook  # noqa: E402
 from watchdogd.config import Settings  # noqa: E402
+from watchdogd.db_repair import DBRepairer  # noqa: E402
 from watchdogd.journal import Journal  # noqa: E402
 from watchdogd.live_evidence import (
     LiveEvidence,  # noqa: E402
     build_live,  # noqa: E402
 )
-from watchdogd.live_recovery import ABORT, PATCH_PART, REJECT  # noqa: E402
+from watchdogd.live_recovery import ABORT, PATCH_PART, REJECT, LiveRecovery  # noqa: E402
 from watchdogd.models import Decision, Holder, OwnerKind  # noqa: E402
 from watchdogd.opencode.discovery_net import Listener  # noqa: E402
 from watchdogd.opencode.repair import MARKER  # noqa: E402
@@ -560,3 +561,41 @@ def test_a_run_that_stays_busy_is_aborted_once_then_only_rechecked_after_a_back_
         report, [patched] = at(6)  # another plan: the back-off does not hold it
         assert (patched.route, patched.outcome) == (PATCH_PART, "done"), patched.detail
         assert len(api.calls("POST", "/abort")) == 1
+
+
+def test_a_recheck_that_finds_the_run_free_finishes_its_rows_without_a_second_abort(env, tmp_path):
+    with FakeAPI(env.version, db=env.db) as api:
+        stuck = stuck_on(api, env, tool="bash")
+        api.abort_frees = False
+        settings = make_settings(tmp_path, timeout=VERIFY_S)
+        book = BackoffBook()
+        report, [first] = env.run_at(
+            settings, [holder()], LiveEvidence(settings, listeners=listeners_to(api)), datetime.now(UTC), book
+        )
+        item = report.assessments[0]
+        assert first.outcome == "failed" and item.backoff.sent
+        api.sessions[stuck.session_id]["busy"] = False  # freed between the pass's look and the recheck
+        journal, store = Journal(settings.state_dir), OpencodeStore(env.db)
+        try:
+            layer = LiveEvidence(settings, listeners=listeners_to(api))
+            layer.ownership(item.candidate, item.ownership, [holder()])  # the pass's look finds its server
+            outcome = LiveRecovery(layer, settings.live).free(
+                item, item.plan, report, store, DBRepairer(settings, journal)
+            )
+            actions = list(reversed(journal.recent(10)))
+        finally:
+            journal.close()
+            store.close()
+        assert outcome.outcome == "done" and outcome.detail.startswith(f"free after #{first.action_id}"), (
+            outcome
+        )
+        assert len(api.calls("POST", "/abort")) == 1
+        assert [(a.route, a.outcome) for a in actions] == [
+            (ABORT, "done"),
+            (PATCH_PART, "done"),
+            ("db-repair", "done"),
+        ]
+        assert {a.group_of for a in actions[1:]} == {
+            first.action_id
+        }  # one event: the abort and the rows after it
+        assert f.read_data(env.db, "part", stuck.part_id)["state"]["error"].startswith("Abandoned by")
