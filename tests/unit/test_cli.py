@@ -509,3 +509,22 @@ def test_status_does_not_create_a_journal_in_an_existing_state_dir(capsys, tmp_p
     state.mkdir(mode=0o700)
     assert run(capsys, "status", "--state-dir", str(state))[0] == 1
     assert list(state.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "document", ["[1]", '{"pid": "x"}', '{"pid": 1, "databases": [1]}', '{"pid": 1, "last_pass": 3}']
+)
+@pytest.mark.parametrize("verb", [["status"], ["status", "--json"]])
+def test_status_of_a_status_file_of_another_shape_is_one_line(capsys, tmp_path, verb, document):
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    (state / "status.json").write_text(document)
+    code, out, err = run(capsys, *verb, "--state-dir", str(state))
+    if verb == ["status", "--json"] and document.startswith('{"pid": 1'):
+        assert code == 1 and json.loads(out)["status"] == json.loads(document)  # --json shows it as it is
+        return
+    assert code == 2 and out == ""
+    assert err.splitlines() == [
+        f"opencode-watchdogd: error: {state / 'status.json'}: not a status this version can read (damaged, or "
+        "written by another version); a running daemon rewrites it after its next pass"
+    ]

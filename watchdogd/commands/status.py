@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import sys
 
-from watchdogd.commands.options import EXIT_ATTENTION, EXIT_OK, PROG, Options, add_verb
+from watchdogd.commands.options import EXIT_ATTENTION, EXIT_ERROR, EXIT_OK, PROG, Options, add_verb
 from watchdogd.config import Settings
 from watchdogd.journal import read_recent
 from watchdogd.present.actions import recent_action_record
 from watchdogd.present.status import status_text
-from watchdogd.status_file import daemon_alive, read_status
+from watchdogd.present.text import safe
+from watchdogd.status_file import daemon_alive, read_status, status_path
 
 
 def add_parser(subparsers, opts: Options) -> None:
@@ -29,6 +31,18 @@ def add_parser(subparsers, opts: Options) -> None:
 def run(args, settings: Settings) -> int:
     data = read_status(settings.state_dir)
     actions = read_recent(settings.state_dir, 5)
+    try:
+        return show(args, settings, data, actions)
+    except (AttributeError, KeyError, TypeError, ValueError):  # a document of another shape than ours
+        print(
+            f"{PROG}: error: {safe(status_path(settings.state_dir), 300)}: not a status this version can read "
+            "(damaged, or written by another version); a running daemon rewrites it after its next pass",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+
+
+def show(args, settings: Settings, data: dict | None, actions: list) -> int:
     alive = bool(data) and daemon_alive(int(data.get("pid", 0)))
     if args.json:
         recent = [recent_action_record(a) for a in actions]
