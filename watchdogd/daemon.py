@@ -1,7 +1,9 @@
 """`run`: serve → startup → main loop → shutdown.
 
-Triggers (file events, the poll, the next deadline, SIGHUP) all feed one APScheduler job, so a
-pass never overlaps another. The main thread only waits for signals and feeds systemd's watchdog.
+Every reason for a pass (file events, the poll, the next deadline, SIGHUP, an action just taken)
+goes through `Triggers`, which arms one APScheduler job, so a pass never overlaps another. The pass
+itself is `pipeline.run_pass`. Signal handlers only set flags; the main thread waits for them, reloads
+and feeds systemd's watchdog.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
@@ -24,21 +26,22 @@ from watchdogd.backoff import BackoffBook
 from watchdogd.config import ConfigError, Settings, load_config
 from watchdogd.databases import WatchedDBs
 from watchdogd.durations import format_duration
-from watchdogd.file_events import CLOSE, LIFECYCLE, DBWatcher
+from watchdogd.file_events import LIFECYCLE, DBWatcher
 from watchdogd.journal import Journal, JournalError
 from watchdogd.models import Outcome, PassResult
 from watchdogd.notifiers import Publishers
 from watchdogd.notify import Notifier
 from watchdogd.opencode.discovery import discover_databases
-from watchdogd.opencode.writegate import WriteRules
 from watchdogd.pipeline import PassContext, PassOptions, run_pass
 from watchdogd.present.status import DaemonFacts, last_action_text, status_document, status_line
 from watchdogd.statedir import StateDirError, StateLock
 from watchdogd.status_file import write_status
+from watchdogd.triggers import AFTER_ACTION, CLOCK_JUMP, RELOAD, START, Due, Triggers
 
 PASS_JOB = "pass"
 HUNG_PASS_S = 120.0  # a pass this old means the loop is stuck: stop feeding systemd's watchdog
 CLOCK_JUMP_S = 2.0  # wall clock moved this much against the monotonic clock: a step (NTP, suspend/resume)
+ACTED = (Outcome.DONE, Outcome.SKIPPED, Outcome.FAILED)  # a write, or a miss: what we know changed
 
 
 @dataclass
@@ -50,6 +53,30 @@ class Counters:
     reported: int = 0
     last_action: str = ""
     started: float = field(default_factory=time.monotonic)
+
+    def add(self, result: PassResult) -> None:
+        self.repaired += result.count(Outcome.DONE)
+        self.failed += result.count(Outcome.FAILED)
+        self.skipped += result.count(Outcome.SKIPPED)
+        self.reported += result.count(Outcome.REPORTED)
+        for outcome in result.outcomes:
+            if outcome.outcome is Outcome.DONE:
+                self.last_action = last_action_text(outcome, datetime.now())
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "repaired": self.repaired,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "reported": self.reported,
+        }
+
+    def summary(self) -> str:
+        return (
+            f"stopped after {self.passes} passes: {self.repaired} repaired, {self.failed} failed, "
+            f"{self.skipped} skipped, {self.reported} reported "
+            f"(up {format_duration(time.monotonic() - self.started)})"
+        )
 
 
 def _lock_state_dir(state_dir: Path) -> StateLock:
@@ -72,25 +99,18 @@ class Daemon:
     ):
         self.settings = settings
         self.config_path = config_path  # as given on the command line: reloads resolve it again
-        self.config_used = (
-            config_used  # the file in effect (from --config, $OPENCODE_WATCHDOGD_CONFIG or the default)
-        )
+        # The file in effect (from --config, $OPENCODE_WATCHDOGD_CONFIG or the default).
+        self.config_used = config_used
         self.db_args = db_args
         self.overrides = overrides
         self.log = structlog.get_logger("watchdogd")
         self.counters = Counters()
         self.dbs = WatchedDBs()
-        self._stop = threading.Event()
-        self._wakeup = threading.Event()
-        self._reload = False
-        self._lock = threading.Lock()  # guards the trigger bookkeeping below
+        self.triggers = Triggers(self._arm)
+        self.should_exit = threading.Event()  # set by SIGTERM/SIGINT, and by shutdown
+        self._reload_requested = False  # set by SIGHUP
+        self._wakeup = threading.Event()  # the main loop looks at the two flags above
         self._pass_lock = threading.Lock()  # held for the whole of a pass
-        self._reasons: set[str] = set()
-        self._changed: set[Path] = set()  # DBs with commits since the last pass
-        self._running_since: float | None = None
-        self._deadline: datetime | None = None
-        self._rerun_at: datetime | None = None
-        self._armed_at: datetime | None = None  # the earliest pass already requested from the scheduler
         self._first_pass_done = threading.Event()
         self._told: set[tuple[str, str, str]] = set()  # report-only parts already logged (once per part)
         self._backoffs = BackoffBook()  # parts whose last attempts did not free them: retried later and later
@@ -132,7 +152,7 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_stop_signal)
         signal.signal(signal.SIGHUP, self._on_hup)
-        self._reasons.add("start")
+        self.triggers.note(START)
         waiting = self._sync_dbs()
         self.log.info(
             "starting",
@@ -150,7 +170,7 @@ class Daemon:
             )
         self.scheduler.start()
         # READY=1 only after the first pass (or a stop request during it).
-        while not self._first_pass_done.wait(timeout=0.2) and not self._stop.is_set():
+        while not self._first_pass_done.wait(timeout=0.2) and not self.should_exit.is_set():
             pass
         self.notifier.ready(self.status_line())
         self._announce()
@@ -162,31 +182,30 @@ class Daemon:
         parts = [f"watching {len(present)} DB(s)"]
         if missing:
             parts.append(f"waiting for {len(missing)} to appear")
-        deadline = self._deadline.isoformat(timespec="seconds") if self._deadline else "none"
+        deadline = self.triggers.deadline
+        shown = deadline.isoformat(timespec="seconds") if deadline else "none"
         parts.append(
-            f"next deadline {deadline}; polling every {format_duration(self.settings.watch.poll_interval)}"
+            f"next deadline {shown}; polling every {format_duration(self.settings.watch.poll_interval)}"
         )
         self.log.info(
             "ready: " + ", ".join(parts),
             watching=present,
             waiting_for_db=missing or None,
-            next_deadline=self._deadline,
+            next_deadline=deadline,
         )
 
     def main_loop(self) -> None:
         interval = self.notifier.watchdog_interval
-        offset = time.time() - time.monotonic()
-        while not self._stop.is_set():
+        while not self.should_exit.is_set():
             self._wakeup.wait(timeout=min(interval, 5.0) if interval else 5.0)
             self._wakeup.clear()
-            if self._stop.is_set():
+            if self.should_exit.is_set():
                 break
-            now_offset = time.time() - time.monotonic()
-            if abs(now_offset - offset) > CLOCK_JUMP_S:
-                self._on_clock_jump(now_offset - offset)
-            offset = now_offset
-            if self._reload:
-                self._reload = False
+            step = self.triggers.clock_step(CLOCK_JUMP_S)
+            if step is not None:
+                self._on_clock_jump(step)
+            if self._reload_requested:
+                self._reload_requested = False
                 self.reload()
             if interval and self._alive():
                 self.notifier.watchdog()
@@ -197,10 +216,10 @@ class Daemon:
         self.log.warning(
             "wall clock jumped; passing now and re-arming the schedule", seconds=round(seconds, 1)
         )
-        self.wake("clock-jump", force=True)
+        self.triggers.wake(CLOCK_JUMP, force=True)
 
     def shutdown(self) -> int:
-        self._stop.set()  # also when start-up failed: a pass job that starts from now on does nothing
+        self.should_exit.set()  # also when start-up failed: a pass job that starts from now on does nothing
         self.notifier.stopping()
         self.log.info("stopping")
         self.watcher.stop()
@@ -209,22 +228,11 @@ class Daemon:
         # Let an action in flight finish; past 1 s, interrupt it (its transaction rolls back).
         finished = self._pass_lock.acquire(timeout=1.0)
         if not finished:
-            for watched in list(self.dbs.values()):
-                if watched.store is not None:
-                    watched.store.interrupt()
+            self.dbs.interrupt()
             finished = self._pass_lock.acquire(timeout=0.8)
         if finished:
             self.dbs.close()
-        c = self.counters
-        self.log.info(
-            f"stopped after {c.passes} passes: {c.repaired} repaired, {c.failed} failed, {c.skipped} skipped, "
-            f"{c.reported} reported (up {format_duration(time.monotonic() - c.started)})",
-            passes=c.passes,
-            repaired=c.repaired,
-            failed=c.failed,
-            skipped=c.skipped,
-            reported=c.reported,
-        )
+        self.log.info(self.counters.summary(), passes=self.counters.passes, **self.counters.counts())
         self.publishers.close()
         if finished:
             self.journal.close()
@@ -237,77 +245,40 @@ class Daemon:
         sys.stderr.flush()
         os._exit(0)  # a pass is stuck in C code; its transaction is rolled back by SQLite
 
-    # -- signals and triggers ------------------------------------------------------------------
+    # -- signals, file events and the scheduler ------------------------------------------------
     def _on_stop_signal(self, signum, _frame) -> None:
-        if self._stop.is_set():
+        if self.should_exit.is_set():
             os._exit(128 + signum)  # second signal: force
-        self._stop.set()
+        self.should_exit.set()
         self._wakeup.set()
 
     def _on_hup(self, _signum, _frame) -> None:
-        self._reload = True
+        self._reload_requested = True
         self._wakeup.set()
 
     def _on_file_event(self, db: Path, kind: str) -> bool:
         """True when the event asks for a pass (the watcher then pauses until the pass drains it)."""
         if not self._note_event(db, kind):
             return False
-        self.wake(kind, delay=self.settings.watch.debounce)
+        self.triggers.wake(kind, delay=self.settings.watch.debounce)
         return True
 
     def _note_event(self, db: Path, kind: str) -> bool:
-        watched = self.dbs.get(db)
-        if kind == CLOSE and watched is not None and not watched.listens_for_close:
-            return False  # our own connection let go of a DB with nothing running (WatchedDB.release)
-        if watched is not None and kind in (CLOSE, LIFECYCLE):
-            watched.dirty = True  # a holder may have exited, or the file was replaced
-        with self._lock:
-            self._reasons.add(kind)
-            self._changed.add(db)
+        if not self.dbs.note_event(db, kind):
+            return False
+        self.triggers.note(kind, db)
         return True
 
-    def wake(self, reason: str, delay: float = 0.0, force: bool = False) -> None:
-        """Ask for a pass no later than `delay` from now; coalesces with anything already due.
-
-        `force` re-arms the job even when its next run time looks earlier (after a wall-clock step
-        that time is meaningless)."""
-        at = datetime.now(UTC) + timedelta(seconds=delay)
-        with self._lock:
-            self._reasons.add(reason)
-            if self._running_since is not None:
-                self._rerun_at = min(self._rerun_at or at, at)
-                return
-            if (
-                not force
-                and self._armed_at is not None
-                and at - timedelta(seconds=delay) <= self._armed_at <= at
-            ):
-                return  # a pass is already due sooner: the common case while opencode streams
-            self._armed_at = at
-        self._run_no_later_than(at, force)
-
-    def _run_no_later_than(self, at: datetime, force: bool = False) -> None:
+    def _arm(self, at: datetime, force: bool) -> None:
+        """Run the pass job no later than `at` (`force`: at `at`, even if it was due earlier)."""
         job = self.scheduler.get_job(PASS_JOB)
         if job is not None and (force or job.next_run_time is None or at < job.next_run_time):
             job.modify(next_run_time=at)
 
-    def _schedule_next(self) -> None:
-        with self._lock:
-            candidates = [t for t in (self._rerun_at, self._deadline) if t is not None]
-            self._rerun_at = None
-            if candidates:
-                self._armed_at = min(candidates)
-        if candidates:
-            self._run_no_later_than(min(candidates))
-
     def _alive(self) -> bool:
         """Scheduler, a pass not hung, and the file watcher's thread: all needed for the daemon to do its job."""
-        running = self._running_since
-        return (
-            self.scheduler.running
-            and (running is None or time.monotonic() - running < HUNG_PASS_S)
-            and self.watcher.alive()
-        )
+        running = self.triggers.running_for()
+        return self.scheduler.running and (running is None or running < HUNG_PASS_S) and self.watcher.alive()
 
     # -- reload --------------------------------------------------------------------------------
     def reload(self) -> None:
@@ -315,29 +286,28 @@ class Daemon:
         try:
             settings, used = load_config(self.config_path, self.overrides)
         except ConfigError as exc:
-            self.log.error("reload failed, keeping the previous config", error=str(exc))
-            self.notifier.ready(f"config reload failed: {exc}; running with the previous config")
+            self._reload_failed(exc)
             return
         with self._pass_lock:
             if settings.state_dir != self.settings.state_dir:
                 try:
                     self._move_state_dir(settings.state_dir)
                 except JournalError as exc:  # an unusable new state dir: the old config keeps running
-                    self.log.error("reload failed, keeping the previous config", error=str(exc))
-                    self.notifier.ready(f"config reload failed: {exc}; running with the previous config")
+                    self._reload_failed(exc)
                     return
             self.settings = settings
             self.publishers.reconfigure(settings)
             self._sync_dbs()
-            for watched in self.dbs.values():
-                watched.dirty = True
-                if watched.store is not None:
-                    watched.store.rules = WriteRules.from_settings(settings)
+            self.dbs.reconfigure(settings)
         self.scheduler.reschedule_job(PASS_JOB, trigger="interval", seconds=settings.watch.poll_interval)
         self.config_used = used
         self.log.info("config reloaded", config=str(used) if used else None)
-        self.wake("reload")
+        self.triggers.wake(RELOAD)
         self.notifier.ready(self.status_line())
+
+    def _reload_failed(self, exc: Exception) -> None:
+        self.log.error("reload failed, keeping the previous config", error=str(exc))
+        self.notifier.ready(f"config reload failed: {exc}; running with the previous config")
 
     def _move_state_dir(self, state_dir: Path) -> None:
         """Lock and open the new state dir first; only then let go of the old one."""
@@ -355,85 +325,66 @@ class Daemon:
     # -- the pass ------------------------------------------------------------------------------
     def _sync_dbs(self) -> dict[Path, Path]:
         """Attach the DBs and place the watches; returns DBs whose directory is missing -> the ancestor watched."""
-        self.dbs.sync(
-            discover_databases(self.settings, self.db_args),
-            self.settings,
-            announce=bool(self.counters.passes),
-        )
+        paths = discover_databases(self.settings, self.db_args)
+        self.dbs.sync(paths, self.settings, announce=bool(self.counters.passes))
         waiting = self.watcher.sync(list(self.dbs))
         if self.counters.passes and any(w.ident is None and w.path.exists() for w in self.dbs.values()):
             # Created while the watch moved down to its directory: no event will come for it.
-            self.wake(LIFECYCLE, delay=self.settings.watch.debounce)
+            self.triggers.wake(LIFECYCLE, delay=self.settings.watch.debounce)
         return waiting
 
     def run_pass(self) -> None:
+        """The scheduler's job: one pass, then its result goes out and the next one is armed. Never raises."""
         with self._pass_lock:
-            if self._stop.is_set():
+            if self.should_exit.is_set():
                 return  # stopping: shutdown holds or has held this lock and closes the DBs and the journal
-            # Events queued until now are covered by this pass (it reads after them); the watcher listens
-            # again.
+            # Events queued until now are covered by this pass (it reads after them); the watcher listens again.
             for db, kind in self.watcher.drain():
                 self._note_event(db, kind)
-            with self._lock:
-                reasons, self._reasons = self._reasons or {"poll"}, set()
-                changed, self._changed = self._changed, set()
-                self._running_since = time.monotonic()
-                self._armed_at = None
+            due = self.triggers.begin()
             started, result = datetime.now(UTC), None
             try:
-                result = self._pass(reasons, changed)
+                result = self._pass(due)
             except Exception:  # a pass must never kill the daemon
                 self.log.exception("pass failed")
             finally:
-                with self._lock:
-                    duration = time.monotonic() - self._running_since
-                    self._running_since = None
+                duration = self.triggers.finish()
                 self._publish_result(result or self._failed_pass(started, duration))
                 self._first_pass_done.set()
-                self._schedule_next()
+                self.triggers.arm_next()
 
-    def _pass(self, reasons: set[str], changed: set[Path]) -> PassResult:
+    def _pass(self, due: Due) -> PassResult:
         self.counters.passes += 1
         self.journal.next_run("run")  # one run per pass that writes: what `undo --last` restores
-        if self._deadline and datetime.now(UTC) >= self._deadline:
-            reasons.add("deadline")
-        everything = bool(reasons - {"change"})  # only plain commits may skip evaluation
-        if everything:
+        if due.everything:
             self._sync_dbs()
         context = PassContext(
             self.settings,
             self.journal,
-            stopping=self._stop.is_set,
+            stopping=self.should_exit.is_set,
             log=self.log,
             told=self._told,
             backoffs=self._backoffs,
         )
-        result = run_pass(context, self.dbs, PassOptions(everything=everything, changed=frozenset(changed)))
-        self._deadline = result.next_deadline
-        self._count(result)
+        result = run_pass(context, self.dbs, PassOptions(everything=due.everything, changed=due.changed))
+        self.triggers.deadline = result.next_deadline
+        self.counters.add(result)
+        if any(o.outcome in ACTED for o in result.outcomes):
+            # A write (or a miss) changes what we know: look again soon rather than at the next poll.
+            self.triggers.wake(AFTER_ACTION, delay=self.settings.watch.debounce)
         self.log.debug(
-            "pass", reasons=sorted(reasons), evaluated=result.evaluated, next_deadline=self._deadline
+            "pass",
+            reasons=sorted(due.reasons),
+            evaluated=result.evaluated,
+            next_deadline=result.next_deadline,
         )
-        if result.evaluated or everything:
-            self._publish(reasons)
+        if result.evaluated or due.everything:
+            self._publish(due.reasons)
         return result
 
     def _failed_pass(self, started: datetime, duration: float) -> PassResult:
         reports = tuple(w.report for w in self.dbs.values() if w.report)
-        return PassResult(started, duration, False, False, reports, (), self._deadline)
-
-    def _count(self, result: PassResult) -> None:
-        c = self.counters
-        c.repaired += result.count(Outcome.DONE)
-        c.failed += result.count(Outcome.FAILED)
-        c.skipped += result.count(Outcome.SKIPPED)
-        c.reported += result.count(Outcome.REPORTED)
-        for outcome in result.outcomes:
-            if outcome.outcome is Outcome.DONE:
-                c.last_action = last_action_text(outcome, datetime.now())
-        if any(o.outcome in (Outcome.DONE, Outcome.SKIPPED, Outcome.FAILED) for o in result.outcomes):
-            # A write (or a miss) changes what we know: look again soon rather than at the next poll.
-            self.wake("after-action", delay=self.settings.watch.debounce)
+        return PassResult(started, duration, False, False, reports, (), self.triggers.deadline)
 
     # -- reporting -----------------------------------------------------------------------------
     def _publish_result(self, result: PassResult) -> None:
@@ -444,20 +395,14 @@ class Daemon:
             self.log.exception("publishing the pass failed")
 
     def status_line(self) -> str:
-        return status_line(self.dbs.values(), self._deadline, self.counters.last_action)
+        return status_line(self.dbs.values(), self.triggers.deadline, self.counters.last_action)
 
-    def _publish(self, reasons: set[str]) -> None:
+    def _publish(self, reasons: frozenset[str]) -> None:
         line = self.status_line()
         self.notifier.status(line)
         c = self.counters
-        counts = (
-            ("repaired", c.repaired),
-            ("failed", c.failed),
-            ("skipped", c.skipped),
-            ("reported", c.reported),
-        )
-        facts = DaemonFacts(self.config_used, c.passes, tuple(reasons), counts)
-        data = status_document(self.dbs.values(), line, self._deadline, facts)
+        facts = DaemonFacts(self.config_used, c.passes, tuple(reasons), tuple(c.counts().items()))
+        data = status_document(self.dbs.values(), line, self.triggers.deadline, facts)
         try:
             write_status(self.settings.state_dir, data)
         except OSError as exc:

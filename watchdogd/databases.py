@@ -8,6 +8,7 @@ from pathlib import Path
 import structlog
 
 from watchdogd.config import Settings
+from watchdogd.file_events import CLOSE, LIFECYCLE
 from watchdogd.models import DBReport
 from watchdogd.opencode.store import OpencodeStore
 from watchdogd.opencode.tracker import CandidateTracker
@@ -79,6 +80,29 @@ class WatchedDBs(dict[Path, WatchedDB]):
             if ident is not None and watched.store is None:
                 watched.store = OpencodeStore(path, rules=WriteRules.from_settings(settings))
                 watched.tracker = CandidateTracker(watched.store, settings.watch.full_rescan_interval)
+
+    def note_event(self, path: Path, kind: str) -> bool:
+        """Whether a file event on `path` matters. A close or lifecycle event: a holder may have exited, or
+        the file was replaced, so the DB is looked at again."""
+        watched = self.get(path)
+        if kind == CLOSE and watched is not None and not watched.listens_for_close:
+            return False  # our own connection let go of a DB with nothing running (WatchedDB.release)
+        if watched is not None and kind in (CLOSE, LIFECYCLE):
+            watched.dirty = True
+        return True
+
+    def reconfigure(self, settings: Settings) -> None:
+        """After a reload: every DB is evaluated again, and written under the new rules."""
+        for watched in self.values():
+            watched.dirty = True
+            if watched.store is not None:
+                watched.store.rules = WriteRules.from_settings(settings)
+
+    def interrupt(self) -> None:
+        """Abort the statement in flight on every DB (from another thread; its transaction rolls back)."""
+        for watched in list(self.values()):
+            if watched.store is not None:
+                watched.store.interrupt()
 
     def close(self) -> None:
         for watched in self.values():
