@@ -42,7 +42,7 @@ def test_the_daemon_tells_the_desktop_it_freed_a_live_session(
         }
         with watchdog.daemon(env=env):
             session, part = start_stuck(server)
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 90
             while not bus.calls():
                 assert time.monotonic() < deadline, f"no notification\n{watchdog.daemon_log()}"
                 time.sleep(0.05)

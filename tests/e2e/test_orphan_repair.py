@@ -98,7 +98,7 @@ def test_running_daemon_repairs_when_opencode_dies(opencode_server: OpencodeServ
         },
     )
     try:
-        notify.wait_for("READY=1", timeout=30)
+        notify.wait_for("READY=1", timeout=90)
         status = daemon.wait_status(lambda s: s["candidates"], what="the live question listed")
         assert status["candidates"][0]["verdict"] == "keep"  # a live owner: hours, not seconds
         server.kill()

@@ -180,7 +180,7 @@ def assert_freed(server, session_id: str, part, directory: str | Path) -> None:
     assert server.delete_message(session_id, part.message_id, directory) == 200
 
 
-def assert_prompt_completes(server, session_id: str, directory: str | Path, timeout: float = 30.0) -> None:
+def assert_prompt_completes(server, session_id: str, directory: str | Path, timeout: float = 90.0) -> None:
     """A new prompt gets a finished answer (the session really works again)."""
 
     def finished() -> int:
