@@ -67,6 +67,7 @@ RescanInterval = Annotated[Duration, _within(60.0, 7 * DAY)]
 Grace = Annotated[Duration, _within(0.0, 30 * DAY)]
 Threshold = Annotated[Duration, _within(0.0, 3650 * DAY, never=True)]  # "never": the tool is never expired
 Timeout = Annotated[Duration, _within(0.1, 600.0)]
+Retention = Annotated[Duration, _within(DAY, 3650 * DAY, never=True)]  # "never": the journal is never pruned
 Size = Annotated[ByteSize, BeforeValidator(check_size), PlainSerializer(size_text, when_used="json")]
 
 
@@ -184,6 +185,11 @@ class BackupConfig(Strict):
     keep: int = Field(default=3, ge=0)
 
 
+class JournalConfig(Strict):
+    # Settled journal rows older than this are pruned (at daemon start, then daily); see Journal.prune.
+    keep: Retention = 90 * DAY
+
+
 class ServerConfig(Strict):
     url: str
     username: str = "opencode"
@@ -293,6 +299,7 @@ class Settings(BaseSettings):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     watch: WatchConfig = Field(default_factory=WatchConfig)
     backup: BackupConfig = Field(default_factory=BackupConfig)
+    journal: JournalConfig = Field(default_factory=JournalConfig)
     live: LiveConfig = Field(default_factory=LiveConfig)
     servers: list[ServerConfig] = Field(default_factory=list)
     notify: NotifyConfig = Field(default_factory=NotifyConfig)

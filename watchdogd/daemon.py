@@ -42,6 +42,7 @@ PASS_JOB = "pass"
 HUNG_PASS_S = 120.0  # a pass this old means the loop is stuck: stop feeding systemd's watchdog
 CLOCK_JUMP_S = 2.0  # wall clock moved this much against the monotonic clock: a step (NTP, suspend/resume)
 ACTED = (Outcome.DONE, Outcome.SKIPPED, Outcome.FAILED)  # a write, or a miss: what we know changed
+PRUNE_EVERY_S = 86400.0  # journal retention runs at start, then at most this often
 
 
 @dataclass
@@ -114,6 +115,7 @@ class Daemon:
         self._first_pass_done = threading.Event()
         self._told: set[tuple[str, str, str]] = set()  # report-only parts already logged (once per part)
         self._backoffs = BackoffBook()  # parts whose last attempts did not free them: retried later and later
+        self._pruned_at: float | None = None  # monotonic time the journal was last pruned (journal.keep)
 
     # -- serve ---------------------------------------------------------------------------------
     def serve(self) -> int:
@@ -322,6 +324,21 @@ class Daemon:
         self.lock.release()
         self.journal, self.lock = journal, lock
 
+    def _prune_journal(self) -> None:
+        """Settled journal rows older than journal.keep go: at the first pass, then at most once a day."""
+        now = time.monotonic()
+        if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY_S:
+            return
+        self._pruned_at = now
+        keep = self.settings.journal.keep
+        try:
+            pruned = self.journal.prune(keep)
+        except JournalError as exc:
+            self.log.warning("journal not pruned", error=str(exc))
+            return
+        if pruned:
+            self.log.info("journal pruned", actions=pruned, older_than=format_duration(keep))
+
     # -- the pass ------------------------------------------------------------------------------
     def _sync_dbs(self) -> dict[Path, Path]:
         """Attach the DBs and place the watches; returns DBs whose directory is missing -> the ancestor watched."""
@@ -356,6 +373,7 @@ class Daemon:
     def _pass(self, due: Due) -> PassResult:
         self.counters.passes += 1
         self.journal.next_run("run")  # one run per pass that writes: what `undo --last` restores
+        self._prune_journal()
         if due.everything:
             self._sync_dbs()
         context = PassContext(

@@ -9,6 +9,7 @@ exception); `group_of` ties the rows of one event (a live free and the row fixes
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 import time
@@ -168,6 +169,13 @@ _ROW_IMAGES = frozenset(
         "message_after_updated",
     }
 )
+
+
+# Settled rows older than the cutoff, but never what `Journal.prune` keeps (see there).
+_PRUNE = """
+DELETE FROM actions WHERE time < ? AND outcome != 'planned' AND run_id IS NOT ?
+AND id NOT IN (SELECT max(id) FROM actions WHERE route = 'undo' AND outcome = 'done' GROUP BY db, part_id)
+"""
 
 
 def _add_columns(conn: sqlite3.Connection) -> None:
@@ -341,16 +349,39 @@ class Journal:
     def planned(self) -> list[Action]:
         return self._select("outcome = 'planned'")
 
-    def last_write_run(self) -> list[Action]:
-        """The actions that wrote (or were undone) in the most recent run that wrote anything."""
+    def _last_write_run_id(self) -> int | None:
         row = self.conn.execute(
             "SELECT run_id FROM actions WHERE outcome IN ('done','undone') AND undo_of IS NULL ORDER BY id DESC LIMIT 1"
         ).fetchone()
-        return (
-            self._select("run_id = ? AND undo_of IS NULL AND outcome IN ('done','undone')", (row[0],))
-            if row
-            else []
-        )
+        return row[0] if row else None
+
+    def last_write_run(self) -> list[Action]:
+        """The actions that wrote (or were undone) in the most recent run that wrote anything."""
+        run_id = self._last_write_run_id()
+        if run_id is None:
+            return []
+        return self._select("run_id = ? AND undo_of IS NULL AND outcome IN ('done','undone')", (run_id,))
+
+    # -- retention (journal.keep) ---------------------------------------------------------------
+    def prune(self, keep: float, now: float | None = None) -> int:
+        """Delete settled actions older than `keep` seconds, except what an allowed undo still needs; return
+        how many went. Kept whatever their age: `planned` rows (crash reconciliation settles them), every
+        row of the last run that wrote (`undo --last`), and each part's last `undo` that restored it (it
+        keeps the part left alone while its row holds that image). Runs left without actions go too."""
+        if keep == math.inf:
+            return 0
+        cutoff = (time.time() if now is None else now) - keep
+        try:
+            with self.conn:
+                self.conn.execute("BEGIN IMMEDIATE")
+                pruned = self.conn.execute(_PRUNE, (cutoff, self._last_write_run_id())).rowcount
+                self.conn.execute(
+                    "DELETE FROM runs WHERE id NOT IN (SELECT run_id FROM actions) AND id IS NOT ?",
+                    (self.run_id,),
+                )
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal {self.path}: {exc}") from None
+        return pruned
 
     # -- backup copies this journal's owner wrote (rotation deletes only these) ---------------------
     def record_backup(self, db: str, path: str) -> None:

@@ -413,3 +413,13 @@ def test_metrics_textfile_directory_must_exist_and_be_writable(tmp_path):
     assert not list(locked.iterdir())
     message = config_error(write(tmp_path / "c.toml", f'[metrics]\ntextfile = "{tmp_path / "w.txt"}"\n'))
     assert "must end in .prom" in message
+
+
+def test_journal_keep_is_bounded_and_may_be_never(tmp_path):
+    assert load_config(write(tmp_path / "a.toml", ""))[0].journal.keep == 90 * 86400
+    assert load_config(write(tmp_path / "b.toml", '[journal]\nkeep = "never"\n'))[0].journal.keep == math.inf
+    path = write(tmp_path / "c.toml", '[journal]\nkeep = "1h"\n')
+    assert (
+        config_error(path)
+        == f"{path}: journal.keep: 1h is out of range (accepted: from 1d to 3650d, or never)"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -287,3 +288,22 @@ def test_undone_is_the_last_done_undo_of_each_part(journal):
         7,
     )
     assert journal.undone("/elsewhere.db", ["prt_1"]) == {}
+
+
+def test_prune_keeps_planned_rows_the_last_write_run_and_each_parts_last_undo(journal):
+    old_failure = plan(journal, part_id="prt_f")
+    journal.settle(old_failure, "failed")
+    planned = plan(journal, part_id="prt_p")
+    journal.next_run("run")
+    undo = plan(journal, route="undo", undo_of=old_failure, part_after='{"a":1}')
+    journal.settle(undo, "done")
+    journal.next_run("run")
+    last = plan(journal, part_id="prt_l")
+    journal.settle(last, "done")
+    later = time.time() + 100 * 86400
+    assert journal.prune(float("inf"), now=later) == 0  # journal.keep = never
+    assert journal.prune(30 * 86400) == 0  # nothing is old yet
+    assert journal.prune(30 * 86400, now=later) == 1
+    assert {a.id for a in journal.recent()} == {planned, undo, last}
+    runs = journal.conn.execute("SELECT count(*) FROM runs WHERE id NOT IN (SELECT run_id FROM actions)")
+    assert runs.fetchone()[0] == 0
