@@ -93,8 +93,8 @@ class BackoffBook:
     def current(self, db: str, part_id: str, row: str, plan: str, run: tuple[str, str]) -> Backoff | None:
         """The back-off that applies to this row and plan; a stale one is dropped.
 
-        A part with none of its own whose run (session + message) another part already sent a request to
-        inherits that: the same run is never aborted twice inside the back-off."""
+        A part with none of its own whose run (session + message) another part with the same plan already
+        sent its request to inherits that: the same run is never aborted twice inside the back-off."""
         state = self._entries.get((db, part_id))
         if state is not None and not state.applies(row, plan):
             del self._entries[(db, part_id)]
@@ -102,7 +102,12 @@ class BackoffBook:
         if state is not None:
             return state
         sibling = next(
-            (s for (d, _p), s in self._entries.items() if d == db and s.run == run and s.sent), None
+            (
+                s
+                for (d, _p), s in self._entries.items()
+                if d == db and s.run == run and s.sent and s.plan == plan
+            ),
+            None,
         )
         if sibling is None:
             return None

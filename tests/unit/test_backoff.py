@@ -84,6 +84,9 @@ def test_another_part_of_an_aborted_run_is_not_aborted_again():
         sibling = book.current("db", "prt_2", "row-9", "abort", RUN)
         assert sibling is not None and sibling.sent and sibling.action_id == 3 and sibling.attempts == 0
         assert book.current("db", "prt_3", "row-9", "abort", ("ses_1", "msg_2")) is None  # another run
+        assert (
+            book.current("db", "prt_4", "row-9", "reject-question", RUN) is None
+        )  # its own question: rejected
 
 
 def test_only_retries_ahead_are_deadlines_and_gone_parts_are_forgotten():
