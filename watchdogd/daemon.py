@@ -18,8 +18,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
-from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.schedulers.background import BackgroundScheduler
 
 from watchdogd import __version__
 from watchdogd.backoff import BackoffBook
@@ -36,9 +34,18 @@ from watchdogd.pipeline import PassContext, PassOptions, run_pass
 from watchdogd.present.status import DaemonFacts, last_action_text, status_document, status_line
 from watchdogd.statedir import StateDirError, StateLock
 from watchdogd.status_file import write_status
-from watchdogd.triggers import AFTER_ACTION, CLOCK_JUMP, RELOAD, START, Due, Triggers
+from watchdogd.triggers import (
+    AFTER_ACTION,
+    CLOCK_JUMP,
+    PASS_JOB,
+    RELOAD,
+    START,
+    Due,
+    Triggers,
+    arm_job,
+    pass_scheduler,
+)
 
-PASS_JOB = "pass"
 HUNG_PASS_S = 120.0  # a pass this old means the loop is stuck: stop feeding systemd's watchdog
 CLOCK_JUMP_S = 2.0  # wall clock moved this much against the monotonic clock: a step (NTP, suspend/resume)
 ACTED = (Outcome.DONE, Outcome.SKIPPED, Outcome.FAILED)  # a write, or a miss: what we know changed
@@ -130,18 +137,7 @@ class Daemon:
         self.journal = Journal(self.settings.state_dir)  # a JournalError here leaves nothing to clean up
         self.lock = _lock_state_dir(self.settings.state_dir)  # one daemon per state dir: else exit 2 at once
         self.journal.next_run("run")
-        self.scheduler = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(1)},
-            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
-            timezone=UTC,
-        )
-        self.scheduler.add_job(
-            self.run_pass,
-            "interval",
-            seconds=self.settings.watch.poll_interval,
-            id=PASS_JOB,
-            next_run_time=datetime.now(UTC),
-        )
+        self.scheduler = pass_scheduler(self.run_pass, self.settings.watch.poll_interval, self.triggers)
         self.watcher = DBWatcher(self._on_file_event)
         try:
             self.startup()
@@ -272,10 +268,7 @@ class Daemon:
         return True
 
     def _arm(self, at: datetime, force: bool) -> None:
-        """Run the pass job no later than `at` (`force`: at `at`, even if it was due earlier)."""
-        job = self.scheduler.get_job(PASS_JOB)
-        if job is not None and (force or job.next_run_time is None or at < job.next_run_time):
-            job.modify(next_run_time=at)
+        arm_job(self.scheduler, at, force)
 
     def _alive(self) -> bool:
         """Scheduler, a pass not hung, and the file watcher's thread: all needed for the daemon to do its job."""
@@ -351,7 +344,7 @@ class Daemon:
         return waiting
 
     def run_pass(self) -> None:
-        """The scheduler's job: one pass, then its result goes out and the next one is armed. Never raises."""
+        """The scheduler's job: one pass, then its result goes out. Never raises."""
         with self._pass_lock:
             if self.should_exit.is_set():
                 return  # stopping: shutdown holds or has held this lock and closes the DBs and the journal
@@ -367,8 +360,7 @@ class Daemon:
             finally:
                 duration = self.triggers.finish()
                 self._publish_result(result or self._failed_pass(started, duration))
-                self._first_pass_done.set()
-                self.triggers.arm_next()
+                self._first_pass_done.set()  # the next pass is armed once the scheduler lets go of this job
 
     def _pass(self, due: Due) -> PassResult:
         self.counters.passes += 1

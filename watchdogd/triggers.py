@@ -1,10 +1,10 @@
 """When the next pass runs: file events, the poll, the next deadline and other requests coalesce here.
 
-One scheduler job runs the pass (`daemon.py`); this object only decides when. It keeps why a pass is
-wanted and which DBs had commits, and arms the job (the `arm` callback) no later than the earliest
-time asked for. A request made while a pass runs is kept and armed when that pass ends: passes never
-overlap and no request is lost. The clocks are injected so that the decisions can be tested without
-waiting.
+One APScheduler job runs the pass (`pass_scheduler`); `Triggers` only decides when. It keeps why a
+pass is wanted and which DBs had commits, and arms the job (the `arm` callback) no later than the
+earliest time asked for. A request made while a pass runs is kept and armed once the scheduler has
+let go of that pass's job: passes never overlap and no request is lost. The clocks are injected so
+that the decisions can be tested without waiting.
 """
 
 from __future__ import annotations
@@ -16,11 +16,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
 from watchdogd.file_events import CHANGE
 
 # Why a pass runs (shown in the `pass` log line and the status file); file events add their kind.
 START, POLL, DEADLINE, RELOAD = "start", "poll", "deadline", "reload"
 CLOCK_JUMP, AFTER_ACTION = "clock-jump", "after-action"
+PASS_JOB = "pass"
 
 
 @dataclass(frozen=True)
@@ -100,14 +105,18 @@ class Triggers:
         return Due(frozenset(reasons), frozenset(changed))
 
     def finish(self) -> float:
-        """The pass ended (or failed): how long it ran, in seconds."""
-        with self._lock:
-            started, self._running_since = self._running_since, None
+        """The pass did its work (or failed): how long it took, in seconds. Requests still wait for `arm_next`."""
+        started = self._running_since
         return self._monotonic() - started if started is not None else 0.0
 
     def arm_next(self) -> None:
-        """After a pass: arm the earliest of a request made during it and the next deadline."""
+        """The pass's job has returned: arm the earliest of a request made during it and the next deadline.
+
+        Called by the scheduler once it has let go of the job (`pass_scheduler`), never from inside the job:
+        APScheduler skips a run that comes due while the job still counts as running, and with the poll an
+        hour away a pass asked for in that moment would be lost."""
         with self._lock:
+            self._running_since = None
             due = [t for t in (self._rerun_at, self.deadline) if t is not None]
             self._rerun_at = None
             if due:
@@ -132,3 +141,25 @@ class Triggers:
         offset = self._offset()
         step, self._clock_offset = offset - self._clock_offset, offset
         return step if abs(step) > limit else None
+
+
+def pass_scheduler(run: Callable[[], None], poll_interval: float, triggers: Triggers) -> BackgroundScheduler:
+    """One job runs `run`: at start, every `poll_interval` seconds, and whenever `triggers` arms it.
+
+    One worker, one instance: passes never overlap. The next pass is armed from the scheduler's
+    listener, after the job's instance is released (see `Triggers.arm_next`)."""
+    scheduler = BackgroundScheduler(
+        executors={"default": ThreadPoolExecutor(1)},
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+        timezone=UTC,
+    )
+    scheduler.add_job(run, "interval", seconds=poll_interval, id=PASS_JOB, next_run_time=datetime.now(UTC))
+    scheduler.add_listener(lambda _event: triggers.arm_next(), EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
+    return scheduler
+
+
+def arm_job(scheduler: BackgroundScheduler, at: datetime, force: bool) -> None:
+    """Run the pass job no later than `at` (`force`: at `at`, even if it was due earlier)."""
+    job = scheduler.get_job(PASS_JOB)
+    if job is not None and (force or job.next_run_time is None or at < job.next_run_time):
+        job.modify(next_run_time=at)

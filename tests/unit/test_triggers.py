@@ -105,8 +105,10 @@ def test_requests_during_a_pass_are_armed_only_when_it_ends_at_the_earliest_of_t
     assert armed == []  # a pass is running: never a second one on top
     assert triggers.running_for() == 1.0
     assert triggers.finish() == 1.0
+    triggers.wake(CHANGE, delay=0.5)  # the job has not returned yet (publishing): still held back
+    assert armed == [] and triggers.running_for() == 1.0
+    triggers.arm_next()  # the scheduler let go of the job
     assert triggers.running_for() is None
-    triggers.arm_next()
     assert armed == [(T0 + timedelta(seconds=1.2), False)]
     assert triggers.begin().reasons == {AFTER_ACTION, CHANGE}
 
