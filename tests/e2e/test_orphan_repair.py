@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -77,6 +78,21 @@ def test_reap_repairs_an_orphan_and_undo_restores_it(opencode_server: OpencodeSe
         data = json.loads(conn.execute("SELECT data FROM part WHERE id=?", (part.part_id,)).fetchone()[0])
     assert data["state"]["status"] == "running"
 
+    # An undone part is left alone until its row changes again (then the usual rules apply).
+    left = watchdogd("reap", "--db", str(server.db_path), "--state-dir", str(state), env=grace0)
+    assert left.returncode == 0 and "nothing due" in left.stdout, left.stdout + left.stderr
+    writer = sqlite3.connect(server.db_path, timeout=10)
+    try:
+        row = writer.execute("SELECT data FROM part WHERE id=?", (part.part_id,)).fetchone()[0]
+        assert json.loads(row)["state"]["status"] == "running"
+        data["state"]["metadata"] = {"moved": True}  # the row changes (as a write of opencode's would)
+        writer.execute(
+            "UPDATE part SET data=?, time_updated=time_updated+1 WHERE id=?",
+            (json.dumps(data, separators=(",", ":")), part.part_id),
+        )
+        writer.commit()
+    finally:
+        writer.close()
     assert (
         watchdogd("reap", "--db", str(server.db_path), "--state-dir", str(state), env=grace0).returncode == 0
     )
