@@ -133,9 +133,8 @@ def judge(
         first, owner_seen = seen[cand.part_id]
         sighting = Sighting(_epoch(first), _epoch(owner_seen))
         found = evidence[cand.part_id]
-        verdict = undone_verdict(cand, found.undone, sighting, now) or evaluate(
-            cand, found.ownership, sighting, policy, now, child
-        )
+        kept = undone_verdict(cand, found.undone, sighting, now)
+        verdict = kept or evaluate(cand, found.ownership, sighting, policy, now, child)
         return Assessment(
             cand,
             found.ownership,
@@ -144,6 +143,7 @@ def judge(
             sessions.get(cand.session_id),
             found.queued,
             found.child_at_work,
+            undone=found.undone if kept else None,
         )
 
     judged = {c.part_id: one(c) for c in candidates if not c.child_session_id}

@@ -148,6 +148,7 @@ class Assessment:
     backoff: Backoff | None = (
         None  # the last attempts on this row and plan did not free it (watchdogd/backoff.py)
     )
+    undone: Undone | None = None  # kept because `undo` put it back and its row still holds that image
 
 
 @dataclass

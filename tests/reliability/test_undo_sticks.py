@@ -62,6 +62,8 @@ def test_undo_sticks_under_a_running_daemon(tmp_path, observe):
         assert _undone_reason(json.loads(status.stdout)["status"], orphan.part_id), (
             status.stdout + status.stderr
         )
+        text = cli(tmp_path, "status").stdout
+        assert f"{orphan.part_id}: undone at " in text and "left alone until its row changes" in text, text
         scan = cli(tmp_path, "scan", "--db", str(db), env=GRACE0)
         assert f"{orphan.part_id}: " in scan.stdout and "undone at" in scan.stdout, scan.stdout + scan.stderr
         reap = cli(tmp_path, "reap", "--db", str(db), env=GRACE0)

@@ -27,6 +27,13 @@ class Retry(TypedDict):
     attempts: int
 
 
+class UndoneRecord(TypedDict):
+    """A part `undo` put back, left alone until its row changes (the daemon and `reap` do not touch it)."""
+
+    at: str  # ISO 8601: when the undo ran
+    undo: int  # the undo's journal action id
+
+
 class CandidateRecord(TypedDict):
     """One candidate in `scan --json` and in the status file's `candidates`."""
 
@@ -51,6 +58,7 @@ class CandidateRecord(TypedDict):
     directory: str | None
     title: str | None
     retry: Retry | None
+    undone: UndoneRecord | None
     queued_prompts: list[QueuedPrompt]
 
 
@@ -79,6 +87,7 @@ def candidate_record(item: Assessment) -> CandidateRecord:
         "directory": cand.directory,
         "title": cand.title,
         "retry": retry_record(item),
+        "undone": {"at": item.undone.at.isoformat(), "undo": item.undone.action_id} if item.undone else None,
         "queued_prompts": [
             {"message_id": mid, "time": datetime.fromtimestamp(ms / 1000, UTC).isoformat()}
             for mid, ms in item.queued

@@ -163,6 +163,12 @@ def status_text(data: StatusDocument, alive: bool, actions: Sequence) -> str:
     if candidates:
         lines.append(candidate_table(candidates))
         lines += [f"    {safe(c['part_id'])}: {line}" for c in candidates for line in notes(c)]
+        lines += [
+            f"    {safe(c['part_id'])}: undone at {when_iso(u['at'])} (undo #{u['undo']}): left alone until its "
+            "row changes"
+            for c in candidates
+            if (u := c.get("undone"))
+        ]
     if actions:
         lines.append("  recent actions:")
         lines += [_action_line(a) for a in actions]
