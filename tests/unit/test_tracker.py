@@ -354,3 +354,14 @@ def test_an_error_keeps_the_last_good_state(env: Env, monkeypatch: pytest.Monkey
     monkeypatch.undo()
     cands, _, mode = env.refresh()
     assert mode == INCREMENTAL and len(cands) == 2 and pid in ids(cands)
+
+
+def test_only_the_newest_departed_parts_are_watched(env: Env, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("watchdogd.opencode.tracker.DEPARTED_MAX", 1)
+    older, newer = env.running(), env.running()
+    env.refresh()
+    env.set_status(older, "completed")
+    env.refresh()
+    env.set_status(newer, "completed")
+    env.refresh()
+    assert env.tracker._departed.keys() == {newer}
