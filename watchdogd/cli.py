@@ -155,7 +155,7 @@ def _main(argv: list[str]) -> int:
         settings.log_level, getattr(args, "verbose", 0), getattr(args, "quiet", 0) + one_shot
     )
     setup_logging(level, settings.log_format)
-    warn_shared_password_files(settings.servers)
+    warn_shared_password_files(server.password_file for server in settings.servers)
     try:
         code = VERBS[args.verb].run(args, settings)
         sys.stdout.flush()  # inside the try: a reader gone (`| head`) shows here, not as a traceback at exit

@@ -112,14 +112,6 @@ def default_state_dir() -> Path:
     return _xdg("XDG_STATE_HOME", ".local/state") / "opencode-watchdogd"
 
 
-def opencode_data_dir() -> Path:
-    return _xdg("XDG_DATA_HOME", ".local/share") / "opencode"
-
-
-def opencode_config_dir() -> Path:
-    return _xdg("XDG_CONFIG_HOME", ".config") / "opencode"
-
-
 def _check_tool_patterns(tools: dict[str, float]) -> dict[str, float]:
     for pattern in tools:
         if not pattern or len(pattern) > 200:

@@ -335,7 +335,7 @@ class Daemon:
     # -- the pass ------------------------------------------------------------------------------
     def _sync_dbs(self) -> dict[Path, Path]:
         """Attach the DBs and place the watches; returns DBs whose directory is missing -> the ancestor watched."""
-        paths = discover_databases(self.settings, self.db_args)
+        paths = discover_databases(self.settings.watch.databases, self.db_args)
         self.dbs.sync(paths, self.settings, announce=bool(self.counters.passes))
         waiting = self.watcher.sync(list(self.dbs))
         if self.counters.passes and any(w.ident is None and w.path.exists() for w in self.dbs.values()):

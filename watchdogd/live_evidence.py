@@ -24,10 +24,22 @@ from watchdogd.models import (
     Route,
 )
 from watchdogd.opencode.discovery_net import Listener, loopback_listeners, port_listeners
-from watchdogd.opencode.endpoints import Endpoint, Endpoints
+from watchdogd.opencode.endpoints import ConfiguredServer, Endpoint, Endpoints, ServerRules
 from watchdogd.opencode.processes import describe, process_kind
 from watchdogd.opencode.server import ServerError, describe_error
 from watchdogd.stopping import unreachable_plan
+
+
+def server_rules(settings: Settings) -> ServerRules:
+    """`[[servers]]` and `[live]` as the adapter takes them (nothing under opencode/ reads the config)."""
+    servers = tuple(
+        ConfiguredServer(
+            s.url, s.username, s.password.get_secret_value() if s.password else None, s.password_file
+        )
+        for s in settings.servers
+    )
+    live = settings.live
+    return ServerRules(servers, live.timeout, live.discover, live.allow_insecure_remote)
 
 
 class LiveEvidence:
@@ -42,7 +54,7 @@ class LiveEvidence:
     ):
         self.settings = settings
         self.timeout = settings.live.timeout
-        self._servers = Endpoints(settings, listeners, on_port)
+        self._servers = Endpoints(server_rules(settings), listeners, on_port)
         self._db_holders: dict[Path, dict[int, Endpoint]] = {}
         self._db_remote: dict[Path, list[Endpoint]] = {}  # configured servers that may be asked about a DB
         self._answers: dict[

@@ -32,7 +32,7 @@ def add_parser(subparsers, opts: Options) -> None:
 
 
 def run(args, settings: Settings) -> int:
-    dbs = discover_databases(settings, args.db)
+    dbs = discover_databases(settings.watch.databases, args.db)
     journal = Journal(settings.state_dir)
     journal.start_run("reap --dry-run" if args.dry_run else "reap")
     options = PassOptions(act=True, dry_run=args.dry_run)

@@ -30,7 +30,7 @@ def add_parser(subparsers, opts: Options) -> None:
 
 
 def run(args, settings: Settings) -> int:
-    dbs = discover_databases(settings, args.db)
+    dbs = discover_databases(settings.watch.databases, args.db)
     journal = Journal(settings.state_dir)
     try:
         result = one_shot(settings, journal, dbs, PassOptions(act=False))

@@ -20,7 +20,7 @@ from pathlib import Path
 from shtab import DIRECTORY as DIR
 
 from watchdogd.commands.options import EXIT_ERROR, PROG, Options, add_verb
-from watchdogd.config import opencode_config_dir
+from watchdogd.opencode.dirs import opencode_config_dir
 from watchdogd.opencode.tui_config import reachability_hint
 from watchdogd.present.text import safe
 

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
-from watchdogd.config import Settings, opencode_data_dir
+from watchdogd.opencode.dirs import opencode_data_dir
 
 
-def discover_databases(settings: Settings, explicit: list[Path] | None = None) -> list[Path]:
-    """`--db` replaces everything; else `watch.databases`; else discovery. Paths may not exist yet."""
+def discover_databases(configured: Sequence[Path] = (), explicit: Sequence[Path] | None = None) -> list[Path]:
+    """`explicit` (`--db`) replaces everything; else `configured` (`watch.databases`); else discovery.
+    Paths may not exist yet."""
     if explicit:
         return _unique(p.expanduser() for p in explicit)
-    if settings.watch.databases:
-        return _unique(settings.watch.databases)
+    if configured:
+        return _unique(configured)
     data_dir = opencode_data_dir()
     found = [p for p in sorted(data_dir.glob("opencode*.db")) if p.is_file()]
     env_db = os.environ.get("OPENCODE_DB")

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import structlog
 
-from watchdogd.config import ServerConfig, Settings
 from watchdogd.durations import format_duration
 from watchdogd.opencode.discovery_net import Listener, fds_readable, loopback_listeners, port_listeners
 from watchdogd.opencode.rows import Holder
@@ -55,10 +55,30 @@ def env_credentials() -> Credentials | None:
     return Credentials(os.environ.get("OPENCODE_SERVER_USERNAME") or "opencode", password)
 
 
-def configured_credentials(server: ServerConfig) -> Credentials | None:
+@dataclass(frozen=True)
+class ConfiguredServer:
+    """A server the user named (`[[servers]]`) and how to log in to it; built by the caller from its config."""
+
+    url: str
+    username: str = "opencode"
+    password: str | None = field(default=None, repr=False)  # never in a repr, a log line or an error
+    password_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class ServerRules:
+    """Which servers are asked and how (`[[servers]]` and `[live]`), as plain values."""
+
+    servers: tuple[ConfiguredServer, ...] = ()
+    timeout: float = 5.0  # seconds, per request
+    discover: bool = True  # look for the API of a local process that holds the DB
+    allow_insecure_remote: bool = False  # a non-loopback server over plain http
+
+
+def configured_credentials(server: ConfiguredServer) -> Credentials | None:
     """password, else password_file, else OPENCODE_SERVER_PASSWORD; raises OSError for an unreadable file."""
     if server.password is not None:
-        password = server.password.get_secret_value()
+        password = server.password
     elif server.password_file is not None:
         password = server.password_file.expanduser().read_text().rstrip("\r\n")
     else:
@@ -66,17 +86,17 @@ def configured_credentials(server: ServerConfig) -> Credentials | None:
     return Credentials(server.username, password) if password else None
 
 
-def warn_shared_password_files(servers: list[ServerConfig]) -> None:
+def warn_shared_password_files(password_files: Iterable[Path | None]) -> None:
     """At start: a shared password_file is a configuration problem, whether or not a pass needs the server."""
-    for server in servers:
-        _warn_if_shared(server)
+    for password_file in password_files:
+        _warn_if_shared(password_file)
 
 
-def _warn_if_shared(server: ServerConfig) -> None:
+def _warn_if_shared(password_file: Path | None) -> None:
     """A password_file other users can read is a password they know: say so (once), with the fix."""
-    if server.password_file is None:
+    if password_file is None:
         return
-    path = server.password_file.expanduser()
+    path = password_file.expanduser()
     try:
         mode = stat.S_IMODE(os.stat(path).st_mode)
     except OSError:
@@ -122,22 +142,22 @@ class Endpoints:
 
     def __init__(
         self,
-        settings: Settings,
+        rules: ServerRules,
         listeners: Callable[[list[int]], dict] = loopback_listeners,
         on_port: Callable[[int], list[Listener]] = port_listeners,
     ):
-        self.settings = settings
-        self.timeout = settings.live.timeout
+        self.rules = rules
+        self.timeout = rules.timeout
         self._listeners = listeners
         self._on_port = on_port
         self._port_uids: dict[int, set[int]] = {}  # loopback port -> uids of its listening sockets, this pass
-        self._configured = [self._configured_endpoint(s) for s in settings.servers]
+        self._configured = [self._configured_endpoint(s) for s in rules.servers]
         self._by_pid: dict[tuple[int, int | None], Endpoint] = {}
 
-    def _configured_endpoint(self, server: ServerConfig) -> Endpoint:
-        reason = insecure_reason(server.url, self.settings.live.allow_insecure_remote)
+    def _configured_endpoint(self, server: ConfiguredServer) -> Endpoint:
+        reason = insecure_reason(server.url, self.rules.allow_insecure_remote)
         if reason is None:
-            _warn_if_shared(server)
+            _warn_if_shared(server.password_file)
             try:
                 return Endpoint(
                     server.url, ServerClient(server.url, configured_credentials(server), self.timeout)
@@ -213,7 +233,7 @@ class Endpoints:
 
     def _discover(self, holder: Holder, ports: list[Listener], owner_uid: int | None) -> Endpoint:
         pid, label = holder.pid, f"pid {holder.pid}"
-        if not self.settings.live.discover:
+        if not self.rules.discover:
             return Endpoint(
                 label, pid=pid, error="live.discover = false and no [[servers]] url matches its port"
             )
