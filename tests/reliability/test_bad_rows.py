@@ -188,3 +188,43 @@ def test_row_parser_fuzz(observe):
     parse()
     assert {"Candidate", "BadRow", "NoneType"} <= kinds, kinds
     observe("400 rows: candidates, non-candidates and bad rows all produced; no exception")
+
+
+# -- lone surrogates: JSON.stringify writes a lone UTF-16 surrogate as an escape (`\ud83d`) --------
+
+LONE = {  # where the escape sits in an orphan's part row (a model's tool input cut inside an emoji is realistic)
+    "input": lambda part: part["state"]["input"].update(questions="\ud83d cut"),
+    "tool-name": lambda part: part.update(tool="ask\udfff"),
+    "call-id": lambda part: part.update(callID="call_\ud800"),
+}
+
+
+@pytest.mark.parametrize("where", sorted(LONE))
+@scenario(
+    "corrupt_inputs",
+    "an orphan whose part row holds a lone UTF-16 surrogate, escaped as JSON.stringify writes it "
+    "(`\\ud83d`), in `state.input`, the tool name or the callID, next to a normal orphan",
+    "reap repairs both (the escape kept as an escape, no traceback) and `undo --last` puts the row back "
+    "byte for byte",
+)
+def test_lone_surrogate_in_a_row_is_repaired(tmp_path, where, observe):
+    db = dbfactory.make_db(tmp_path / "opencode.db")
+    good, odd = add_orphans(db, 2)
+    with dbfactory.connection(db) as conn:
+        part = json.loads(odd.part_before)
+        LONE[where](part)
+        # ensure_ascii=True escapes the lone surrogate as JSON.stringify does (and every other non-ASCII char)
+        written = json.dumps(part, separators=(",", ":"))
+        conn.execute("UPDATE part SET data=? WHERE id=?", (written, odd.part_id))
+    reap = cli(tmp_path, "reap", "--db", str(db), env=GRACE0)
+    assert "Traceback" not in reap.stderr and reap.returncode == 0, reap.stdout + reap.stderr
+    assert pair_states(db, [good, odd]) == {good.part_id: "repaired", odd.part_id: "repaired"}
+    repaired = dbfactory.read_text(db, "part", odd.part_id)
+    assert "\\u" in repaired and json.loads(repaired)["state"]["status"] == "error", repaired
+    assert {k: v for k, v in json.loads(repaired).items() if k != "state"} == {
+        k: v for k, v in part.items() if k != "state"
+    }
+    undo = cli(tmp_path, "undo", "--last")
+    assert undo.returncode == 0 and "Traceback" not in undo.stderr, undo.stdout + undo.stderr
+    assert dbfactory.read_text(db, "part", odd.part_id) == written
+    observe("reap exit 0: both orphans repaired, the escape kept; undo --last: the row back byte for byte")

@@ -8,12 +8,12 @@ from typing import Any
 
 from watchdogd import __version__
 from watchdogd.durations import format_duration
-from watchdogd.opencode.rows import MARKER, parse_tool_part
+from watchdogd.opencode.rows import MARKER, parse_tool_part, well_formed
 
 
 def _dump(value: Any) -> str:
-    # opencode writes compact JSON (JSON.stringify); keep the same form.
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    # opencode writes compact JSON (JSON.stringify); keep the same form, lone surrogates escaped as it does.
+    return well_formed(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
 
 
 def _is_number(value: Any) -> bool:

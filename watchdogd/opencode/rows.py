@@ -7,6 +7,7 @@ repair checks the shape it rewrites with it, and the live layer reads a part's s
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -85,6 +86,18 @@ def _obj(value: Any) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def well_formed(text: str) -> str:
+    """`text` with each lone UTF-16 surrogate as the escape JSON.stringify writes for it (`\\ud83d`).
+
+    opencode's JSON may hold one (a model's output cut inside an emoji); json.loads gives it back as a lone
+    surrogate, which SQLite, the logs and D-Bus cannot encode: what the daemon writes or shows carries the escape.
+    """
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def _number(value: Any) -> bool:
     # Rows come from a DB others write: a malformed time must not crash anything.
     return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -119,12 +132,12 @@ class ToolPart:
     @property
     def tool(self) -> str | None:
         tool = self.value.get("tool")
-        return tool if isinstance(tool, str) else None
+        return well_formed(tool) if isinstance(tool, str) else None
 
     @property
     def call_id(self) -> str | None:
         call = self.value.get("callID")
-        return call if isinstance(call, str) else None
+        return well_formed(call) if isinstance(call, str) else None
 
     @property
     def metadata(self) -> dict:
