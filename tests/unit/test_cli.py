@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import tomllib
 from datetime import datetime
 from pathlib import Path
@@ -528,3 +529,22 @@ def test_status_of_a_status_file_of_another_shape_is_one_line(capsys, tmp_path, 
         f"opencode-watchdogd: error: {state / 'status.json'}: not a status this version can read (damaged, or "
         "written by another version); a running daemon rewrites it after its next pass"
     ]
+
+
+def test_undo_of_a_pruned_action_says_so(capsys, db, monkeypatch, state_dir):
+    orphans_due(monkeypatch)
+    f.stuck_question(db, age_s=7200)
+    run(capsys, "reap")
+    f.stuck_question(db, age_s=3600)
+    run(capsys, "reap")
+    conn = sqlite3.connect(state_dir / "journal.db")
+    conn.execute("DELETE FROM actions WHERE id = 1")  # as journal.keep prunes an old row
+    conn.commit()
+    conn.close()
+    code, _, err = run(capsys, "undo", "1")
+    assert code == 2
+    assert err.strip().endswith(
+        "action 1 is no longer in the journal (older than journal.keep = 90d: pruned)"
+    )
+    code, _, err = run(capsys, "undo", "9")
+    assert code == 2 and err.strip().endswith("no action 9 in the journal")

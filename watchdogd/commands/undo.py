@@ -8,6 +8,7 @@ from pathlib import Path
 
 from watchdogd.commands.options import PROG, Options, add_verb
 from watchdogd.config import Settings
+from watchdogd.durations import format_duration
 from watchdogd.journal import Journal
 from watchdogd.opencode.store import OpencodeStore
 from watchdogd.opencode.writegate import WriteRules
@@ -53,7 +54,8 @@ def run(args, settings: Settings) -> int:
             action = journal.action(args.action_id)
             if action is None:
                 print(
-                    f"opencode-watchdogd: error: no action {args.action_id} in the journal", file=sys.stderr
+                    f"opencode-watchdogd: error: {_missing(journal, args.action_id, settings)}",
+                    file=sys.stderr,
                 )
                 return 2
             if action.outcome != "done" or action.route == "undo":
@@ -86,3 +88,12 @@ def run(args, settings: Settings) -> int:
         return 1 if failures else 0
     finally:
         journal.close()
+
+
+def _missing(journal: Journal, action_id: int, settings: Settings) -> str:
+    """Why an action id is not in the journal: never journaled, or pruned by journal.keep."""
+    newest = journal.recent(1)
+    if newest and 0 < action_id < newest[0].id:
+        keep = format_duration(settings.journal.keep)
+        return f"action {action_id} is no longer in the journal (older than journal.keep = {keep}: pruned)"
+    return f"no action {action_id} in the journal"
