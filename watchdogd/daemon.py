@@ -26,6 +26,7 @@ from watchdogd.databases import WatchedDBs
 from watchdogd.durations import format_duration
 from watchdogd.file_events import LIFECYCLE, DBWatcher
 from watchdogd.journal import Journal, JournalError
+from watchdogd.journal_health import JournalDamaged, ReadOnlyJournal, file_signature
 from watchdogd.models import Outcome, PassResult
 from watchdogd.notifiers import Publishers
 from watchdogd.notify import Notifier
@@ -134,7 +135,8 @@ class Daemon:
             self.publishers.close()
             raise
         self.notifier = Notifier()
-        self.journal = Journal(self.settings.state_dir)  # a JournalError here leaves nothing to clean up
+        # A JournalError here leaves nothing to clean up; a damaged journal makes the daemon read-only.
+        self.journal = self._open_journal()
         self.lock = _lock_state_dir(self.settings.state_dir)  # one daemon per state dir: else exit 2 at once
         self.journal.next_run("run")
         self.scheduler = pass_scheduler(self.run_pass, self.settings.watch.poll_interval, self.triggers)
@@ -362,10 +364,45 @@ class Daemon:
                 self._publish_result(result or self._failed_pass(started, duration))
                 self._first_pass_done.set()  # the next pass is armed once the scheduler lets go of this job
 
+    # -- the journal: read-only while it is damaged -------------------------------------------------
+    def _open_journal(self) -> Journal | ReadOnlyJournal:
+        try:
+            return Journal(self.settings.state_dir)
+        except JournalDamaged as exc:
+            self.log.error("journal damaged: read-only, nothing is written", error=str(exc))
+            return ReadOnlyJournal(exc)
+
+    def _check_journal(self, thorough: bool = False) -> None:
+        """Before each pass (and `thorough`ly after one that failed): a journal that became damaged makes the
+        daemon read-only; one moved aside or changed is opened again (a new one is started), and writing resumes."""
+        journal = self.journal
+        if isinstance(journal, ReadOnlyJournal):
+            if file_signature(journal.damaged.path) == journal.signature:
+                return
+        elif not journal.moved():
+            damaged = journal.damage(thorough)
+            if damaged is None:
+                return
+            self.log.error("journal damaged: read-only, nothing is written", error=str(damaged))
+            self.journal = ReadOnlyJournal(damaged, stale=journal)
+            return
+        journal.close()  # before opening what is there now: SQLite removes `-wal` by name when it closes
+        self.journal = self._open_journal()
+        if isinstance(self.journal, Journal):
+            self.log.warning("journal opened again; writing resumes", journal=str(self.journal.path))
+        self.journal.next_run("run")
+
+    @property
+    def read_only(self) -> str | None:
+        """Why the daemon writes nothing (its journal is damaged), or None."""
+        return self.journal.problem if isinstance(self.journal, ReadOnlyJournal) else None
+
     def _pass(self, due: Due) -> PassResult:
         self.counters.passes += 1
+        self._check_journal()
         self.journal.next_run("run")  # one run per pass that writes: what `undo --last` restores
-        self._prune_journal()
+        if self.read_only is None:
+            self._prune_journal()
         if due.everything:
             self._sync_dbs()
         context = PassContext(
@@ -376,7 +413,11 @@ class Daemon:
             told=self._told,
             backoffs=self._backoffs,
         )
-        result = run_pass(context, self.dbs, PassOptions(everything=due.everything, changed=due.changed))
+        # Read-only (no usable journal): the pass looks and reports, as `scan` does; it never writes.
+        options = PassOptions(act=self.read_only is None, everything=due.everything, changed=due.changed)
+        result = run_pass(context, self.dbs, options)
+        if not result.ok:
+            self._check_journal(thorough=True)  # an error mid-pass may be the journal's pages
         self.triggers.deadline = result.next_deadline
         self.counters.add(result)
         if any(o.outcome in ACTED for o in result.outcomes):
@@ -405,13 +446,17 @@ class Daemon:
             self.log.exception("publishing the pass failed")
 
     def status_line(self) -> str:
-        return status_line(self.dbs.values(), self.triggers.deadline, self.counters.last_action)
+        return status_line(
+            self.dbs.values(), self.triggers.deadline, self.counters.last_action, self.read_only
+        )
 
     def _publish(self, reasons: frozenset[str]) -> None:
         line = self.status_line()
         self.notifier.status(line)
         c = self.counters
-        facts = DaemonFacts(self.config_used, c.passes, tuple(reasons), tuple(c.counts().items()))
+        facts = DaemonFacts(
+            self.config_used, c.passes, tuple(reasons), tuple(c.counts().items()), self.read_only
+        )
         data = status_document(self.dbs.values(), line, self.triggers.deadline, facts)
         try:
             write_status(self.settings.state_dir, data)

@@ -19,6 +19,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from watchdogd.journal_health import (
+    JournalDamaged,
+    JournalError,
+    check_integrity,
+    damage_of,
+    file_damage,
+    file_ident,
+    journal_error,
+    why_unwritable,
+)
 from watchdogd.models import Outcome, Undone
 from watchdogd.statedir import (
     JOURNAL_FILE,
@@ -59,8 +69,7 @@ CREATE TABLE IF NOT EXISTS part_sightings (
 OUTCOMES = tuple(o.value for o in Outcome if o is not Outcome.DRY_RUN)  # dry runs are never journaled
 
 
-class JournalError(Exception):
-    """The state dir or journal cannot be used; nothing is written to opencode without it."""
+__all__ = ["Action", "Journal", "JournalDamaged", "JournalError", "JournaledAction", "read_recent"]
 
 
 @dataclass(frozen=True)
@@ -107,21 +116,6 @@ def secure_state_dir(path: Path) -> None:
         raise JournalError(str(exc)) from None
 
 
-def _why_unwritable(folder: Path) -> str:
-    """A hint for SQLite's "unable to open database file" about the state dir."""
-    try:
-        vfs = os.statvfs(folder)
-    except OSError:
-        return ""
-    if vfs.f_flag & os.ST_RDONLY:
-        return " (the state dir is on a read-only mount)"
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return " (the state dir is not writable by this user)"
-    if vfs.f_bavail == 0:
-        return " (no space left where the state dir is)"
-    return ""
-
-
 def _select(
     conn: sqlite3.Connection, where: str, params: tuple = (), limit: int | None = None
 ) -> list[Action]:
@@ -137,6 +131,9 @@ def _select(
 def read_recent(state_dir: Path, limit: int) -> list[Action]:
     """The newest actions, read-only: never creates the state dir or a journal (`status`, `history` only read)."""
     path = state_dir / JOURNAL_FILE
+    why = file_damage(path)
+    if why:
+        raise JournalDamaged(path, why)
     if not path.is_file():
         return []
     try:
@@ -146,7 +143,7 @@ def read_recent(state_dir: Path, limit: int) -> list[Action]:
         finally:
             conn.close()
     except sqlite3.Error as exc:
-        raise JournalError(f"journal {path}: {exc}") from None
+        raise journal_error(path, exc) from None
 
 
 # Columns added after the first release: a journal written before gains them (NULL in its old rows).
@@ -203,31 +200,64 @@ class JournaledAction:
         self.outcome = outcome
 
 
+def _open(path: Path, state_dir: Path) -> sqlite3.Connection:
+    """The journal's connection, its schema current; a damaged file is closed again and JournalDamaged raised."""
+    conn = None
+    try:
+        conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        check_integrity(path, conn)
+        conn.executescript(SCHEMA)
+        _add_columns(conn)
+        return conn
+    except (sqlite3.Error, JournalDamaged) as exc:
+        if conn is not None:
+            conn.close()  # a damaged journal is not kept open: it is moved aside while we run
+        if isinstance(exc, JournalDamaged):
+            raise
+        raise journal_error(path, exc, why_unwritable(state_dir)) from None
+
+
 class Journal:
     def __init__(self, state_dir: Path):
         secure_state_dir(state_dir)
         self.path = state_dir / JOURNAL_FILE
+        why = file_damage(self.path)
+        if why:
+            raise JournalDamaged(self.path, why)
         try:  # created here with O_NOFOLLOW|O_EXCL, 0600: SQLite then opens the file we made, never a link
             private_file(self.path, "journal")
         except StateDirError as exc:
             raise JournalError(str(exc)) from None
         old_umask = os.umask(0o077)
         try:
-            self.conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=FULL")
-            self.conn.executescript(SCHEMA)
-            _add_columns(self.conn)
-        except sqlite3.Error as exc:
-            raise JournalError(f"journal {self.path}: {exc}{_why_unwritable(state_dir)}") from None
+            self.conn = _open(self.path, state_dir)
         finally:
             os.umask(old_umask)
+        self.ident = file_ident(self.path)
         self._private_backups()
         self.run_id: int | None = None
         self._run_command = "unknown"  # of the run next_run() starts lazily
 
     def close(self) -> None:
         self.conn.close()
+
+    def moved(self) -> bool:
+        """`journal.db` is no longer the file this journal opened (moved aside, deleted or replaced)."""
+        return file_ident(self.path) != self.ident
+
+    def damage(self, thorough: bool = False) -> JournalDamaged | None:
+        """The file's first bytes (cheap, every pass) and, when `thorough`, SQLite's quick_check."""
+        why = file_damage(self.path)
+        if why is None and thorough:
+            try:
+                check_integrity(self.path, self.conn)
+            except JournalDamaged as exc:
+                return exc
+            except sqlite3.Error as exc:
+                return journal_error(self.path, exc) if damage_of(exc) else None
+        return JournalDamaged(self.path, why) if why else None
 
     def _private_backups(self) -> None:
         """The backup copies this journal recorded are ours: 0600 (a copy someone else put there is not)."""
@@ -242,7 +272,7 @@ class Journal:
         try:
             return self.conn.execute(sql, params)
         except sqlite3.Error as exc:
-            raise JournalError(f"journal {self.path}: {exc}") from None
+            raise journal_error(self.path, exc) from None
 
     # -- runs and actions ----------------------------------------------------------------------
     def start_run(self, command: str) -> int:
@@ -311,7 +341,10 @@ class Journal:
         )
 
     def _select(self, where: str, params: tuple = (), limit: int | None = None) -> list[Action]:
-        return _select(self.conn, where, params, limit)
+        try:
+            return _select(self.conn, where, params, limit)
+        except sqlite3.Error as exc:
+            raise journal_error(self.path, exc) from None
 
     def action(self, action_id: int) -> Action | None:
         found = self._select("id = ?", (action_id,))
@@ -338,10 +371,7 @@ class Journal:
                 f"'undo' AND outcome = 'done' AND part_after IS NOT NULL AND part_id IN ({','.join('?' * len(chunk))})"
                 " ORDER BY id"
             )
-            try:
-                rows = self.conn.execute(sql, (db, *chunk)).fetchall()
-            except sqlite3.Error as exc:
-                raise JournalError(f"journal {self.path}: {exc}") from None
+            rows = self._write(sql, (db, *chunk)).fetchall()
             for part_id, action_id, when, data, updated in rows:  # the last undo of a part wins
                 out[part_id] = Undone(action_id, datetime.fromtimestamp(when, UTC), data, updated)
         return out
@@ -400,12 +430,8 @@ class Journal:
     # -- sightings -----------------------------------------------------------------------------
     def sightings(self, db: str) -> dict[str, tuple[float, float | None]]:
         """part id -> (first seen, last seen with an owner), as any command of this state dir saw them."""
-        return {
-            pid: (first, owner)
-            for pid, first, owner in self.conn.execute(
-                "SELECT part_id, first_seen, owner_seen FROM part_sightings WHERE db=?", (db,)
-            )
-        }
+        rows = self._write("SELECT part_id, first_seen, owner_seen FROM part_sightings WHERE db=?", (db,))
+        return {pid: (first, owner) for pid, first, owner in rows.fetchall()}
 
     def record_sightings(self, db: str, seen: dict[str, tuple[float, float | None]]) -> None:
         """Replace this DB's sightings with `seen` (candidates no longer live are forgotten)."""
@@ -418,4 +444,4 @@ class Journal:
                     [(db, pid, first, owner) for pid, (first, owner) in seen.items()],
                 )
         except sqlite3.Error as exc:
-            raise JournalError(f"journal {self.path}: {exc}") from None
+            raise journal_error(self.path, exc) from None

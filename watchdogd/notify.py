@@ -31,7 +31,9 @@ class Notifier:
 
     def send(self, *lines: str) -> None:
         if self._notifier is not None:
-            self._notifier.notify("\n".join(lines))
+            # sdnotify encodes as latin-1 and drops the whole message on any other character (the "…" of a
+            # shortened STATUS= once lost READY=1 with it): hand it the UTF-8 bytes systemd expects.
+            self._notifier.notify("\n".join(lines).encode().decode("latin-1"))
 
     def ready(self, status: str | None = None) -> None:
         self.send("READY=1", *([f"STATUS={safe(status, 400)}"] if status else []))

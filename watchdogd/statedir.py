@@ -109,6 +109,11 @@ def private_file(path: Path, what: str = "state file", create: bool = True) -> b
     return True
 
 
+def _in_place_of_a_file(st: os.stat_result) -> bool:
+    """Neither a regular file nor a symlink (a symlink is refused, not judged as damage)."""
+    return not stat.S_ISREG(st.st_mode) and not stat.S_ISLNK(st.st_mode)
+
+
 def prepare_state_dir(path: Path) -> None:
     """At every start: the state dir is ours (else refused), and our own files in it are private.
 
@@ -122,6 +127,9 @@ def prepare_state_dir(path: Path) -> None:
         path, tighten=False
     )  # created 0700; an existing one may be shared ($HOME): its mode is not ours
     for name, what in OUR_FILES.items():
+        st = _lstat(path / name, what)
+        if name == JOURNAL_FILE and st is not None and _in_place_of_a_file(st):
+            continue  # a damaged journal (e.g. a directory in its place): the journal says so, never uses it
         private_file(path / name, what, create=False)
     backups = path / "backups"
     if _lstat(backups) is not None:

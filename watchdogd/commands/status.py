@@ -7,7 +7,7 @@ import sys
 
 from watchdogd.commands.options import EXIT_ATTENTION, EXIT_ERROR, EXIT_OK, PROG, Options, add_verb
 from watchdogd.config import Settings
-from watchdogd.journal import read_recent
+from watchdogd.journal import JournalDamaged, read_recent
 from watchdogd.present.actions import recent_action_record
 from watchdogd.present.status import status_text
 from watchdogd.present.text import safe
@@ -30,9 +30,12 @@ def add_parser(subparsers, opts: Options) -> None:
 
 def run(args, settings: Settings) -> int:
     data = read_status(settings.state_dir)
-    actions = read_recent(settings.state_dir, 5)
     try:
-        return show(args, settings, data, actions)
+        actions, damaged = read_recent(settings.state_dir, 5), None
+    except JournalDamaged as exc:  # the daemon runs read-only then: say so, with the fix, and show the rest
+        actions, damaged = [], str(exc)
+    try:
+        return show(args, settings, data, actions, damaged)
     except (AttributeError, KeyError, TypeError, ValueError):  # a document of another shape than ours
         print(
             f"{PROG}: error: {safe(status_path(settings.state_dir), 300)}: not a status this version can read "
@@ -42,13 +45,16 @@ def run(args, settings: Settings) -> int:
         return EXIT_ERROR
 
 
-def show(args, settings: Settings, data: dict | None, actions: list) -> int:
+def show(args, settings: Settings, data: dict | None, actions: list, damaged: str | None) -> int:
     alive = bool(data) and daemon_alive(int(data.get("pid", 0)))
     if args.json:
         recent = [recent_action_record(a) for a in actions]
-        print(json.dumps({"running": alive, "status": data, "recent_actions": recent}, indent=2))
+        out = {"running": alive, "status": data, "recent_actions": recent, "journal_damaged": damaged}
+        print(json.dumps(out, indent=2))
     elif data:
         print(status_text(data, alive, actions))
     else:
         print(f"opencode-watchdogd is not running (no status in {settings.state_dir})")
+    if damaged and not args.json and not (data and alive and data.get("read_only")):
+        print(f"  journal:     {safe(damaged, 600)}")
     return EXIT_OK if alive else EXIT_ATTENTION

@@ -34,6 +34,7 @@ class DaemonFacts:
     passes: int
     reasons: tuple[str, ...]  # what triggered the last pass (file event, poll, deadline, …)
     counts: tuple[tuple[str, int], ...]  # ("repaired", 3), … in the order `status` shows them
+    read_only: str | None = None  # why nothing is written (a damaged journal) and the fix, in one line
 
 
 class DatabaseStatus(TypedDict):
@@ -66,16 +67,20 @@ class StatusDocument(TypedDict):
     passes: int
     last_pass: LastPass
     counts: dict[str, int]
+    read_only: str | None  # the daemon writes nothing: why, and the fix (a damaged journal)
 
 
-def status_line(watched: Iterable[WatchedView], deadline: datetime | None, last_action: str) -> str:
-    """systemd's one-line STATUS=: DBs, candidates, errors, the next deadline, the last action."""
+def status_line(
+    watched: Iterable[WatchedView], deadline: datetime | None, last_action: str, read_only: str | None = None
+) -> str:
+    """systemd's one-line STATUS=: read-only and why, DBs, candidates, errors, the next deadline, the last action."""
     watched = list(watched)
     reports = [w.report for w in watched if w.report]
     items = [a for r in reports for a in r.assessments]
     expired = sum(a.verdict.expired for a in items)
     errors = sum(1 for r in reports if r.error and r.path.exists())
-    parts = [
+    parts = [f"READ-ONLY: {read_only}"] if read_only else []
+    parts += [
         f"watching {len(watched)} DB{'s' if len(watched) != 1 else ''}",
         f"{plural(len(items), 'candidate')} ({expired} expired)",
     ]
@@ -126,6 +131,7 @@ def status_document(
         "passes": facts.passes,
         "last_pass": {"at": now, "reasons": sorted(facts.reasons)},
         "counts": dict(facts.counts),
+        "read_only": facts.read_only,
     }
 
 
@@ -152,6 +158,7 @@ def status_text(data: StatusDocument, alive: bool, actions: Sequence) -> str:
     lines = [
         f"opencode-watchdogd {state}, version {data.get('version')}",
         f"  status:      {safe(data.get('status_line'), 300)}",
+        *([f"  READ-ONLY:   {safe(data['read_only'], 600)}"] if data.get("read_only") else []),
         f"  last pass:   {when_iso(last.get('at'))} ({', '.join(last.get('reasons', []))}); "
         f"{data.get('passes')} passes",
         f"  next due:    {when_iso(data.get('next_deadline'))}",
