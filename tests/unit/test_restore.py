@@ -184,3 +184,35 @@ def test_reconcile_leaves_actions_of_other_or_unreadable_dbs(db, journal, tmp_pa
 
 def test_reconcile_ignores_settled_actions(db, journal, store, repaired):
     assert reconcile(journal, {db: store}) == []
+
+
+def _updated(db: Path, table: str, row_id: str) -> int:
+    with f.connection(db) as conn:
+        return conn.execute(f"SELECT time_updated FROM {table} WHERE id = ?", (row_id,)).fetchone()[0]
+
+
+def test_undo_puts_time_updated_back_and_checks_it(db, journal, store, repaired):
+    stuck, _part, _message, action = repaired
+    assert action.part_after_updated == _updated(db, "part", stuck.part_id) != action.part_before_updated
+    with f.connection(db) as conn:  # opencode touched the row's time only: not what the daemon wrote
+        conn.execute("UPDATE part SET time_updated = time_updated + 1 WHERE id = ?", (stuck.part_id,))
+    result = undo_action(journal, action, store)
+    assert result.restored == [] and "the part row changed" in result.not_restored[0]
+
+
+def test_undo_of_a_row_journaled_without_times_restores_data_and_dates_it_now(db, journal, store, repaired):
+    """Journal rows from before the times were recorded (NULL): `data` comes back, time_updated is now."""
+    stuck, part, message, action = repaired
+    journal.conn.execute(
+        "UPDATE actions SET part_before_updated = NULL, part_after_updated = NULL, "
+        "message_before_updated = NULL, message_after_updated = NULL WHERE id = ?",
+        (action.id,),
+    )
+    before = f.now_ms()
+    result = undo_action(journal, journal.action(action.id), store)
+    assert result.not_restored == []
+    assert (
+        f.read_text(db, "part", stuck.part_id) == part
+        and f.read_text(db, "message", stuck.message_id) == message
+    )
+    assert _updated(db, "part", stuck.part_id) >= before
