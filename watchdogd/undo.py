@@ -66,6 +66,11 @@ def _written(action: Action) -> list[_Written]:
     return [row for row in rows if row.before is not None and row.after is not None]
 
 
+def wrote_rows(action: Action) -> bool:
+    """False for a request to opencode's server (reject, abort): it wrote no DB row, so there is none to put back."""
+    return bool(_written(action))
+
+
 def undo_action(journal: Journal, action: Action, store: OpencodeStore, force: bool = False) -> UndoResult:
     """Restore the part and the message together, or neither: one compare-and-set transaction on both rows
     (each must still hold exactly what the daemon wrote, in the action's session), planned in the journal

@@ -10,6 +10,7 @@ from tests import dbfactory
 from tests.integration.daemonproc import DaemonProcess, wait_until
 from tests.reliability.conftest import scenario
 from tests.reliability.helpers import GRACE0, add_orphans, cli, pair_states
+from watchdogd.journal import Journal
 
 pytestmark = pytest.mark.integration
 
@@ -134,3 +135,43 @@ def test_undo_restores_both_rows_byte_for_byte(tmp_path, observe):
     assert _full_row(db, "message", orphan.message_id) == message
     assert dbfactory.snapshot(db) == before
     observe("after undo both rows equal their before-images in every column (time_updated 2 h old again)")
+
+
+@scenario(
+    "cas",
+    "`undo --last` when the last run that acted freed a live session through its server (reject-question: "
+    "a request, no DB row written), after an earlier reap's DB repair; then `undo ID` of that request",
+    "the request is named as nothing to restore (not 'NOT restored'), exit 0, the earlier repair kept "
+    "(with --json: `[]` on stdout, the line on stderr); "
+    "`undo ID` of the request: one line, exit 2",
+)
+def test_undo_of_a_request_to_the_server(tmp_path, observe):
+    db = dbfactory.make_db(tmp_path / "opencode.db")
+    [orphan] = add_orphans(db, 1)
+    assert cli(tmp_path, "reap", "--db", str(db), env=GRACE0).returncode == 0
+    journal = Journal(tmp_path / "state")  # the live layer's record of a question rejected through the server
+    journal.next_run("run")
+    with journal.journaled(
+        db=str(db),
+        session_id=orphan.session_id,
+        message_id=orphan.message_id,
+        part_id=orphan.part_id,
+        tool="question",
+        route="reject-question",
+        reason="question running for 2h, over policy.tools.question = 2h",
+        part_before=orphan.part_before,
+        server_version="1.18.33",
+    ) as action:
+        action.settle("done", "rejected question que_1; verified: absent from /session/status")
+    journal.close()
+    undo = cli(tmp_path, "undo", "--last")
+    assert undo.returncode == 0 and "NOT restored" not in undo.stdout, undo.stdout + undo.stderr
+    assert f"#{action.id} reject-question" in undo.stdout and "nothing to restore" in undo.stdout, undo.stdout
+    assert pair_states(db, [orphan]) == {orphan.part_id: "repaired"}
+    as_json = cli(tmp_path, "undo", "--last", "--json")
+    assert as_json.returncode == 0 and json.loads(as_json.stdout) == [], as_json.stdout + as_json.stderr
+    assert "nothing to restore" in as_json.stderr, as_json.stderr
+    one = cli(tmp_path, "undo", str(action.id))
+    assert one.returncode == 2 and one.stdout == "" and len(one.stderr.splitlines()) == 1, one.stderr
+    assert "request to the opencode server" in one.stderr and "Traceback" not in one.stderr, one.stderr
+    observe(f"undo --last exit 0: '{undo.stdout.splitlines()[0]}'; undo {action.id}: exit 2, one line")

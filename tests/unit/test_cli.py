@@ -287,7 +287,7 @@ def test_undo_one_action(capsys, db, monkeypatch):
     code, _, err = run(capsys, "undo", "1")
     assert code == 2 and "action 1 is undone" in err
     code, _, err = run(capsys, "undo", "3")
-    assert code == 2 and "only done writes can be undone" in err
+    assert code == 2 and "action 3 is itself an undo (of #1): it cannot be undone" in err
 
 
 def test_undo_after_opencode_moved_on(capsys, db, monkeypatch):

@@ -12,9 +12,15 @@ from watchdogd.durations import format_duration
 from watchdogd.journal import Journal
 from watchdogd.opencode.store import OpencodeStore
 from watchdogd.opencode.writegate import WriteRules
-from watchdogd.present.actions import stop_undo_line, undo_lines, undo_record, undo_summary
+from watchdogd.present.actions import (
+    request_undo_line,
+    stop_undo_line,
+    undo_lines,
+    undo_record,
+    undo_summary,
+)
 from watchdogd.stopping import STOP_PROCESS
-from watchdogd.undo import undo_action
+from watchdogd.undo import undo_action, wrote_rows
 
 
 def add_parser(subparsers, opts: Options) -> None:
@@ -58,12 +64,9 @@ def run(args, settings: Settings) -> int:
                     file=sys.stderr,
                 )
                 return 2
-            if action.outcome != "done" or action.route == "undo":
-                print(
-                    f"opencode-watchdogd: error: action {action.id} is {action.outcome} ({action.route}); "
-                    "only done writes can be undone",
-                    file=sys.stderr,
-                )
+            refusal = _not_undoable(action)
+            if refusal:
+                print(f"opencode-watchdogd: error: {refusal}", file=sys.stderr)
                 return 2
             # Undoing a stop also restores the rows repaired once the process was gone.
             actions = [action, *journal.followups(action)] if action.route == STOP_PROCESS else [action]
@@ -71,8 +74,10 @@ def run(args, settings: Settings) -> int:
         stores: dict[str, OpencodeStore] = {}
         results = []
         for action in actions:
-            if action.route == STOP_PROCESS:
-                print(stop_undo_line(action))
+            if action.route == STOP_PROCESS or not wrote_rows(action):
+                # Nothing a row can bring back; with --json, stdout stays one JSON document.
+                line = stop_undo_line(action) if action.route == STOP_PROCESS else request_undo_line(action)
+                print(line, file=sys.stderr if args.json else sys.stdout)
                 continue
             store = stores.setdefault(
                 action.db, OpencodeStore(Path(action.db), rules=WriteRules.from_settings(settings))
@@ -82,7 +87,8 @@ def run(args, settings: Settings) -> int:
             for line in [] if args.json else undo_lines(result):
                 print(line)
             failures += len(result.not_restored)
-        print(json.dumps([undo_record(r) for r in results], indent=2) if args.json else undo_summary(results))
+        summary = undo_summary(results) or "nothing to undo"
+        print(json.dumps([undo_record(r) for r in results], indent=2) if args.json else summary)
         for store in stores.values():
             store.close()
         return 1 if failures else 0
@@ -97,3 +103,17 @@ def _missing(journal: Journal, action_id: int, settings: Settings) -> str:
         keep = format_duration(settings.journal.keep)
         return f"action {action_id} is no longer in the journal (older than journal.keep = {keep}: pruned)"
     return f"no action {action_id} in the journal"
+
+
+def _not_undoable(action) -> str:
+    """Why `undo ID` cannot undo this action, or ""."""
+    if action.route == "undo":
+        return f"action {action.id} is itself an undo (of #{action.undo_of}): it cannot be undone"
+    if action.outcome != "done":
+        return f"action {action.id} is {action.outcome} ({action.route}); only done writes can be undone"
+    if action.route != STOP_PROCESS and not wrote_rows(action):
+        return (
+            f"action {action.id} ({action.route}) was a request to the opencode server, not a DB write: "
+            "there is nothing to restore"
+        )
+    return ""

@@ -115,6 +115,14 @@ def stop_undo_line(action: Action) -> str:
     return f"#{action.id} {safe(action.detail.split(';')[0], 200)}: {CANNOT_RESTART}"
 
 
+def request_undo_line(action: Action) -> str:
+    """`undo` of a request to opencode's server: it wrote no row; what it ended stays ended."""
+    return (
+        f"#{action.id} {action.route}: a request to the opencode server, not a DB write: nothing to restore "
+        "(what it ended stays ended)"
+    )
+
+
 def undo_summary(results: Sequence[UndoResult]) -> str:
     """Which actions were undone, by the ids `history` shows, and the ids of the undo actions themselves."""
     undone = [f"#{r.action.id} (undo journaled as #{r.undo_id})" for r in results if r.undo_id is not None]
