@@ -41,9 +41,8 @@ class JournalDamaged(JournalError):
 
 def fix_line(path: Path) -> str:
     """The one shell line that moves a damaged journal (and its -wal/-shm) aside; a new one is then started."""
-    aside = path.parent / f"journal.damaged-{datetime.now().strftime('%Y%m%dT%H%M%S')}"
-    files = shlex.quote(str(path)) + "*"  # journal.db, journal.db-wal, journal.db-shm
-    return f"move it aside: mkdir {shlex.quote(str(aside))} && mv {files} {shlex.quote(str(aside))}/"
+    aside = f"journal.damaged-{datetime.now().strftime('%Y%m%dT%H%M%S')}"
+    return f"move it aside: cd {shlex.quote(str(path.parent))} && mkdir {aside} && mv {path.name}* {aside}/"
 
 
 def damage_of(exc: sqlite3.Error) -> str | None:

@@ -17,7 +17,7 @@ from tests.reliability.helpers import GRACE0, add_orphans, cli, pair_states
 pytestmark = pytest.mark.integration
 
 POLL_1S = {"OPENCODE_WATCHDOGD_WATCH__POLL_INTERVAL": "1s"}
-FIX = re.compile(r"move it aside: (mkdir \S+ && mv \S+ \S+)")
+FIX = re.compile(r"move it aside: (cd \S+ && mkdir \S+ && mv \S+ \S+)")
 
 
 def garbage(path, size: int = 8192) -> None:

@@ -49,7 +49,7 @@ def test_journal_refuses_a_truncated_file_with_the_fix(tmp_path: Path) -> None:
         handle.truncate(path.stat().st_size // 2)
     with pytest.raises(JournalDamaged) as caught:
         Journal(state)
-    assert "is damaged (" in str(caught.value) and "move it aside: mkdir " in str(caught.value)
+    assert "is damaged (" in str(caught.value) and "move it aside: cd " in str(caught.value)
     with pytest.raises(JournalDamaged):
         read_recent(state, 5)
 
