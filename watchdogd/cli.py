@@ -17,8 +17,8 @@ from watchdogd.commands.options import EXIT_ERROR, PROG, build_options
 from watchdogd.config import ConfigError, load_config
 from watchdogd.journal import JournalError
 from watchdogd.log import effective_level, setup_logging
+from watchdogd.opencode.db_files import special_file_kind
 from watchdogd.opencode.endpoints import warn_shared_password_files
-from watchdogd.opencode.store import special_file_kind
 
 VERBS = {
     "run": run_cmd,
@@ -102,7 +102,7 @@ def raise_open_file_limit() -> None:
         if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     except (OSError, ValueError):
-        pass  # the limit stays; a DB that cannot be opened then says so (store.fd_limit_problem)
+        pass  # the limit stays; a DB that cannot be opened then says so (db_files.fd_limit_problem)
 
 
 def db_problem(args: argparse.Namespace) -> str | None:

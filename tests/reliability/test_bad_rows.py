@@ -14,7 +14,7 @@ from tests.integration.daemonproc import DaemonProcess
 from tests.reliability.conftest import scenario
 from tests.reliability.helpers import GRACE0, add_orphans, cli, pair_states
 from watchdogd.models import Candidate
-from watchdogd.opencode.store import BadRow, parse_candidate
+from watchdogd.opencode.rows import BadRow, parse_candidate
 
 pytestmark = pytest.mark.integration
 

@@ -1,12 +1,14 @@
 """What opencode's rows and processes hold, typed: made here in the adapter, read by every layer above.
 
-`parse_tool_part` is the one parse of a part row's JSON: the store lists candidates with it, the
-repair checks the shape it rewrites with it, and the live layer reads a part's state with it.
+`parse_tool_part` is the one parse of a part row's JSON: the store lists candidates with it (through
+`parse_candidate`, which turns a part row as read into a `Candidate` or a `BadRow`), the repair checks
+the shape it rewrites with it, and the live layer reads a part's state with it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -16,6 +18,10 @@ from typing import Any
 ACTIVE_STATUSES = ("running", "pending")
 MARKER = "opencode_watchdogd"  # the key in `state.metadata` that marks the daemon's own writes
 DISMISSED = "The user dismissed this question"  # what opencode writes for a rejected question
+# A tool part's row is a few KB; one this big is not parsed (nor journaled twice over): reported instead.
+MAX_PART_BYTES = 8 * 1024 * 1024
+# Epoch milliseconds a datetime can hold (up to 9999-12-31): anything else in a time field is not a time.
+MAX_EPOCH_MS = 253_402_300_799_999
 
 
 @dataclass(frozen=True)
@@ -194,3 +200,76 @@ def parse_tool_part(data: Any) -> ToolPart | str:
     if not isinstance(value, dict):
         return "part data is not a JSON object"
     return ToolPart(value)
+
+
+def lenient_text(raw: bytes) -> str:
+    """The reader's text_factory: a row with invalid UTF-8 (others write this DB) must not fail the whole
+    query, nor put its content into the error message; its bytes stay recoverable as lone surrogates."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _epoch_ms_ok(value: float) -> bool:
+    """A finite time in epoch ms that a datetime can hold (NaN, 1e999, negatives and year 3e6 are not)."""
+    return math.isfinite(value) and 0 <= value <= MAX_EPOCH_MS
+
+
+def _shown_number(value: float) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def parse_candidate(db: Path, row: tuple) -> Candidate | BadRow | None:
+    """A Candidate for a live tool part, None for any other part, BadRow for data we cannot read."""
+    _rowid, part_id, message_id, session_id, time_created, data, *rest = row
+    time_updated = rest[0] if rest else None  # absent from layouts without the column
+    if not all(is_utf8(v) for v in (part_id, message_id, session_id, data) if isinstance(v, str)):
+        shown = (
+            part_id
+            if is_utf8(part_id)
+            else part_id.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        )
+        return BadRow(shown, "part row is not valid UTF-8: never parsed or written")
+    if isinstance(data, str) and len(data) > MAX_PART_BYTES:
+        return BadRow(
+            part_id,
+            f"part data is {len(data) // 1048576} MiB, over the {MAX_PART_BYTES // 1048576} MiB "
+            "limit: not parsed, never written",
+        )
+    part = parse_tool_part(data)
+    if isinstance(part, str):
+        return BadRow(part_id, part)
+    if not part.is_tool:
+        return None
+    if not part.has_state:
+        return BadRow(part_id, "tool part without a state object")
+    if not part.live:
+        return None
+    for name, when in (("state.time.start", part.start_value), ("time_created", time_created)):
+        if _number(when) and not _epoch_ms_ok(when):
+            return BadRow(
+                part_id, f"{name} is {_shown_number(when)}, not a time: never parsed further or written"
+            )
+    return Candidate(
+        db=db,
+        part_id=part_id,
+        message_id=message_id,
+        session_id=session_id,
+        tool=part.tool or "?",
+        status=part.status,
+        call_id=part.call_id,
+        started_ms=part.started_ms,
+        created_ms=time_created if isinstance(time_created, int) else None,
+        data=data,
+        child_session_id=part.child_session_id,
+        # A time that is not a time is only missing evidence here: the orphan grace then counts from a
+        # sighting.
+        updated_ms=int(time_updated) if _number(time_updated) and _epoch_ms_ok(time_updated) else None,
+    )

@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
-import math
-import os
-import resource
 import sqlite3
-import stat
 import time
 import urllib.parse
 from collections.abc import Iterable, Iterator
@@ -17,7 +12,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from watchdogd.opencode.rows import BadRow, Candidate, SessionInfo, parse_tool_part
+from watchdogd.opencode.db_files import FD_HEADROOM, fd_limit_problem, special_file_kind
+from watchdogd.opencode.rows import BadRow, Candidate, SessionInfo, is_utf8, lenient_text, parse_candidate
 from watchdogd.opencode.schema import SchemaVerdict, check_schema
 from watchdogd.opencode.writegate import WriteRules, write_refusal
 
@@ -28,10 +24,6 @@ DEFAULT_RULES = WriteRules()  # frozen: one shared default
 # 2.5x faster than instr() here (benchmarks/README.md).
 _PREFILTER = '(data GLOB \'*"status":"running"*\' OR data GLOB \'*"status":"pending"*\')'
 _PART_COLUMNS = "rowid, id, message_id, session_id, time_created, data"
-# A tool part's row is a few KB; one this big is not parsed (nor journaled twice over): reported instead.
-MAX_PART_BYTES = 8 * 1024 * 1024
-# Epoch milliseconds a datetime can hold (up to 9999-12-31): anything else in a time field is not a time.
-MAX_EPOCH_MS = 253_402_300_799_999
 
 
 class StoreError(Exception):
@@ -61,49 +53,6 @@ class RowImage:
     updated: object  # as stored (an integer in ms as opencode writes it; kept as it is, whatever it is)
 
 
-def special_file_kind(path: Path) -> str | None:
-    """ "a FIFO", "a character device", … for a path that exists and is not a regular file or directory.
-
-    SQLite would block for ever opening a FIFO read-only (until a writer appears), or read a device."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return None
-    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
-        return None
-    for test, kind in (
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    ):
-        if test(mode):
-            return kind
-    return "not a regular file"
-
-
-FD_HEADROOM = (
-    32  # fds kept free for what a pass needs besides DB connections (holders, journal, backup, HTTP)
-)
-
-
-def fd_limit_problem(headroom: int = 0) -> str:
-    """Why no more files should be opened (at the open-file limit, or within `headroom` of it), or ""."""
-    try:
-        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        used = len(os.listdir("/proc/self/fd"))
-    except OSError as exc:
-        if exc.errno != errno.EMFILE:
-            return ""
-        soft = used = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    if soft == resource.RLIM_INFINITY or used < soft - headroom:
-        return ""
-    return (
-        f"open-file limit reached ({used} files open, limit {soft}): raise it with LimitNOFILE= in the "
-        "systemd unit or `ulimit -n`, or watch fewer databases"
-    )
-
-
 def _describe(exc: sqlite3.Error) -> str:
     text = str(exc)
     if "file is not a database" in text:
@@ -111,83 +60,6 @@ def _describe(exc: sqlite3.Error) -> str:
     if "locked" in text or "busy" in text:
         return "database is locked by another writer (busy timeout reached)"
     return text
-
-
-def lenient_text(raw: bytes) -> str:
-    """The reader's text_factory: a row with invalid UTF-8 (others write this DB) must not fail the whole
-    query, nor put its content into the error message; its bytes stay recoverable as lone surrogates."""
-    return raw.decode("utf-8", "surrogateescape")
-
-
-def is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _epoch_ms_ok(value: float) -> bool:
-    """A finite time in epoch ms that a datetime can hold (NaN, 1e999, negatives and year 3e6 are not)."""
-    return math.isfinite(value) and 0 <= value <= MAX_EPOCH_MS
-
-
-def _shown_number(value: float) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def parse_candidate(db: Path, row: tuple) -> Candidate | BadRow | None:
-    """A Candidate for a live tool part, None for any other part, BadRow for data we cannot read."""
-    _rowid, part_id, message_id, session_id, time_created, data, *rest = row
-    time_updated = rest[0] if rest else None  # absent from layouts without the column
-    if not all(is_utf8(v) for v in (part_id, message_id, session_id, data) if isinstance(v, str)):
-        shown = (
-            part_id
-            if is_utf8(part_id)
-            else part_id.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        )
-        return BadRow(shown, "part row is not valid UTF-8: never parsed or written")
-    if isinstance(data, str) and len(data) > MAX_PART_BYTES:
-        return BadRow(
-            part_id,
-            f"part data is {len(data) // 1048576} MiB, over the {MAX_PART_BYTES // 1048576} MiB "
-            "limit: not parsed, never written",
-        )
-    part = parse_tool_part(data)
-    if isinstance(part, str):
-        return BadRow(part_id, part)
-    if not part.is_tool:
-        return None
-    if not part.has_state:
-        return BadRow(part_id, "tool part without a state object")
-    if not part.live:
-        return None
-    for name, when in (("state.time.start", part.start_value), ("time_created", time_created)):
-        if _number(when) and not _epoch_ms_ok(when):
-            return BadRow(
-                part_id, f"{name} is {_shown_number(when)}, not a time: never parsed further or written"
-            )
-    return Candidate(
-        db=db,
-        part_id=part_id,
-        message_id=message_id,
-        session_id=session_id,
-        tool=part.tool or "?",
-        status=part.status,
-        call_id=part.call_id,
-        started_ms=part.started_ms,
-        created_ms=time_created if isinstance(time_created, int) else None,
-        data=data,
-        child_session_id=part.child_session_id,
-        # A time that is not a time is only missing evidence here: the orphan grace then counts from a
-        # sighting.
-        updated_ms=int(time_updated) if _number(time_updated) and _epoch_ms_ok(time_updated) else None,
-    )
 
 
 class OpencodeStore:
