@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from watchdogd.commands import service
+from watchdogd import systemd_units as units
 
 pytestmark = pytest.mark.integration
 
@@ -68,7 +68,7 @@ def rendered(tmp_path: Path):
 
     def render(name: str, command: list[str] | None = None) -> Path:
         path = out / name
-        path.write_text(service.render(service.template(name), command or service.daemon_command()))
+        path.write_text(units.render(units.template(name), command or units.daemon_command()))
         return path
 
     return render
@@ -101,16 +101,16 @@ def require_offline_security() -> None:
 
 
 def test_user_unit_verifies(rendered, runtime_dir):
-    path = rendered(service.USER_UNIT)
+    path = rendered(units.USER_UNIT)
     proc = analyze("verify", "--man=no", "--user", str(path), env={"XDG_RUNTIME_DIR": str(runtime_dir)})
-    check_verify(proc, service.USER_UNIT)
+    check_verify(proc, units.USER_UNIT)
 
 
 def test_system_template_verifies_as_an_instance(rendered):
-    path = rendered(service.SYSTEM_TEMPLATE)
+    path = rendered(units.SYSTEM_TEMPLATE)
     instance = path.with_name("opencode-watchdogd@alice.service")  # loaded from the template beside it
     check_verify(analyze("verify", "--man=no", str(instance)), "opencode-watchdogd@alice.service")
-    check_verify(analyze("verify", "--man=no", str(path)), service.SYSTEM_TEMPLATE)
+    check_verify(analyze("verify", "--man=no", str(path)), units.SYSTEM_TEMPLATE)
 
 
 def test_exec_start_quoting_is_what_systemd_reads(rendered, runtime_dir, tmp_path):
@@ -119,9 +119,9 @@ def test_exec_start_quoting_is_what_systemd_reads(rendered, runtime_dir, tmp_pat
     exe.parent.mkdir(parents=True)
     exe.write_text("#!/bin/sh\n")
     exe.chmod(0o755)
-    path = rendered(service.USER_UNIT, [str(exe)])
+    path = rendered(units.USER_UNIT, [str(exe)])
     proc = analyze("verify", "--man=no", "--user", str(path), env={"XDG_RUNTIME_DIR": str(runtime_dir)})
-    check_verify(proc, service.USER_UNIT)
+    check_verify(proc, units.USER_UNIT)
     exe.unlink()  # and the check has teeth: a missing ExecStart= binary is reported
     proc = analyze("verify", "--man=no", "--user", str(path), env={"XDG_RUNTIME_DIR": str(runtime_dir)})
     assert proc.returncode != 0 and "is not executable" in proc.stderr
@@ -130,11 +130,11 @@ def test_exec_start_quoting_is_what_systemd_reads(rendered, runtime_dir, tmp_pat
 
 def test_verify_catches_a_bad_directive(rendered, runtime_dir):
     """Guard for check_verify: systemd-analyze exits 0 here, the printed line must still fail us."""
-    path = rendered(service.USER_UNIT)
+    path = rendered(units.USER_UNIT)
     path.write_text(path.read_text().replace("Type=notify", "Type=notifyy"))
     proc = analyze("verify", "--man=no", "--user", str(path), env={"XDG_RUNTIME_DIR": str(runtime_dir)})
     with pytest.raises(AssertionError):
-        check_verify(proc, service.USER_UNIT)
+        check_verify(proc, units.USER_UNIT)
 
 
 # --- security ----------------------------------------------------------------------------------
@@ -142,7 +142,7 @@ def test_verify_catches_a_bad_directive(rendered, runtime_dir):
 
 def test_system_template_exposure_is_ok_or_better(rendered):
     require_offline_security()
-    path = rendered(service.SYSTEM_TEMPLATE)
+    path = rendered(units.SYSTEM_TEMPLATE)
     proc = analyze("security", "--offline=true", str(path.with_name("opencode-watchdogd@alice.service")))
     score, level = exposure(proc)
     print(f"systemd-analyze security --offline=true opencode-watchdogd@alice.service: {score} {level}")
@@ -151,7 +151,7 @@ def test_system_template_exposure_is_ok_or_better(rendered):
 
 def test_user_unit_exposure_does_not_regress(rendered):
     require_offline_security()
-    path = rendered(service.USER_UNIT)
+    path = rendered(units.USER_UNIT)
     proc = analyze("security", "--offline=true", str(path))
     score, level = exposure(proc)
     print(f"systemd-analyze security --offline=true opencode-watchdogd.service: {score} {level}")

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from watchdogd import systemd_units as units
 from watchdogd.cli import main
-from watchdogd.commands import service
 
 REPO = Path(__file__).resolve().parents[2]
-UNIT = service.USER_UNIT
+UNIT = units.USER_UNIT
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -78,7 +78,7 @@ def test_install_writes_the_template_with_an_absolute_executable(capsys, unit_di
     assert os.path.isabs(argv[0]) and os.access(argv[0], os.X_OK), argv
     assert argv[-1] == "run"
     # Everything but ExecStart= is the shipped template, verbatim.
-    template = service.template(UNIT)
+    template = units.template(UNIT)
     assert [ln for ln in text.splitlines() if not ln.startswith("ExecStart=")] == [
         ln for ln in template.splitlines() if not ln.startswith("ExecStart=")
     ]
@@ -130,7 +130,7 @@ def test_force_replaces_and_asks_for_a_restart(capsys, unit_dir):
     assert code == 0, err
     assert out.startswith("replaced: ")
     assert "systemctl --user restart opencode-watchdogd.service" in out
-    assert (unit_dir / UNIT).read_text() == service.user_unit(_ns())
+    assert (unit_dir / UNIT).read_text() == units.user_unit(_ns())
 
 
 def test_failed_write_leaves_the_old_unit_and_no_temp_file(capsys, unit_dir, monkeypatch):
@@ -140,7 +140,7 @@ def test_failed_write_leaves_the_old_unit_and_no_temp_file(capsys, unit_dir, mon
     def boom(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(service.os, "replace", boom)
+    monkeypatch.setattr(units.os, "replace", boom)
     code, out, err = run(capsys, "service", "install", "--unit-dir", str(unit_dir), "--force")
     assert code == 2
     assert "No space left on device" in err and len(err.strip().splitlines()) == 1
@@ -264,23 +264,23 @@ def test_missing_systemctl_is_one_line(capsys, unit_dir, monkeypatch, tmp_path):
     ],
 )
 def test_exec_word_quotes_for_systemd(word, expected):
-    assert service.exec_word(word) == expected
+    assert units.exec_word(word) == expected
 
 
 @pytest.mark.parametrize("word", ["/opt/$HOME/x", "/a\nb", "/a\tb"])
 def test_exec_word_refuses_what_systemd_cannot_represent(word):
-    with pytest.raises(service.ServiceError):
-        service.exec_word(word)
+    with pytest.raises(units.ServiceError):
+        units.exec_word(word)
 
 
 def test_fallback_is_python_dash_m(monkeypatch, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     fake_python = empty / "python3"
-    monkeypatch.setattr(service.sys, "argv", ["pytest"])
-    monkeypatch.setattr(service.sys, "executable", str(fake_python))
+    monkeypatch.setattr(units.sys, "argv", ["pytest"])
+    monkeypatch.setattr(units.sys, "executable", str(fake_python))
     monkeypatch.setenv("PATH", str(empty))
-    assert service.daemon_command() == [str(fake_python), "-m", "watchdogd"]
+    assert units.daemon_command() == [str(fake_python), "-m", "watchdogd"]
 
 
 def test_running_console_script_wins(monkeypatch, tmp_path):
@@ -288,8 +288,8 @@ def test_running_console_script_wins(monkeypatch, tmp_path):
     script.parent.mkdir()
     script.write_text("#!/bin/sh\n")
     script.chmod(0o755)
-    monkeypatch.setattr(service.sys, "argv", [str(script), "service", "install"])
-    assert service.daemon_command() == [str(script)]
+    monkeypatch.setattr(units.sys, "argv", [str(script), "service", "install"])
+    assert units.daemon_command() == [str(script)]
 
 
 # --- show / uninstall --------------------------------------------------------------------------
@@ -332,7 +332,7 @@ def test_uninstall_keeps_an_edited_unit_unless_forced(capsys, unit_dir):
 def test_uninstall_accepts_another_exec_start(capsys, unit_dir):
     """Installed from another environment (different ExecStart=) is still ours to remove."""
     unit_dir.mkdir()
-    text = service.render(service.template(UNIT), ["/elsewhere/bin/opencode-watchdogd"])
+    text = units.render(units.template(UNIT), ["/elsewhere/bin/opencode-watchdogd"])
     (unit_dir / UNIT).write_text(text)
     assert run(capsys, "service", "uninstall", "--unit-dir", str(unit_dir))[0] == 0
 
@@ -351,10 +351,10 @@ def test_uninstall_now_disables_first(capsys, unit_dir, fake_systemctl):
 # --- the shipped files -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", [service.USER_UNIT, service.SYSTEM_TEMPLATE])
+@pytest.mark.parametrize("name", [units.USER_UNIT, units.SYSTEM_TEMPLATE])
 def test_repository_copy_matches_the_packaged_unit(name):
     """`systemd/` (for people and packagers) and `watchdogd/units/` (what install reads) must not drift."""
-    assert (REPO / "systemd" / name).read_text() == service.template(name)
+    assert (REPO / "systemd" / name).read_text() == units.template(name)
 
 
 # Need a mount namespace; in a user unit they only work inside a user namespace (PrivateUsers=,
@@ -395,12 +395,12 @@ NOT_IN_USER_UNIT = {
 
 
 def test_user_unit_has_no_option_that_needs_a_user_namespace():
-    assert directives(service.template(service.USER_UNIT)) & NOT_IN_USER_UNIT == set()
+    assert directives(units.template(units.USER_UNIT)) & NOT_IN_USER_UNIT == set()
 
 
 def test_units_keep_what_the_daemon_needs():
-    for name in (service.USER_UNIT, service.SYSTEM_TEMPLATE):
-        text = service.template(name)
+    for name in (units.USER_UNIT, units.SYSTEM_TEMPLATE):
+        text = units.template(name)
         assert "PrivateUsers" not in directives(text)  # would hide /proc/PID/fd of opencode
         assert "ProcSubset" not in directives(text)  # would hide /proc/net/tcp and /proc/stat
         assert "PrivateNetwork" not in directives(text)  # opencode's API is on the host's loopback
