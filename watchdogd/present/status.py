@@ -15,7 +15,7 @@ from watchdogd.durations import format_duration
 from watchdogd.models import ActionResult, Assessment, DBReport, OwnerKind
 from watchdogd.opencode.processes import advice
 from watchdogd.present.candidates import CandidateRecord, candidate_record, candidate_table, notes
-from watchdogd.present.text import plural, safe, when, when_iso
+from watchdogd.present.text import local, plural, safe, when, when_iso
 
 
 class WatchedView(Protocol):
@@ -91,7 +91,7 @@ def status_line(
         more = f" (+{len(stuck) - 1} more)" if len(stuck) > 1 else ""
         parts.append(_stuck_text(stuck[0]) + more)
     if deadline:
-        parts.append(f"next deadline {deadline.astimezone().strftime('%H:%M:%S')}")
+        parts.append(f"next deadline {local(deadline).strftime('%H:%M:%S')}")
     if last_action:
         parts.append(f"last: {last_action}")
     return "; ".join(parts)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 
 # C0/C1 controls (terminal escapes, newlines), line/paragraph separators, bidi controls, lone surrogates.
 _UNSAFE = re.compile(
@@ -17,8 +17,17 @@ def safe(value: object, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def local(moment: datetime) -> datetime:
+    """`moment` in the local zone, or in UTC when that zone cannot be held by datetime (POSIX TZ allows
+    offsets up to 24 h, e.g. TZ=UTC+24; datetime less than 24 h): a time shown must never fail a pass."""
+    try:
+        return moment.astimezone()
+    except (ValueError, OverflowError, OSError):
+        return moment.astimezone(UTC)
+
+
 def when(moment: datetime | None) -> str:
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+    return local(moment).strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
 
 
 def when_iso(value: str | None) -> str:
