@@ -12,7 +12,14 @@ import watchdogd
 PACKAGE = Path(watchdogd.__file__).parent
 COMMAND_HELPERS = {"watchdogd.commands.options"}  # the parser pieces every verb shares
 # Storage: these, and the whole adapter (its SQL store, however it is split into modules).
-STORAGE = ("watchdogd.status_file", "watchdogd.journal", "watchdogd.backup", "watchdogd.opencode")
+STORAGE = (
+    "watchdogd.status_file",
+    "watchdogd.journal",
+    "watchdogd.journal_rows",
+    "watchdogd.journal_health",
+    "watchdogd.backup",
+    "watchdogd.opencode",
+)
 PRESENTATION = ("watchdogd.present", "watchdogd.commands", "watchdogd.cli")
 # The adapter may use these: the package itself (`__version__`, in the repair marker) and `durations` (how
 # long, in words), plain helpers that import nothing of watchdogd themselves.
