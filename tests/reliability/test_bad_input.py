@@ -132,3 +132,34 @@ def test_garbage_in_nested_env_values(tmp_path, which, observe):
             and form in line
         )
     observe(f"config check and run: exit 2, '{line.split('config error: ', 1)[1][:110]}…'")
+
+
+NUMBERS = {  # argv, what the one line names
+    "undo-id-over-int64": (["undo", "99999999999999999999999"], "argument ID"),
+    "undo-id-zero": (["undo", "0"], "argument ID"),
+    "history-n-over-int64": (["history", "-n", "99999999999999999999"], "argument -n/--limit"),
+    "history-n-negative": (["history", "-n", "-5"], "argument -n/--limit"),
+    "history-n-zero": (["history", "-n", "0"], "argument -n/--limit"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(NUMBERS))
+@scenario(
+    "corrupt_inputs",
+    "an action id or a `history -n` count past SQLite's 64-bit integers, zero or negative, against a journal "
+    "that holds a repair",
+    "one line naming the argument and the accepted range, exit 2 (not a traceback, nor 'journal …: datatype "
+    "mismatch', nor every action for a negative count); the journal unchanged",
+)
+def test_out_of_range_numbers_on_the_command_line(tmp_path, kind, observe):
+    db = dbfactory.make_db(tmp_path / "opencode.db")
+    add_orphans(db, 1)
+    assert cli(tmp_path, "reap", "--db", str(db), env=GRACE0).returncode == 0
+    journal = dbfactory.table_rows(tmp_path / "state" / "journal.db", "actions")
+    argv, names = NUMBERS[kind]
+    result = cli(tmp_path, *argv)
+    assert result.returncode == 2 and result.stdout == "", result.stdout + result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert names in last and "from 1 to" in last and "Traceback" not in result.stderr, result.stderr
+    assert dbfactory.table_rows(tmp_path / "state" / "journal.db", "actions") == journal
+    observe(f"exit 2: '{last}'")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from watchdogd.commands.options import PROG, Options, add_verb
+from watchdogd.commands.options import PROG, Options, add_verb, positive_int
 from watchdogd.config import Settings
 from watchdogd.journal import Journal
 from watchdogd.present.actions import history_records, history_text
@@ -22,7 +22,7 @@ def add_parser(subparsers, opts: Options) -> None:
         parents=(opts.config, opts.state),
     )
     parser.add_argument(
-        "-n", "--limit", type=int, default=20, metavar="N", help="how many actions (default 20)"
+        "-n", "--limit", type=positive_int, default=20, metavar="N", help="how many actions (default 20)"
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.add_argument(

@@ -34,6 +34,20 @@ def state_dir_flag(text: str) -> Path | str:
     return Path(os.path.abspath(Path(text).expanduser())) if text.strip() else text
 
 
+MAX_INT = 2**63 - 1  # SQLite's integers: a larger id or count is an OverflowError in the query
+
+
+def positive_int(text: str) -> int:
+    """An action id or a count: 1 to MAX_INT (0 and negative ones mean nothing; larger ones cannot be asked)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if not 1 <= value <= MAX_INT:
+        raise argparse.ArgumentTypeError(f"{text} is out of range (accepted: from 1 to {MAX_INT})")
+    return value
+
+
 def _parent() -> argparse.ArgumentParser:
     return argparse.ArgumentParser(add_help=False)
 

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from watchdogd.commands.options import PROG, Options, add_verb
+from watchdogd.commands.options import PROG, Options, add_verb, positive_int
 from watchdogd.config import Settings
 from watchdogd.durations import format_duration
 from watchdogd.journal import Journal
@@ -37,7 +37,9 @@ def add_parser(subparsers, opts: Options) -> None:
         parents=(opts.config, opts.state, opts.log),
     )
     which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("action_id", nargs="?", type=int, metavar="ID", help="an action id from `history`")
+    which.add_argument(
+        "action_id", nargs="?", type=positive_int, metavar="ID", help="an action id from `history`"
+    )
     which.add_argument("--last", action="store_true", help="every write of the last run that wrote (all DBs)")
     parser.add_argument(
         "--force",
