@@ -306,6 +306,18 @@ def test_undo_unknown_action(capsys, hermetic_env):
     assert code == 2 and err.strip() == "opencode-watchdogd: error: no action 999 in the journal"
 
 
+def test_reading_commands_create_no_state_dir(capsys, tmp_path, hermetic_env):
+    """A first `history` or `undo` (nothing ever journaled) answers and leaves no state dir behind."""
+    state = tmp_path / "fresh-state"
+    assert run(capsys, "history", "--state-dir", str(state)) == (0, "no actions journaled yet\n", "")
+    assert run(capsys, "history", "--json", "--state-dir", str(state))[1].strip() == "[]"
+    assert run(capsys, "undo", "--last", "--state-dir", str(state)) == (0, "nothing to undo\n", "")
+    assert run(capsys, "undo", "--last", "--json", "--state-dir", str(state))[:2] == (0, "[]\n")
+    code, _, err = run(capsys, "undo", "7", "--state-dir", str(state))
+    assert code == 2 and err.strip() == "opencode-watchdogd: error: no action 7 in the journal"
+    assert not state.exists()
+
+
 def test_undo_needs_a_target(capsys, hermetic_env):
     with pytest.raises(SystemExit) as info:
         main(["undo"])

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 
 from watchdogd.commands.options import PROG, Options, add_verb, positive_int
 from watchdogd.config import Settings
 from watchdogd.journal import Journal
 from watchdogd.present.actions import history_records, history_text
+from watchdogd.statedir import JOURNAL_FILE
 
 
 def add_parser(subparsers, opts: Options) -> None:
@@ -16,7 +18,7 @@ def add_parser(subparsers, opts: Options) -> None:
         "history",
         "list journaled actions, newest first: ids, routes, outcomes, reasons",
         reads="the journal in the state dir",
-        writes="nothing (a first use creates the empty journal)",
+        writes="nothing",
         example=f"{PROG} history -n 5 --with-content",
         exits="0",
         parents=(opts.config, opts.state),
@@ -31,13 +33,15 @@ def add_parser(subparsers, opts: Options) -> None:
 
 
 def run(args, settings: Settings) -> int:
-    # The journal proper (not read_recent): its start checks and tightens the state dir, as every writer's
-    # does.
-    journal = Journal(settings.state_dir)
-    try:
-        actions = journal.recent(args.limit)
-    finally:
-        journal.close()
+    actions = []
+    # No journal yet: nothing to list, and a command that only reads creates no state dir. Otherwise the
+    # journal proper (not read_recent): its start checks and tightens the state dir, as every writer's does.
+    if os.path.lexists(settings.state_dir / JOURNAL_FILE):
+        journal = Journal(settings.state_dir)
+        try:
+            actions = journal.recent(args.limit)
+        finally:
+            journal.close()
     if args.json:
         print(json.dumps(history_records(actions, args.with_content), indent=2))
     else:

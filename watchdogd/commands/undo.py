@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from watchdogd.present.actions import (
     undo_record,
     undo_summary,
 )
+from watchdogd.statedir import JOURNAL_FILE
 from watchdogd.stopping import STOP_PROCESS
 from watchdogd.undo import undo_action, wrote_rows
 
@@ -50,13 +52,19 @@ def add_parser(subparsers, opts: Options) -> None:
 
 
 def run(args, settings: Settings) -> int:
+    if not os.path.lexists(settings.state_dir / JOURNAL_FILE):  # nothing was ever written: create nothing
+        if args.last:
+            print("[]" if args.json else "nothing to undo")
+            return 0
+        print(f"opencode-watchdogd: error: no action {args.action_id} in the journal", file=sys.stderr)
+        return 2
     journal = Journal(settings.state_dir)
     journal.start_run("undo")
     try:
         if args.last:
             actions = [a for a in journal.last_write_run() if a.outcome == "done"]
             if not actions:
-                print("nothing to undo")
+                print("[]" if args.json else "nothing to undo")
                 return 0
         else:
             action = journal.action(args.action_id)
