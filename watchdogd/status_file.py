@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,11 +30,17 @@ def write_status(state_dir: Path, data: Mapping[str, Any]) -> None:
 
 
 def read_status(state_dir: Path) -> dict[str, Any] | None:
-    """The last document written, or None (none yet, unreadable, or torn by another writer)."""
+    """The last document written, or None (none yet, unreadable, torn by another writer, or not a regular file:
+    a FIFO put in its place would block the read for ever, a symlink is not ours)."""
     try:
-        return json.loads(status_path(state_dir).read_text())
-    except (OSError, ValueError):
+        fd = os.open(status_path(state_dir), os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
         return None
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            return json.loads(handle.read()) if stat.S_ISREG(os.fstat(fd).st_mode) else None
+        except (OSError, ValueError):
+            return None
 
 
 def daemon_alive(pid: int) -> bool:

@@ -163,3 +163,17 @@ def test_out_of_range_numbers_on_the_command_line(tmp_path, kind, observe):
     assert names in last and "from 1 to" in last and "Traceback" not in result.stderr, result.stderr
     assert dbfactory.table_rows(tmp_path / "state" / "journal.db", "actions") == journal
     observe(f"exit 2: '{last}'")
+
+
+@scenario(
+    "corrupt_inputs",
+    "`status.json` in the state dir replaced by a FIFO (nothing ever writes to it)",
+    "`status` answers at once (not running, exit 1) instead of waiting for a writer for ever",
+)
+def test_status_file_that_is_a_fifo(tmp_path, observe):
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    os.mkfifo(state / "status.json")
+    result = cli(tmp_path, "status", timeout=30)  # a hang is a TimeoutExpired here
+    assert result.returncode == 1 and "not running" in result.stdout, result.stdout + result.stderr
+    observe(f"exit 1: '{result.stdout.strip()}'")
