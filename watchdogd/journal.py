@@ -42,11 +42,21 @@ from watchdogd.models import Outcome, Undone
 from watchdogd.statedir import (
     JOURNAL_FILE,
     StateDirError,
+    check_existing_state_dir,
     prepare_state_dir,
     private_file,
 )
 
 __all__ = ["Action", "Journal", "JournalDamaged", "JournalError", "JournaledAction", "read_recent"]
+
+
+def check_state_dir(path: Path) -> None:
+    """For a command that only reads: an existing state dir is ours and not a symlink (else refused); none is
+    created."""
+    try:
+        check_existing_state_dir(path)
+    except StateDirError as exc:
+        raise JournalError(str(exc)) from None
 
 
 def secure_state_dir(path: Path) -> None:

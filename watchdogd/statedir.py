@@ -114,6 +114,14 @@ def _in_place_of_a_file(st: os.stat_result) -> bool:
     return not stat.S_ISREG(st.st_mode) and not stat.S_ISLNK(st.st_mode)
 
 
+def check_existing_state_dir(path: Path) -> None:
+    """A reading command's check: an existing state dir must be ours and not a symlink; a missing one is left
+    missing (nothing is created)."""
+    st = _lstat(path)
+    if st is not None:
+        _check_ours(path, st, "state dir", stat.S_IFDIR)
+
+
 def prepare_state_dir(path: Path) -> None:
     """At every start: the state dir is ours (else refused), and our own files in it are private.
 

@@ -7,7 +7,7 @@ import os
 
 from watchdogd.commands.options import PROG, Options, add_verb, positive_int
 from watchdogd.config import Settings
-from watchdogd.journal import Journal
+from watchdogd.journal import Journal, check_state_dir
 from watchdogd.present.actions import history_records, history_text
 from watchdogd.statedir import JOURNAL_FILE
 
@@ -36,6 +36,7 @@ def run(args, settings: Settings) -> int:
     actions = []
     # No journal yet: nothing to list, and a command that only reads creates no state dir. Otherwise the
     # journal proper (not read_recent): its start checks and tightens the state dir, as every writer's does.
+    check_state_dir(settings.state_dir)  # another user's, or a symlink: refused even with no journal in it
     if os.path.lexists(settings.state_dir / JOURNAL_FILE):
         journal = Journal(settings.state_dir)
         try:

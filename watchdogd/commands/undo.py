@@ -10,7 +10,7 @@ from pathlib import Path
 from watchdogd.commands.options import PROG, Options, add_verb, positive_int
 from watchdogd.config import Settings
 from watchdogd.durations import format_duration
-from watchdogd.journal import Journal
+from watchdogd.journal import Journal, check_state_dir
 from watchdogd.opencode.store import OpencodeStore
 from watchdogd.opencode.writegate import WriteRules
 from watchdogd.present.actions import (
@@ -52,6 +52,7 @@ def add_parser(subparsers, opts: Options) -> None:
 
 
 def run(args, settings: Settings) -> int:
+    check_state_dir(settings.state_dir)  # another user's, or a symlink: refused even with no journal in it
     if not os.path.lexists(settings.state_dir / JOURNAL_FILE):  # nothing was ever written: create nothing
         if args.last:
             print("[]" if args.json else "nothing to undo")
