@@ -22,18 +22,18 @@ import structlog
 from watchdogd import __version__
 from watchdogd.backoff import BackoffBook
 from watchdogd.config import ConfigError, Settings, load_config
+from watchdogd.daemon_state import StateHold
 from watchdogd.databases import WatchedDBs
 from watchdogd.durations import format_duration
 from watchdogd.file_events import LIFECYCLE, DBWatcher
 from watchdogd.journal import Journal, JournalError
-from watchdogd.journal_health import JournalDamaged, ReadOnlyJournal, file_signature
+from watchdogd.journal_health import ReadOnlyJournal
 from watchdogd.models import Outcome, PassResult
 from watchdogd.notifiers import Publishers
 from watchdogd.notify import Notifier
 from watchdogd.opencode.discovery import discover_databases
 from watchdogd.pipeline import PassContext, PassOptions, run_pass
 from watchdogd.present.status import DaemonFacts, last_action_text, status_document, status_line
-from watchdogd.statedir import StateDirError, StateLock
 from watchdogd.status_file import write_status
 from watchdogd.triggers import (
     AFTER_ACTION,
@@ -50,7 +50,6 @@ from watchdogd.triggers import (
 HUNG_PASS_S = 120.0  # a pass this old means the loop is stuck: stop feeding systemd's watchdog
 CLOCK_JUMP_S = 2.0  # wall clock moved this much against the monotonic clock: a step (NTP, suspend/resume)
 ACTED = (Outcome.DONE, Outcome.SKIPPED, Outcome.FAILED)  # a write, or a miss: what we know changed
-PRUNE_EVERY_S = 86400.0  # journal retention runs at start, then at most this often
 
 
 @dataclass
@@ -88,15 +87,6 @@ class Counters:
         )
 
 
-def _lock_state_dir(state_dir: Path) -> StateLock:
-    lock = StateLock(state_dir)
-    try:
-        lock.acquire()
-    except StateDirError as exc:
-        raise JournalError(str(exc)) from None
-    return lock
-
-
 class Daemon:
     def __init__(
         self,
@@ -123,7 +113,6 @@ class Daemon:
         self._first_pass_done = threading.Event()
         self._told: set[tuple[str, str, str]] = set()  # report-only parts already logged (once per part)
         self._backoffs = BackoffBook()  # parts whose last attempts did not free them: retried later and later
-        self._pruned_at: float | None = None  # monotonic time the journal was last pruned (journal.keep)
 
     # -- serve ---------------------------------------------------------------------------------
     def serve(self) -> int:
@@ -135,10 +124,7 @@ class Daemon:
             self.publishers.close()
             raise
         self.notifier = Notifier()
-        # A JournalError here leaves nothing to clean up; a damaged journal makes the daemon read-only.
-        self.journal = self._open_journal()
-        self.lock = _lock_state_dir(self.settings.state_dir)  # one daemon per state dir: else exit 2 at once
-        self.journal.next_run("run")
+        self.state = StateHold(self.settings.state_dir, self.log)  # the journal, and the state dir's lock
         self.scheduler = pass_scheduler(self.run_pass, self.settings.watch.poll_interval, self.triggers)
         self.watcher = DBWatcher(self._on_file_event)
         try:
@@ -235,8 +221,7 @@ class Daemon:
         self.log.info(self.counters.summary(), passes=self.counters.passes, **self.counters.counts())
         self.publishers.close()
         if finished:
-            self.journal.close()
-            self.lock.release()
+            self.state.close()
             # A pass job the scheduler started just before it stopped may be waiting for this lock; interpreter
             # exit joins the job's thread, so a lock kept held here would hang the exit for good.
             self._pass_lock.release()
@@ -288,7 +273,7 @@ class Daemon:
         with self._pass_lock:
             if settings.state_dir != self.settings.state_dir:
                 try:
-                    self._move_state_dir(settings.state_dir)
+                    self.state.move(settings.state_dir)
                 except JournalError as exc:  # an unusable new state dir: the old config keeps running
                     self._reload_failed(exc)
                     return
@@ -306,33 +291,15 @@ class Daemon:
         self.log.error("reload failed, keeping the previous config", error=str(exc))
         self.notifier.ready(f"config reload failed: {exc}; running with the previous config")
 
-    def _move_state_dir(self, state_dir: Path) -> None:
-        """Lock and open the new state dir first; only then let go of the old one."""
-        journal = Journal(state_dir)
-        try:
-            lock = _lock_state_dir(state_dir)
-        except JournalError:
-            journal.close()
-            raise
-        journal.next_run("run")
-        self.journal.close()
-        self.lock.release()
-        self.journal, self.lock = journal, lock
+    # -- the state dir: its journal (read-only while damaged) and its lock -----------------------
+    @property
+    def journal(self) -> Journal | ReadOnlyJournal:
+        return self.state.journal
 
-    def _prune_journal(self) -> None:
-        """Settled journal rows older than journal.keep go: at the first pass, then at most once a day."""
-        now = time.monotonic()
-        if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY_S:
-            return
-        self._pruned_at = now
-        keep = self.settings.journal.keep
-        try:
-            pruned = self.journal.prune(keep)
-        except JournalError as exc:
-            self.log.warning("journal not pruned", error=str(exc))
-            return
-        if pruned:
-            self.log.info("journal pruned", actions=pruned, older_than=format_duration(keep))
+    @property
+    def read_only(self) -> str | None:
+        """Why the daemon writes nothing (its journal is damaged), or None."""
+        return self.state.read_only
 
     # -- the pass ------------------------------------------------------------------------------
     def _sync_dbs(self) -> dict[Path, Path]:
@@ -364,45 +331,11 @@ class Daemon:
                 self._publish_result(result or self._failed_pass(started, duration))
                 self._first_pass_done.set()  # the next pass is armed once the scheduler lets go of this job
 
-    # -- the journal: read-only while it is damaged -------------------------------------------------
-    def _open_journal(self) -> Journal | ReadOnlyJournal:
-        try:
-            return Journal(self.settings.state_dir)
-        except JournalDamaged as exc:
-            self.log.error("journal damaged: read-only, nothing is written", error=str(exc))
-            return ReadOnlyJournal(exc)
-
-    def _check_journal(self, thorough: bool = False) -> None:
-        """Before each pass (and `thorough`ly after one that failed): a journal that became damaged makes the
-        daemon read-only; one moved aside or changed is opened again (a new one is started), and writing resumes."""
-        journal = self.journal
-        if isinstance(journal, ReadOnlyJournal):
-            if file_signature(journal.damaged.path) == journal.signature:
-                return
-        elif not journal.moved():
-            damaged = journal.damage(thorough)
-            if damaged is None:
-                return
-            self.log.error("journal damaged: read-only, nothing is written", error=str(damaged))
-            self.journal = ReadOnlyJournal(damaged, stale=journal)
-            return
-        journal.close()  # before opening what is there now: SQLite removes `-wal` by name when it closes
-        self.journal = self._open_journal()
-        if isinstance(self.journal, Journal):
-            self.log.warning("journal opened again; writing resumes", journal=str(self.journal.path))
-        self.journal.next_run("run")
-
-    @property
-    def read_only(self) -> str | None:
-        """Why the daemon writes nothing (its journal is damaged), or None."""
-        return self.journal.problem if isinstance(self.journal, ReadOnlyJournal) else None
-
     def _pass(self, due: Due) -> PassResult:
         self.counters.passes += 1
-        self._check_journal()
+        self.state.check()
         self.journal.next_run("run")  # one run per pass that writes: what `undo --last` restores
-        if self.read_only is None:
-            self._prune_journal()
+        self.state.prune(self.settings.journal.keep)
         if due.everything:
             self._sync_dbs()
         context = PassContext(
@@ -417,7 +350,7 @@ class Daemon:
         options = PassOptions(act=self.read_only is None, everything=due.everything, changed=due.changed)
         result = run_pass(context, self.dbs, options)
         if not result.ok:
-            self._check_journal(thorough=True)  # an error mid-pass may be the journal's pages
+            self.state.check(thorough=True)  # an error mid-pass may be the journal's pages
         self.triggers.deadline = result.next_deadline
         self.counters.add(result)
         if any(o.outcome in ACTED for o in result.outcomes):

@@ -44,6 +44,12 @@ def add_parser(subparsers, opts: Options) -> None:
     )
     actions = parser.add_subparsers(dest="service_action", required=True, metavar="ACTION")
     passed = (opts.config, opts.db, opts.state)  # passed on to the service's ExecStart=
+    _add_install(actions, passed)
+    _add_uninstall(actions)
+    _add_show(actions, passed)
+
+
+def _add_install(actions, passed) -> None:
     install = add_verb(
         actions,
         "install",
@@ -66,6 +72,8 @@ def add_parser(subparsers, opts: Options) -> None:
     ).complete = DIR
     install.add_argument("--force", action="store_true", help="replace an existing unit that differs")
 
+
+def _add_uninstall(actions) -> None:
     uninstall = add_verb(
         actions,
         "uninstall",
@@ -86,6 +94,8 @@ def add_parser(subparsers, opts: Options) -> None:
     ).complete = DIR
     uninstall.add_argument("--force", action="store_true", help="remove the unit even if it was edited")
 
+
+def _add_show(actions, passed) -> None:
     show = add_verb(
         actions,
         "show",
