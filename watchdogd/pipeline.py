@@ -15,6 +15,7 @@ Fixed stages, each fact computed once and carried forward on the report and its 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -160,8 +161,12 @@ def _refresh(watched: WatchedDB, options: PassOptions, ctx: PassContext) -> _Due
         cands, bad, _mode = watched.tracker.refresh()
         ctx.backoffs.keep_only(str(watched.path), {c.part_id for c in cands})  # a part no longer running
     except StoreError as exc:
+        said = watched.report.error if watched.report is not None else None
         watched.report = DBReport(watched.path, error=_unreadable(watched, exc))
-        ctx.log.warning("database unreadable", db=str(watched.path), error=watched.report.error)
+        # Said once per change of reason: a DB that stays unreadable (an open-file limit reached) is
+        # retried at every pass and would otherwise fill the log.
+        log = ctx.log.debug if _same_reason(watched.report.error, said) else ctx.log.warning
+        log("database unreadable", db=str(watched.path), error=watched.report.error)
         return None
     signature = tuple((c.part_id, c.data) for c in cands)
     # A DB with nothing running and nothing new has nothing to evaluate, whatever woke the pass.
@@ -170,6 +175,11 @@ def _refresh(watched: WatchedDB, options: PassOptions, ctx: PassContext) -> _Due
         return None
     watched.signature, watched.dirty = signature, False
     return _Due(watched, cands, bad)
+
+
+def _same_reason(error: str | None, said: str | None) -> bool:
+    """The same reason, counts aside ("34 files open" and "35 files open" are one reason)."""
+    return said is not None and error is not None and re.sub(r"\d+", "N", error) == re.sub(r"\d+", "N", said)
 
 
 def _unreadable(watched: WatchedDB, exc: StoreError) -> str:
