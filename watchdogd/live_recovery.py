@@ -246,8 +246,10 @@ class LiveRecovery:
         why: str,
         group_of: int | None = None,
     ) -> tuple[int | None, str, ServerError | None]:
-        """PATCH the part to "abandoned" through the server; journaled with the rows as stored."""
+        """PATCH the part to "abandoned" through the server; journaled with the rows as stored (time_updated
+        too, before and after: an undo then puts the row back byte for byte)."""
         cand = item.candidate
+        before = store.row_image("part", cand.part_id)
         with repairer.journal.journaled(
             db=str(cand.db),
             session_id=cand.session_id,
@@ -257,6 +259,7 @@ class LiveRecovery:
             route=PATCH_PART,
             reason=item.verdict.reason,
             part_before=row,
+            part_before_updated=before.updated if before is not None and before.data == row else None,
             server_version=endpoint.version,
             group_of=group_of,
         ) as action:
@@ -270,12 +273,12 @@ class LiveRecovery:
                 detail = f"PATCH of the part failed: {describe_error(exc, endpoint.url)}"
                 action.settle(Outcome.FAILED, detail, endpoint.version)
                 return None, detail, exc
-            stored = store.row_data("part", cand.part_id)
-            if stored is None or not _ours(stored):
+            stored = store.row_image("part", cand.part_id)
+            if stored is None or not _ours(stored.data):
                 detail = "PATCH of the part answered, but the row does not hold it"
                 action.settle(Outcome.FAILED, detail, endpoint.version)
                 return None, detail, None
-            action.rows(part_after=stored)
+            action.rows(part_after=stored.data, part_after_updated=stored.updated)
             action.settle(Outcome.DONE, "part marked abandoned through the server", endpoint.version)
         return action.id, f"part marked abandoned through the server (#{action.id})", None
 

@@ -165,12 +165,21 @@ def test_undo_of_a_live_free_restores_the_servers_row_never_the_running_one(env,
         assert (
             undo_action(journal, live_action, store).restored == []
         )  # the reject itself is not a row we wrote
+        # the server's row as it was before the PATCH, time_updated included (journaled before the PATCH)
+        assert patch_action.part_before_updated is not None
+        assert patch_action.part_after_updated == row_updated(env.db, stuck.part_id)
         assert undo_action(journal, patch_action, store).restored == [f"part {stuck.part_id}"]
     finally:
         store.close()
         journal.close()
     state = f.read_data(env.db, "part", stuck.part_id)["state"]
     assert (state["status"], state["error"]) == ("error", "The user dismissed this question")
+    assert row_updated(env.db, stuck.part_id) == patch_action.part_before_updated  # byte for byte
+
+
+def row_updated(db, part_id: str) -> object:
+    with f.connection(db) as conn:
+        return conn.execute("SELECT time_updated FROM part WHERE id = ?", (part_id,)).fetchone()[0]
 
 
 def stuck_data(env: Env, stuck: f.Stuck) -> str:
