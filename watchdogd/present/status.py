@@ -160,7 +160,7 @@ def status_text(data: StatusDocument, alive: bool, actions: Sequence) -> str:
         f"  status:      {safe(data.get('status_line'), 300)}",
         *([f"  READ-ONLY:   {safe(data['read_only'], 600)}"] if data.get("read_only") else []),
         f"  last pass:   {when_iso(last.get('at'))} ({', '.join(last.get('reasons', []))}); "
-        f"{data.get('passes')} passes",
+        f"{plural(data.get('passes') or 0, 'pass', 'passes')}",
         f"  next due:    {when_iso(data.get('next_deadline'))}",
         "  actions:     " + ", ".join(f"{v} {k}" for k, v in counts.items()),
         "  databases:",
@@ -186,7 +186,7 @@ def _db_line(db: DatabaseStatus) -> str:
     refusal = f"read-only: {db['write_refusal']}" if db.get("write_refusal") else None
     verdict = db.get("error") or refusal or db.get("schema_reason") or "-"
     return (
-        f"    {safe(db['path'])}: {db.get('schema') or 'n/a'}; {db.get('candidates', 0)} candidates; "
+        f"    {safe(db['path'])}: {db.get('schema') or 'n/a'}; {plural(db.get('candidates', 0), 'candidate')}; "
         f"{safe(verdict, 200)}"
     )
 

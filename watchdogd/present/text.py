@@ -35,8 +35,8 @@ def when_iso(value: str | None) -> str:
     return when(datetime.fromisoformat(value)) if value else "-"
 
 
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
