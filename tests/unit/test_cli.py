@@ -318,6 +318,15 @@ def test_reading_commands_create_no_state_dir(capsys, tmp_path, hermetic_env):
     assert not state.exists()
 
 
+@pytest.mark.parametrize("flag", ["--db", "--config"])
+def test_an_empty_file_flag_is_refused_as_empty(capsys, hermetic_env, flag):
+    """Not "--db .: is a directory" (Path("") is the current directory)."""
+    with pytest.raises(SystemExit) as info:
+        main(["scan", flag, ""])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(": an empty path (give a file)")
+
+
 def test_undo_needs_a_target(capsys, hermetic_env):
     with pytest.raises(SystemExit) as info:
         main(["undo"])

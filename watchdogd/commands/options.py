@@ -34,6 +34,13 @@ def state_dir_flag(text: str) -> Path | str:
     return Path(os.path.abspath(Path(text).expanduser())) if text.strip() else text
 
 
+def file_flag(text: str) -> Path:
+    """--db and --config: "" is an error of its own, not "." (Path("") is the current directory)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path (give a file)")
+    return Path(text)
+
+
 MAX_INT = 2**63 - 1  # SQLite's integers: a larger id or count is an OverflowError in the query
 
 
@@ -57,7 +64,7 @@ def build_options() -> Options:
     config.add_argument(
         "-c",
         "--config",
-        type=Path,
+        type=file_flag,
         metavar="FILE",
         help="config file (default: $OPENCODE_WATCHDOGD_CONFIG, else "
         "$XDG_CONFIG_HOME/opencode-watchdogd/config.toml)",
@@ -65,7 +72,7 @@ def build_options() -> Options:
     db = _parent()
     db.add_argument(
         "--db",
-        type=Path,
+        type=file_flag,
         action="append",
         metavar="FILE",
         help="an opencode DB to use (repeatable; replaces discovery)",
