@@ -174,7 +174,10 @@ class DBRepairer:
         changes = _changes(cand, before, after)
         missed = store.compare_and_set(changes)
         if missed:
-            detail = f"{missed} changed since it was read (opencode moved on); nothing written, re-checked next pass"
+            detail = (
+                f"{missed} changed since it was read (opencode moved on, or another watchdogd command got there "
+                "first); nothing written, re-checked next pass"
+            )
             action.settle(Outcome.SKIPPED, detail)
             return ActionResult(item, REPAIR, Outcome.SKIPPED, detail, action.id)
         written = (["part error"] if part_after else []) + (["message completed"] if message_after else [])
