@@ -61,7 +61,8 @@ def one_line_with_the_fix(text: str) -> str:
     "NOTIFY_SOCKET",
     "the daemon runs READ-ONLY: READY=1; STATUS=, `status` and `status --json` say 'journal … is damaged (why)' "
     "with the one-line fix; the orphan is listed, never written; `reap` exits 2 with that one line, no "
-    "traceback; after the fix is run as written, the next pass starts a new journal and repairs the orphan",
+    "traceback; `scan` lists the orphan with that line, exit 2; after the fix is run as written, the next pass "
+    "starts a new journal and repairs the orphan",
 )
 @pytest.mark.parametrize("kind", ["garbage", "truncated", "directory"])
 def test_damaged_journal_at_start(tmp_path, observe, kind):
@@ -79,12 +80,16 @@ def test_damaged_journal_at_start(tmp_path, observe, kind):
         assert set(pair_states(db, orphans).values()) == {"untouched"}
         text = cli(tmp_path, "status")
         assert text.returncode == 0 and "READ-ONLY:   journal" in text.stdout, text.stdout
+        assert text.stdout.count("is damaged") == 1, text.stdout  # said once, on its own line
         as_json = json.loads(cli(tmp_path, "status", "--json").stdout)
         assert as_json["running"] and as_json["status"]["read_only"] and as_json["journal_damaged"]
         reap = cli(tmp_path, "reap", "--db", str(db), env=GRACE0)
         assert reap.returncode == 2, reap.stdout
         said = one_line_with_the_fix(reap.stderr)
         assert set(pair_states(db, orphans).values()) == {"untouched"}
+        scan = cli(tmp_path, "scan", "--json", "--db", str(db), env=GRACE0)  # writes nothing: still explains
+        assert scan.returncode == 2 and one_line_with_the_fix(scan.stderr)
+        assert [c["part_id"] for c in json.loads(scan.stdout)] == [o.part_id for o in orphans]
 
         fix = FIX.search(shown["read_only"]).group(1)
         assert subprocess.run(["sh", "-c", fix], capture_output=True).returncode == 0
@@ -102,7 +107,8 @@ def test_damaged_journal_at_start(tmp_path, observe, kind):
     assert code == 0
     why = re.search(r"is damaged \(([^)]*)\)", said).group(1)
     observe(
-        f"{kind}: read-only ('is damaged ({why})' in STATUS=, status, status --json and reap's one line, exit 2)",
+        f"{kind}: read-only ('is damaged ({why})' in STATUS=, status, status --json and reap's one line, exit 2; "
+        "scan lists the orphan under that line, exit 2)",
         "orphan untouched over 3 passes; after the fix line: new journal, orphan repaired",
     )
 

@@ -7,7 +7,8 @@ import sys
 
 from watchdogd.commands.options import PROG, Options, add_verb
 from watchdogd.config import Settings
-from watchdogd.journal import Journal
+from watchdogd.journal import Journal, JournalDamaged
+from watchdogd.journal_health import ReadOnlyJournal
 from watchdogd.opencode.discovery import discover_databases
 from watchdogd.pipeline import PassOptions, one_shot
 from watchdogd.present.candidates import Retry, candidate_record, db_problems, scan_text
@@ -31,12 +32,16 @@ def add_parser(subparsers, opts: Options) -> None:
 
 def run(args, settings: Settings) -> int:
     dbs = discover_databases(settings.watch.databases, args.db)
-    journal = Journal(settings.state_dir)
+    try:
+        journal = Journal(settings.state_dir)
+    except JournalDamaged as damaged:  # scan writes nothing: it still explains, as the daemon does meanwhile
+        print(f"opencode-watchdogd: {safe(str(damaged), 600)}", file=sys.stderr)
+        journal = ReadOnlyJournal(damaged)
     try:
         result = one_shot(settings, journal, dbs, PassOptions(act=False))
     finally:
         journal.close()
-    records, failed = [], False
+    records, failed = [], isinstance(journal, ReadOnlyJournal)
     for report in result.reports:
         for line in db_problems(report):
             print(f"opencode-watchdogd: {safe(line, 400)}", file=sys.stderr)

@@ -157,7 +157,7 @@ def status_text(data: StatusDocument, alive: bool, actions: Sequence) -> str:
     counts = data.get("counts", {})
     lines = [
         f"opencode-watchdogd {state}, version {data.get('version')}",
-        f"  status:      {safe(data.get('status_line'), 300)}",
+        f"  status:      {safe(_status_line(data), 300)}",
         *([f"  READ-ONLY:   {safe(data['read_only'], 600)}"] if data.get("read_only") else []),
         f"  last pass:   {when_iso(last.get('at'))} ({', '.join(last.get('reasons', []))}); "
         f"{plural(data.get('passes') or 0, 'pass', 'passes')}",
@@ -180,6 +180,12 @@ def status_text(data: StatusDocument, alive: bool, actions: Sequence) -> str:
         lines.append("  recent actions:")
         lines += [_action_line(a) for a in actions]
     return "\n".join(lines)
+
+
+def _status_line(data: StatusDocument) -> str:
+    """STATUS= as sent, less the read-only text it starts with (the READ-ONLY: line below says it whole)."""
+    line, read_only = str(data.get("status_line") or ""), data.get("read_only")
+    return line.removeprefix(f"READ-ONLY: {read_only}; ") if read_only else line
 
 
 def _db_line(db: DatabaseStatus) -> str:
