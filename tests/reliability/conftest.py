@@ -129,14 +129,18 @@ def pytest_collection_modifyitems(
 
 
 @pytest.fixture
-def observe(request: pytest.FixtureRequest):
+def observe(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """observe("fact", ...): what the test saw, for the Observed column (deterministic text only)."""
     key = _key(request.node)
     if request.node.get_closest_marker("reliability_scenario") is None:
         raise RuntimeError(f"{key} uses `observe` without @scenario(...)")
     _REGISTRY.observed[key] = []
+    # A temporary path differs at every run, so the row would never match the committed doc again.
+    temporary = str(tmp_path_factory.getbasetemp())
 
     def record(*facts: str) -> None:
+        for fact in facts:
+            assert temporary not in fact, f"observed text holds a temporary path (replace it): {fact}"
         _REGISTRY.observed[key].extend(facts)
 
     return record
