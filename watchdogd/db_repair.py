@@ -94,13 +94,8 @@ class DBRepairer:
         action_id = None
         try:
             with self.journal.journaled(
-                db=str(cand.db),
-                session_id=cand.session_id,
-                message_id=cand.message_id,
-                part_id=cand.part_id,
-                tool=cand.tool,
+                **item.journal_fields(),
                 route=Route.DB_REPAIR,
-                reason=item.verdict.reason,
                 part_before=cand.data,
                 message_before=message_before,
                 part_before_updated=before.part.updated if before.part else None,

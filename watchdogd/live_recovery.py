@@ -96,13 +96,8 @@ class LiveRecovery:
         queued = store.queued_user_messages(sid, cand.start_ms or 0)
         log = repairer.log.bind(session=sid, part=cand.part_id, server=endpoint.url, version=endpoint.version)
         with repairer.journal.journaled(
-            db=str(cand.db),
-            session_id=sid,
-            message_id=cand.message_id,
-            part_id=cand.part_id,
-            tool=cand.tool,
+            **item.journal_fields(),
             route=route,
-            reason=item.verdict.reason,
             part_before=cand.data,
             server_version=endpoint.version,
         ) as action:
@@ -251,13 +246,8 @@ class LiveRecovery:
         cand = item.candidate
         before = store.row_image("part", cand.part_id)
         with repairer.journal.journaled(
-            db=str(cand.db),
-            session_id=cand.session_id,
-            message_id=cand.message_id,
-            part_id=cand.part_id,
-            tool=cand.tool,
+            **item.journal_fields(),
             route=PATCH_PART,
-            reason=item.verdict.reason,
             part_before=row,
             part_before_updated=before.updated if before is not None and before.data == row else None,
             server_version=endpoint.version,

@@ -145,10 +145,21 @@ class Assessment:
     queued: tuple[tuple[str, int], ...] = ()  # (message id, ms) of prompts sent while a live run holds it
     child_at_work: bool = False  # a `task` part whose subagent its server reports busy, or could not tell
     plan: Plan | None = None  # None: not due (kept, or never)
-    backoff: Backoff | None = (
-        None  # the last attempts on this row and plan did not free it (watchdogd/backoff.py)
-    )
+    # the last attempts on this row and plan did not free it (watchdogd/backoff.py)
+    backoff: Backoff | None = None
     undone: Undone | None = None  # kept because `undo` put it back and its row still holds that image
+
+    def journal_fields(self) -> dict[str, str]:
+        """What every journal row of an action on this candidate records: which part, and why."""
+        cand = self.candidate
+        return {
+            "db": str(cand.db),
+            "session_id": cand.session_id,
+            "message_id": cand.message_id,
+            "part_id": cand.part_id,
+            "tool": cand.tool,
+            "reason": self.verdict.reason,
+        }
 
 
 @dataclass

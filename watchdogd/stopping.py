@@ -57,13 +57,8 @@ def stop_and_repair(
     assert kind is not None
     what = f"{LABELS[kind]} pid {pid}"
     with repairer.journal.journaled(
-        db=str(cand.db),
-        session_id=cand.session_id,
-        message_id=cand.message_id,
-        part_id=cand.part_id,
-        tool=cand.tool,
+        **item.journal_fields(),
         route=STOP_PROCESS,
-        reason=item.verdict.reason,
         part_before=cand.data,
     ) as action:
         gone, how = stop_process(pid, kind, settings.live.stop_grace)
