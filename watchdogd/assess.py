@@ -55,9 +55,8 @@ class Evidence:
     child_busy: bool | None = None  # a `task` part's subagent, as its server reports it
     child_at_work: bool = False  # the subagent is busy, or its server could not tell: never abort the parent
     queued: tuple[tuple[str, int], ...] = ()  # prompts sent while a live run holds the session
-    undone: Undone | None = (
-        None  # the part's last `undo` (journal): left alone while its row holds that image
-    )
+    # the part's last `undo` (journal): left alone while its row holds that image
+    undone: Undone | None = None
 
 
 def with_sessions(candidates: list[Candidate], sessions: dict[str, SessionInfo]) -> list[Candidate]:

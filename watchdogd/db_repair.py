@@ -116,9 +116,8 @@ class DBRepairer:
     def _prepare(self, item: Assessment, report: DBReport, store: OpencodeStore) -> _Before | ActionResult:
         """Both rows' before-images once every check before a write passed, else why not (a result)."""
         cand = item.candidate
-        if (
-            report.refusal
-        ):  # before the backup and the journal: nothing is copied or planned for a DB never written
+        # Before the backup and the journal: nothing is copied or planned for a DB never written.
+        if report.refusal:
             return ActionResult(item, REPAIR, Outcome.REPORTED, f"no DB write: {report.refusal}")
         try:
             other = self._other_session(cand, store)

@@ -30,9 +30,8 @@ def special_file_kind(path: Path) -> str | None:
     return "not a regular file"
 
 
-FD_HEADROOM = (
-    32  # fds kept free for what a pass needs besides DB connections (holders, journal, backup, HTTP)
-)
+# fds kept free for what a pass needs besides DB connections (holders, journal, backup, HTTP)
+FD_HEADROOM = 32
 
 
 def fd_limit_problem(headroom: int = 0) -> str:
