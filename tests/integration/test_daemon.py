@@ -215,7 +215,7 @@ def test_second_sigint_forces_exit(tmp_path, notify, daemons):
 @pytest.mark.parametrize("quiet_after_s", [0.0, 0.05, 0.25, 0.45, 0.5, 0.55, 0.7])
 @pytest.mark.xfail(
     strict=False,
-    reason="open bug, about 1 run in 150 here: a commit just as a pass reads may wait for the next poll "
+    reason="open bug, 1 failure in 21 cases here: a commit just as a pass reads may wait for the next poll "
     "(default 1 m); see the closing note of this landing",
 )
 def test_commit_as_the_stream_goes_quiet_is_seen(tmp_path, notify, daemons, quiet_after_s):
