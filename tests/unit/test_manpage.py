@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.test_cli_help import VERBS  # the verbs the help tests cover: the page documents each
+
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "man" / "opencode-watchdogd.1"
 
@@ -31,20 +33,7 @@ def test_the_committed_page_is_current():
 
 def test_the_page_documents_every_verb_and_the_exit_status():
     text = PAGE.read_text()
-    for verb in (
-        "run",
-        "scan",
-        "reap",
-        "undo",
-        "history",
-        "status",
-        "config check",
-        "config show",
-        "service install",
-        "service uninstall",
-        "service show",
-        "completion",
-    ):
+    for verb in VERBS:
         assert f".B {verb}\n" in text.replace("\\-", "-"), verb
     for heading in (".SH EXIT STATUS", ".SH ENVIRONMENT", ".SH FILES", ".SH SEE ALSO"):
         assert heading in text
